@@ -1,0 +1,401 @@
+"""`EmotionClient`: detect faces, crop them, ask both served models, merge the answers per face."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from . import spec
+from .detect import Detection, FaceDetector, HaarFaceDetector
+from .errors import EmotionAIError, ServerError, ServerUnavailableError
+from .grpc_transport import MAX_MESSAGE_BYTES, GrpcTransport
+from .images import MAX_PIXELS, ColorOrder, ImageInput, load_image
+from .preprocess import CropTransform, model_inputs, to_gray
+from .rest_transport import RestTransport
+from .result import Face, Prediction
+from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus
+
+log = logging.getLogger(__name__)
+
+Protocol_ = Literal["grpc", "rest"]
+ModelOption = str | ModelRef | Mapping[str, Any]
+
+
+def default_models() -> dict[str, ModelRef]:
+    """The served models of the export contract: "keypoints" and "emotion", latest version."""
+    return {"keypoints": ModelRef(spec.KEYPOINTS_MODEL), "emotion": ModelRef(spec.EMOTION_MODEL)}
+
+
+def _model_ref(value: ModelOption) -> ModelRef:
+    if isinstance(value, ModelRef):
+        return value
+    if isinstance(value, str):
+        return ModelRef(value)
+    return ModelRef(**dict(value))
+
+
+@dataclass
+class ClientOptions:
+    """Settings of an `EmotionClient` (all have defaults that match a local TF Serving).
+
+    Attributes:
+        host: server host name or address.
+        protocol: "grpc" or "rest".
+        grpc_port / rest_port: TF Serving's `--port` / `--rest_api_port`.
+        timeout: seconds allowed for each server call, retries included (every call has a deadline).
+        retries: retries after UNAVAILABLE / refused connection / HTTP 503, with backoff.
+        backoff: first backoff in seconds (doubles each retry, capped at 2 s).
+        models: "keypoints" and "emotion" -> model name, `ModelRef` (name, version or version_label,
+            signature_name) or a dict of those fields.
+        keypoints_crop / emotion_crop: crop geometry overrides (default: `spec.KEYPOINTS_CROP` /
+            `spec.EMOTION_CROP`, calibrated for the Haar detector).
+        max_pixels: refuse images larger than this many pixels.
+        max_message_bytes: gRPC send/receive message limit.
+        batch_images: how many images `predict_batch` sends to the models in one request.
+    """
+
+    host: str = "localhost"
+    protocol: Protocol_ = "grpc"
+    grpc_port: int = 8500
+    rest_port: int = 8501
+    timeout: float = 10.0
+    retries: int = 3
+    backoff: float = 0.1
+    models: Mapping[str, ModelOption] = field(default_factory=default_models)
+    keypoints_crop: spec.CropGeometry | None = None
+    emotion_crop: spec.CropGeometry | None = None
+    max_pixels: int = MAX_PIXELS
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    batch_images: int = 8
+
+    def __post_init__(self) -> None:
+        if self.protocol not in ("grpc", "rest"):
+            raise ValueError(f"protocol must be 'grpc' or 'rest', not {self.protocol!r}")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if self.retries < 0:
+            raise ValueError("retries must be >= 0")
+        models = default_models()
+        for key, value in dict(self.models).items():
+            if key not in models:
+                raise ValueError(f"unknown model key {key!r}; use 'keypoints' and/or 'emotion'")
+            models[key] = _model_ref(value)
+        self.models = models
+
+
+class EmotionClient:
+    """Face keypoints and facial expression for images, served by TF Serving (gRPC or REST).
+
+    Example:
+        with EmotionClient(protocol="grpc") as client:
+            for face in client.predict("photo.jpg").faces:
+                print(face.box, face.emotion, face.keypoints["left_eye_center"])
+
+    Keyword arguments are the fields of `ClientOptions`; pass `options=` instead to reuse one.
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "localhost",
+        protocol: Protocol_ = "grpc",
+        grpc_port: int = 8500,
+        rest_port: int = 8501,
+        timeout: float = 10.0,
+        retries: int = 3,
+        models: Mapping[str, ModelOption] | None = None,
+        detector: FaceDetector | None = None,
+        options: ClientOptions | None = None,
+        **more_options: Any,
+    ):
+        if options is None:
+            options = ClientOptions(
+                host=host,
+                protocol=protocol,
+                grpc_port=grpc_port,
+                rest_port=rest_port,
+                timeout=timeout,
+                retries=retries,
+                models=models if models is not None else default_models(),
+                **more_options,
+            )
+        self.options = options
+        self.models: dict[str, ModelRef] = dict(options.models)  # type: ignore[arg-type]
+        self.detector: FaceDetector = detector if detector is not None else HaarFaceDetector()
+        self.keypoints_crop = options.keypoints_crop or spec.KEYPOINTS_CROP
+        self.emotion_crop = options.emotion_crop or spec.EMOTION_CROP
+        policy = RetryPolicy(retries=options.retries, backoff=options.backoff)
+        self.transport: Transport
+        if options.protocol == "grpc":
+            self.transport = GrpcTransport(
+                f"{options.host}:{options.grpc_port}",
+                policy=policy,
+                max_message_bytes=options.max_message_bytes,
+            )
+        else:
+            self.transport = RestTransport(options.host, options.rest_port, policy=policy)
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emotion-ai")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Close connections and worker threads."""
+        self._pool.shutdown(wait=True)
+        self.transport.close()
+
+    def __enter__(self) -> EmotionClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- server information ----------------------------------------------------------------------
+    def status(self) -> dict[str, list[VersionStatus]]:
+        """Version states of both models, keyed "keypoints" / "emotion"."""
+        return {
+            key: self.transport.status(ref, self.options.timeout)
+            for key, ref in self.models.items()
+        }
+
+    def metadata(self, key: str) -> dict[str, SignatureInfo]:
+        """Signature definitions of the "keypoints" or "emotion" model."""
+        return self.transport.metadata(self.models[key], self.options.timeout)
+
+    def wait_until_available(self, timeout: float = 30.0, interval: float = 0.2) -> None:
+        """Block until both models report a version AVAILABLE, or raise ServerUnavailableError."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            try:
+                states = self.status()
+                if all(any(v.state == "AVAILABLE" for v in vs) for vs in states.values()):
+                    return
+                last = str(states)
+            except EmotionAIError as exc:
+                last = str(exc)
+            if time.monotonic() + interval > deadline:
+                raise ServerUnavailableError(f"models not AVAILABLE within {timeout:g} s: {last}")
+            time.sleep(interval)
+
+    # -- prediction ------------------------------------------------------------------------------
+    def predict(self, image: ImageInput, *, color: ColorOrder = "bgr") -> Prediction:
+        """Detect every face in `image` and return keypoints and expression for each.
+
+        `image` is a path, the bytes of an encoded image, or a numpy array (BGR by default,
+        `color="rgb"` for RGB; gray and 4-channel arrays work too). Raises `InvalidImageError`
+        for unusable input and the server errors of `emotion_ai.errors`.
+        """
+        staged = self._stage(image, color)
+        self._infer([staged])
+        return staged.prediction()
+
+    def predict_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        color: ColorOrder = "bgr",
+        errors: Literal["raise", "return"] = "raise",
+    ) -> list[Prediction | EmotionAIError]:
+        """`predict` for many images; faces of `batch_images` images share one request per model.
+
+        With errors="return", an image that fails yields its exception in its place instead of
+        stopping the batch (server errors still fail the whole group).
+        """
+        results: list[Any] = []
+        group: list[_Staged] = []
+        slots: list[int] = []
+
+        def flush() -> None:
+            if group:
+                self._infer(group)
+                for i, st in zip(slots, group, strict=True):
+                    results[i] = st.prediction()
+                group.clear()
+                slots.clear()
+
+        for image in images:
+            try:
+                staged = self._stage(image, color)
+            except EmotionAIError as exc:
+                if errors == "raise":
+                    raise
+                results.append(exc)
+                continue
+            results.append(None)  # replaced once its group has run
+            slots.append(len(results) - 1)
+            group.append(staged)
+            if len(group) >= self.options.batch_images:
+                flush()
+        flush()
+        return results
+
+    # -- internals -------------------------------------------------------------------------------
+    def _stage(self, image: ImageInput, color: ColorOrder) -> _Staged:
+        t0 = time.perf_counter()
+        bgr = load_image(image, color=color, max_pixels=self.options.max_pixels)
+        t1 = time.perf_counter()
+        detections = sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
+        t2 = time.perf_counter()
+        boxes = [d.box for d in detections]
+        gray = to_gray(bgr)
+        kp_batch, kp_tf = model_inputs(gray, boxes, self.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE)
+        em_batch, _ = model_inputs(gray, boxes, self.emotion_crop, spec.EMOTION_INPUT_SIZE)
+        t3 = time.perf_counter()
+        source = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else None
+        return _Staged(
+            image=bgr,
+            source=source,
+            detections=detections,
+            kp_batch=kp_batch,
+            em_batch=em_batch,
+            kp_transforms=kp_tf,
+            t_start=t0,
+            timings={
+                "decode": (t1 - t0) * 1e3,
+                "detect": (t2 - t1) * 1e3,
+                "preprocess": (t3 - t2) * 1e3,
+            },
+        )
+
+    def _infer(self, staged: list[_Staged]) -> None:
+        """One keypoints and one emotion request (run concurrently) for all faces in `staged`."""
+        with_faces = [s for s in staged if s.detections]
+        for s in staged:
+            s.timings.setdefault("keypoints", 0.0)
+            s.timings.setdefault("emotion", 0.0)
+        if not with_faces:
+            return
+        kp_in = np.concatenate([s.kp_batch for s in with_faces])
+        em_in = np.concatenate([s.em_batch for s in with_faces])
+        kp_future = self._pool.submit(_timed, self._run_keypoints, kp_in)
+        em_future = self._pool.submit(_timed, self._run_emotion, em_in)
+        keypoints, t_kp = kp_future.result()
+        (scores, classes), t_em = em_future.result()
+        start = 0
+        for s in with_faces:
+            n = len(s.detections)
+            s.faces = merge_faces(
+                s.detections, s.kp_transforms, keypoints[start : start + n],
+                scores[start : start + n], classes[start : start + n],
+            )  # fmt: skip
+            s.timings["keypoints"] = t_kp
+            s.timings["emotion"] = t_em
+            start += n
+
+    def _run_keypoints(self, batch: np.ndarray) -> np.ndarray:
+        ref = self.models["keypoints"]
+        outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
+        kp = _pick_output(outputs, spec.KEYPOINTS_OUTPUT_KEY, ref)
+        n = batch.shape[0]
+        try:
+            return np.asarray(kp, dtype=np.float64).reshape(n, len(spec.KEYPOINT_NAMES), 2)
+        except ValueError as exc:
+            raise ServerError(
+                f"{ref.describe()} returned keypoints of shape {np.shape(kp)}, expected "
+                f"[{n}, {len(spec.KEYPOINT_NAMES)}, 2]"
+            ) from exc
+
+    def _run_emotion(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ref = self.models["emotion"]
+        outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
+        scores = np.asarray(_pick_output(outputs, spec.SCORES_OUTPUT_KEY, ref), dtype=np.float64)
+        classes = np.asarray(_pick_output(outputs, spec.CLASSES_OUTPUT_KEY, ref))
+        return check_emotion_outputs(scores, classes, batch.shape[0], ref)
+
+
+@dataclass
+class _Staged:
+    """One image between preprocessing and inference."""
+
+    image: np.ndarray
+    source: str | None
+    detections: list[Detection]
+    kp_batch: np.ndarray
+    em_batch: np.ndarray
+    kp_transforms: list[CropTransform]
+    t_start: float
+    timings: dict[str, float]
+    faces: list[Face] = field(default_factory=list)
+
+    def prediction(self) -> Prediction:
+        timings = dict(self.timings)
+        timings["total"] = (time.perf_counter() - self.t_start) * 1e3
+        h, w = self.image.shape[:2]
+        return Prediction(
+            faces=self.faces,
+            image_size=(w, h),
+            timings_ms=timings,
+            source=self.source,
+            image=self.image,
+        )
+
+
+def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn(*args)
+    return out, (time.perf_counter() - t) * 1e3
+
+
+def _pick_output(outputs: dict[str, np.ndarray], key: str, ref: ModelRef) -> np.ndarray:
+    if key in outputs:
+        return outputs[key]
+    if key != spec.CLASSES_OUTPUT_KEY and len(outputs) == 1:
+        return next(iter(outputs.values()))  # REST omits the name of a signature's only output
+    raise ServerError(f"{ref.describe()} returned outputs {sorted(outputs)}, expected {key!r}")
+
+
+def check_emotion_outputs(
+    scores: np.ndarray, classes: np.ndarray, n: int, ref: ModelRef
+) -> tuple[np.ndarray, np.ndarray]:
+    """Validate `scores` [n, K] and `classes` [n, K] (or [K], shared by all rows) and align them."""
+    if scores.ndim != 2 or scores.shape[0] != n:
+        raise ServerError(
+            f"{ref.describe()} returned scores of shape {scores.shape}, expected [{n}, K]"
+        )
+    if classes.ndim == 1:
+        classes = np.broadcast_to(classes, scores.shape)
+    if classes.shape != scores.shape:
+        raise ServerError(
+            f"{ref.describe()} returned classes of shape {classes.shape} "
+            f"for scores of shape {scores.shape}"
+        )
+    return scores, classes.astype(str)
+
+
+def merge_faces(
+    detections: list[Detection],
+    kp_transforms: list[CropTransform],
+    keypoints: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+) -> list[Face]:
+    """Combine detector boxes, model-space keypoints and class scores into `Face`s.
+
+    `keypoints` is [n, 15, 2] in keypoints-model pixels; it is mapped back to the original image
+    through each face's crop transform. `classes[i]` names the columns of `scores[i]`.
+    """
+    faces = []
+    for i, det in enumerate(detections):
+        pts = kp_transforms[i].to_original(keypoints[i])
+        kp = {
+            name: (float(x), float(y))
+            for name, (x, y) in zip(spec.KEYPOINT_NAMES, pts, strict=True)
+        }
+        labels = [str(c) for c in classes[i]]
+        probs = {label: float(p) for label, p in zip(labels, scores[i], strict=True)}
+        top = labels[int(np.nanargmax(scores[i]))] if np.isfinite(scores[i]).any() else labels[0]
+        faces.append(
+            Face(
+                box=tuple(float(v) for v in det.box),  # type: ignore[arg-type]
+                detection_score=float(det.score),
+                keypoints=kp,
+                emotion=top,
+                scores=probs,
+            )
+        )
+    return faces

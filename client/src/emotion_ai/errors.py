@@ -1,0 +1,44 @@
+"""Typed errors raised by the client, worded for a person reading them."""
+
+from __future__ import annotations
+
+
+class EmotionAIError(Exception):
+    """Base class of every error the client raises on purpose."""
+
+
+class InvalidImageError(EmotionAIError, ValueError):
+    """The input is not a usable image: unreadable, empty, not an image, truncated or too large."""
+
+
+class ServerUnavailableError(EmotionAIError, ConnectionError):
+    """The server could not be reached (refused, UNAVAILABLE, HTTP 503) after all retries."""
+
+
+class RequestTimeoutError(EmotionAIError, TimeoutError):
+    """The call missed its deadline (client deadline, DEADLINE_EXCEEDED or HTTP 504)."""
+
+
+class ServerError(EmotionAIError):
+    """The server answered with an error; `message` is TF Serving's own error text.
+
+    Attributes:
+        message: the server's error text (REST `{"error": ...}` body or gRPC status details).
+        code: the gRPC status name (e.g. "INVALID_ARGUMENT") or None.
+        http_status: the HTTP status code for REST, else None.
+    """
+
+    def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
+        where = f"HTTP {http_status}" if http_status is not None else (code or "error")
+        super().__init__(f"server error ({where}): {message}")
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+
+
+class ModelNotFoundError(ServerError):
+    """The server does not serve the requested model, version, version label or signature."""
+
+    def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
+        super().__init__(message, code=code, http_status=http_status)
+        self.args = (f"model not found: {message}",)

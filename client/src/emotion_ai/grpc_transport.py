@@ -1,0 +1,175 @@
+"""gRPC transport: TF Serving's PredictionService / ModelService via the client's own messages.
+
+Methods are called by their upstream full names, so the server sees exactly what the official
+`tensorflow-serving-api` stubs send, without importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+import numpy as np
+
+from ._proto import tfs_pb2 as pb
+from .errors import ModelNotFoundError, RequestTimeoutError, ServerError
+from .tensors import dtype_name, make_tensor_proto, tensor_proto_to_numpy
+from .transport import (
+    ModelRef,
+    RetryableError,
+    RetryPolicy,
+    SignatureInfo,
+    TensorSpec,
+    VersionStatus,
+    with_retries,
+)
+
+log = logging.getLogger(__name__)
+
+PREDICT = "/tensorflow.serving.PredictionService/Predict"
+GET_MODEL_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
+GET_MODEL_STATUS = "/tensorflow.serving.ModelService/GetModelStatus"
+
+#: Default cap on gRPC message size in both directions (gRPC's own default is 4 MiB).
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+def model_spec(model: ModelRef, *, with_signature: bool = True) -> pb.ModelSpec:
+    """ModelSpec for a model reference (version or label set only when given)."""
+    s = pb.ModelSpec(name=model.name)
+    if with_signature:
+        s.signature_name = model.signature_name
+    if model.version is not None:
+        s.version.value = model.version
+    elif model.version_label is not None:
+        s.version_label = model.version_label
+    return s
+
+
+def map_rpc_error(err: grpc.RpcError, model: ModelRef) -> Exception:
+    """Typed client error for a failed RPC (UNAVAILABLE is handled by the retry loop, not here)."""
+    code = err.code() if hasattr(err, "code") else grpc.StatusCode.UNKNOWN
+    details = (err.details() if hasattr(err, "details") else None) or str(err)
+    name = code.name if code is not None else "UNKNOWN"
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return RequestTimeoutError(
+            f"{model.describe()}: the request exceeded its deadline ({details})"
+        )
+    if code == grpc.StatusCode.NOT_FOUND or _is_missing_model_text(details):
+        return ModelNotFoundError(details, code=name)
+    return ServerError(details, code=name)
+
+
+def _is_missing_model_text(details: str) -> bool:
+    return "Unrecognized servable version label" in details or (
+        "signature name" in details and "not found" in details
+    )
+
+
+class GrpcTransport:
+    """Calls TF Serving over one shared insecure gRPC channel (thread-safe)."""
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        policy: RetryPolicy | None = None,
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ):
+        self.target = target
+        self.policy = policy or RetryPolicy()
+        options = [
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_message_bytes),
+            # Reconnect quickly once a stopped server is back (gRPC's default first backoff is 1 s).
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        self._channel = grpc.insecure_channel(target, options=options)
+        self._predict = self._channel.unary_unary(
+            PREDICT,
+            request_serializer=pb.PredictRequest.SerializeToString,
+            response_deserializer=pb.PredictResponse.FromString,
+        )
+        self._metadata = self._channel.unary_unary(
+            GET_MODEL_METADATA,
+            request_serializer=pb.GetModelMetadataRequest.SerializeToString,
+            response_deserializer=pb.GetModelMetadataResponse.FromString,
+        )
+        self._status = self._channel.unary_unary(
+            GET_MODEL_STATUS,
+            request_serializer=pb.GetModelStatusRequest.SerializeToString,
+            response_deserializer=pb.GetModelStatusResponse.FromString,
+        )
+
+    def _call(self, method, request, model: ModelRef, timeout: float, what: str):
+        def attempt(remaining: float):
+            try:
+                return method(request, timeout=remaining)
+            except grpc.RpcError as err:
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                    raise RetryableError(err.details() or "UNAVAILABLE") from err
+                raise map_rpc_error(err, model) from err
+
+        return with_retries(
+            attempt, timeout=timeout, policy=self.policy, what=f"{what} {self.target}"
+        )
+
+    def predict(
+        self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float
+    ) -> dict[str, np.ndarray]:
+        request = pb.PredictRequest(model_spec=model_spec(model))
+        for key, value in inputs.items():
+            request.inputs[key].CopyFrom(make_tensor_proto(value))
+        response = self._call(
+            self._predict, request, model, timeout, f"predict {model.describe()} at"
+        )
+        return {key: tensor_proto_to_numpy(t) for key, t in response.outputs.items()}
+
+    def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
+        request = pb.GetModelMetadataRequest(
+            model_spec=model_spec(model, with_signature=False), metadata_field=["signature_def"]
+        )
+        response = self._call(
+            self._metadata, request, model, timeout, f"metadata {model.describe()} at"
+        )
+        if "signature_def" not in response.metadata:
+            raise ServerError("metadata response has no signature_def entry")
+        sig_map = pb.SignatureDefMap()
+        sig_map.ParseFromString(response.metadata["signature_def"].value)
+        return {name: _signature_info(sd) for name, sd in sig_map.signature_def.items()}
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        request = pb.GetModelStatusRequest(model_spec=model_spec(model, with_signature=False))
+        response = self._call(
+            self._status, request, model, timeout, f"status {model.describe()} at"
+        )
+        return [
+            VersionStatus(
+                version=int(s.version),
+                state=pb.ModelVersionStatus.State.Name(s.state),
+                error_code=pb.ErrorCode.Name(s.status.error_code),
+                error_message=s.status.error_message,
+            )
+            for s in response.model_version_status
+        ]
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _tensor_spec(info: pb.TensorInfo) -> TensorSpec:
+    if info.tensor_shape.unknown_rank:
+        shape = None
+    else:
+        shape = tuple(None if d.size < 0 else int(d.size) for d in info.tensor_shape.dim)
+    return TensorSpec(dtype=dtype_name(info.dtype), shape=shape)
+
+
+def _signature_info(sd: pb.SignatureDef) -> SignatureInfo:
+    return SignatureInfo(
+        inputs={k: _tensor_spec(v) for k, v in sd.inputs.items()},
+        outputs={k: _tensor_spec(v) for k, v in sd.outputs.items()},
+        method_name=sd.method_name,
+    )

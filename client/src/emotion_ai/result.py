@@ -1,0 +1,138 @@
+"""Result dataclasses: one `Prediction` per image holding one `Face` per detected face."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+Point = tuple[float, float]
+Box = tuple[float, float, float, float]
+
+#: Timing keys of `Prediction.timings_ms`, in pipeline order.
+TIMING_KEYS: tuple[str, ...] = ("decode", "detect", "preprocess", "keypoints", "emotion", "total")
+
+
+def _num(v: float, digits: int = 4) -> float | None:
+    """Round for JSON; NaN/inf become None so the output stays strict JSON."""
+    f = float(v)
+    return round(f, digits) if math.isfinite(f) else None
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face.
+
+    Attributes:
+        box: (x, y, w, h) of the detector's box in original-image pixels.
+        detection_score: the detector's confidence in [0, 1].
+        keypoints: Kaggle keypoint name (without `_x/_y`, e.g. "left_eye_center", subject's left)
+            -> (x, y) in original-image pixels.
+        emotion: the label with the highest score.
+        scores: label -> probability; labels come from the emotion model's `classes` output.
+    """
+
+    box: Box
+    detection_score: float
+    keypoints: dict[str, Point]
+    emotion: str
+    scores: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "box": [_num(v, 2) for v in self.box],
+            "detection_score": _num(self.detection_score),
+            "keypoints": {k: [_num(x, 2), _num(y, 2)] for k, (x, y) in self.keypoints.items()},
+            "emotion": self.emotion,
+            "scores": {k: _num(v, 6) for k, v in self.scores.items()},
+        }
+
+
+@dataclass
+class Prediction:
+    """Everything the client found in one image.
+
+    Attributes:
+        faces: the faces, ordered left to right (empty list when there is none).
+        image_size: (width, height) of the image in pixels.
+        timings_ms: milliseconds spent per stage (see `TIMING_KEYS`).
+        source: the path the image came from, if any.
+        image: the decoded BGR image (kept for `annotate()`; not serialised).
+    """
+
+    faces: list[Face]
+    image_size: tuple[int, int]
+    timings_ms: dict[str, float]
+    source: str | None = None
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `emotion-ai predict --json` object: image, image_size, faces, timings_ms."""
+        return {
+            "image": self.source,
+            "image_size": list(self.image_size),
+            "faces": [f.to_dict() for f in self.faces],
+            "timings_ms": {k: _num(v, 3) for k, v in self.timings_ms.items()},
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    def annotate(self, image: np.ndarray | None = None) -> np.ndarray:
+        """A BGR copy of the image with each face's box, 15 keypoints and top label/score drawn."""
+        base = image if image is not None else self.image
+        if base is None:
+            raise ValueError("this Prediction has no image; pass one to annotate()")
+        return draw_faces(base, self.faces)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the annotated image (format from the suffix), or the JSON for a .json suffix."""
+        p = Path(path)
+        if p.suffix.lower() == ".json":
+            p.write_text(self.to_json(indent=2) + "\n", encoding="utf-8")
+            return p
+        ok, buf = cv2.imencode(p.suffix or ".png", self.annotate())
+        if not ok:
+            raise ValueError(f"cannot encode an image as {p.suffix!r}")
+        p.write_bytes(buf.tobytes())
+        return p
+
+
+_BOX_COLOR = (0, 200, 0)
+_POINT_COLOR = (0, 220, 255)
+
+
+def draw_faces(image: np.ndarray, faces: list[Face], labels: list[str] | None = None) -> np.ndarray:
+    """Draw faces on a BGR copy of `image`; `labels` optionally replaces the caption per face."""
+    out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    thick = max(1, round(max(out.shape[:2]) / 400))
+    for i, face in enumerate(faces):
+        x, y, w, h = (round(v) for v in face.box)
+        cv2.rectangle(out, (x, y), (x + w, y + h), _BOX_COLOR, thick, cv2.LINE_AA)
+        r = max(1, round(w / 60))
+        for px, py in face.keypoints.values():
+            if math.isfinite(px) and math.isfinite(py):
+                cv2.circle(out, (round(px), round(py)), r, _POINT_COLOR, -1, cv2.LINE_AA)
+        caption = (
+            labels[i] if labels else f"{face.emotion} {face.scores.get(face.emotion, 0.0):.2f}"
+        )
+        scale = max(0.4, w / 250)
+        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        ty = y - 4 if y - th - 6 > 0 else y + h + th + 4
+        cv2.rectangle(out, (x, ty - th - 3), (x + tw + 2, ty + base - 1), _BOX_COLOR, -1)
+        cv2.putText(
+            out,
+            caption,
+            (x + 1, ty),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (0, 0, 0),
+            thick,
+            cv2.LINE_AA,
+        )
+    return out

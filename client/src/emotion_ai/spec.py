@@ -1,0 +1,109 @@
+"""The one definition of labels, keypoint names, flip pairs, input sizes and crop geometry.
+
+Training, export, the server tests and the client all import these names from here, so the
+numbers a model was trained with are the numbers the client preprocesses with.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: FER-2013 labels 0..6, in dataset order (the order of the emotion model's `classes` output).
+EMOTION_LABELS: tuple[str, ...] = (
+    "angry",
+    "disgust",
+    "fear",
+    "happy",
+    "sad",
+    "surprise",
+    "neutral",
+)
+#: The 5-class subset also reported (anger, disgust, sad, happy, surprise), in canonical order.
+EMOTION_LABELS_5: tuple[str, ...] = ("angry", "disgust", "happy", "sad", "surprise")
+
+#: The 15 Kaggle Facial Keypoints, in the dataset's column order. "Left" is the subject's left.
+KEYPOINT_NAMES: tuple[str, ...] = (
+    "left_eye_center",
+    "right_eye_center",
+    "left_eye_inner_corner",
+    "left_eye_outer_corner",
+    "right_eye_inner_corner",
+    "right_eye_outer_corner",
+    "left_eyebrow_inner_end",
+    "left_eyebrow_outer_end",
+    "right_eyebrow_inner_end",
+    "right_eyebrow_outer_end",
+    "nose_tip",
+    "mouth_left_corner",
+    "mouth_right_corner",
+    "mouth_center_top_lip",
+    "mouth_center_bottom_lip",
+)
+#: CSV columns: `<name>_x, <name>_y` for each keypoint, in order.
+KEYPOINT_COLUMNS: tuple[str, ...] = tuple(f"{n}_{a}" for n in KEYPOINT_NAMES for a in ("x", "y"))
+
+
+def _flip_permutation() -> tuple[int, ...]:
+    """Index permutation that swaps every left_* point with its right_* twin."""
+    index = {name: i for i, name in enumerate(KEYPOINT_NAMES)}
+    perm = []
+    for name in KEYPOINT_NAMES:
+        if name.startswith("left_"):
+            twin = "right_" + name[len("left_") :]
+        elif name.startswith("right_"):
+            twin = "left_" + name[len("right_") :]
+        elif name == "mouth_left_corner":
+            twin = "mouth_right_corner"
+        elif name == "mouth_right_corner":
+            twin = "mouth_left_corner"
+        else:
+            twin = name
+        perm.append(index[twin])
+    return tuple(perm)
+
+
+#: After a horizontal flip, new point i is old point FLIP_PERMUTATION[i].
+FLIP_PERMUTATION: tuple[int, ...] = _flip_permutation()
+#: The left/right pairs (by name) that a horizontal flip swaps.
+FLIP_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    (KEYPOINT_NAMES[i], KEYPOINT_NAMES[j]) for i, j in enumerate(FLIP_PERMUTATION) if i < j
+)
+
+KEYPOINTS_INPUT_SIZE = 96
+EMOTION_INPUT_SIZE = 48
+
+#: Served model names and their signature's tensor names (the export contract).
+KEYPOINTS_MODEL = "keypoints"
+EMOTION_MODEL = "emotion"
+SIGNATURE_NAME = "serving_default"
+INPUT_KEY = "image"
+KEYPOINTS_OUTPUT_KEY = "keypoints"
+SCORES_OUTPUT_KEY = "scores"
+CLASSES_OUTPUT_KEY = "classes"
+
+
+@dataclass(frozen=True)
+class CropGeometry:
+    """How a square model crop is placed relative to a face detector's box (x, y, w, h).
+
+    The crop is a square of side `scale * w`, centred at
+    (x + w/2 + shift_x * w, y + h/2 + shift_y * h). Parts outside the image are padded
+    by edge replication.
+    """
+
+    scale: float
+    shift_x: float = 0.0
+    shift_y: float = 0.0
+
+    def square(self, box: tuple[float, float, float, float]) -> tuple[float, float, float]:
+        """Return (left, top, side) of the square crop for a detector box, in image pixels."""
+        x, y, w, h = box
+        side = self.scale * w
+        cx = x + w / 2 + self.shift_x * w
+        cy = y + h / 2 + self.shift_y * h
+        return cx - side / 2, cy - side / 2, side
+
+
+# Placeholder geometry until calibrated against the detector (see client calibration script).
+KEYPOINTS_CROP = CropGeometry(scale=1.0)
+EMOTION_CROP = CropGeometry(scale=1.0)
