@@ -1,0 +1,476 @@
+"""JSON <-> tensor conversion with TF Serving's rules (json_tensor.cc): request parsing with
+rapidjson-like error texts, row/columnar tensors, b64 strings, and TF Serving's float rendering."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import UNIMPLEMENTED, ServingError, invalid_argument
+
+B64_KEY = "b64"
+BYTES_SUFFIX = "_bytes"
+
+INT32_RANGE = (-(2**31), 2**31 - 1)
+_INT_RANGES: dict[str, tuple[int, int]] = {
+    "int8": INT32_RANGE,  # TF Serving only checks that the JSON integer fits int32
+    "int16": INT32_RANGE,
+    "int32": INT32_RANGE,
+    "uint8": INT32_RANGE,
+    "int64": (-(2**63), 2**63 - 1),
+    "uint32": (0, 2**32 - 1),
+    "uint64": (0, 2**64 - 1),
+}
+_FLOAT_TYPES = {"float": np.float32, "double": np.float64}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """An input of a signature: TF dtype name (`DataTypeString`, e.g. "uint8") and numpy dtype."""
+
+    dtype_name: str
+    np_dtype: Any
+
+
+# ----------------------------------------------------------------------------------- parsing
+
+_RAPIDJSON_MESSAGES = {
+    "Expecting value": "Invalid value.",
+    "Expecting property name enclosed in double quotes": "Missing a name for object member.",
+    "Expecting ':' delimiter": "Missing a colon after a name of object member.",
+    "Unterminated string starting at": "Missing a closing quotation mark in string.",
+    "Invalid \\escape": "Invalid escape character in string.",
+    "Invalid \\uXXXX escape": "Incorrect hex digit after \\u escape in string.",
+    "Invalid control character at": "Invalid encoding in string.",
+}
+
+
+def _innermost_container(text: str, pos: int) -> str:
+    """'{' or '[' that is open at `pos` (ignoring brackets inside strings)."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in text[:pos]:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            stack.append(ch)
+        elif ch in "]}" and stack:
+            stack.pop()
+    return stack[-1] if stack else ""
+
+
+def _rapidjson_error(text: str, exc: json.JSONDecodeError) -> ServingError:
+    pos = exc.pos
+    if exc.msg == "Expecting ',' delimiter":
+        if pos < len(text) and text[pos] == "." and pos > 0 and text[pos - 1].isdigit():
+            message, pos = "Missing fraction part in number.", pos + 1
+        elif _innermost_container(text, pos) == "{":
+            message = "Missing a comma or '}' after an object member."
+        else:
+            message = "Missing a comma or ']' after an array element."
+    else:
+        message = _RAPIDJSON_MESSAGES.get(exc.msg, exc.msg + ".")
+    offset = len(text[:pos].encode("utf-8"))
+    return invalid_argument(f"JSON Parse error: {message} at offset: {offset}")
+
+
+_DECODER = json.JSONDecoder()
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    """Parse a request body like TF Serving: NaN/Infinity allowed, trailing data ignored."""
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise invalid_argument(
+            f"JSON Parse error: Invalid encoding in string. at offset: {exc.start}"
+        ) from exc
+    start = len(text) - len(text.lstrip(" \t\r\n"))
+    if start == len(text):
+        raise invalid_argument(f"JSON Parse error: The document is empty at offset: {start}")
+    try:
+        doc, _ = _DECODER.raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        raise _rapidjson_error(text, exc) from exc
+    except RecursionError as exc:
+        raise invalid_argument("JSON Parse error: Nesting too deep. at offset: 0") from exc
+    if not isinstance(doc, dict):
+        raise invalid_argument(f"JSON Value: {json_value_to_string(doc)} Is not object")
+    return doc
+
+
+def json_value_to_string(value: Any) -> str:
+    """Render a parsed JSON value for error messages (rapidjson PrettyWriter style)."""
+    if isinstance(value, float):
+        return render_float(value, np.float64)
+    return json.dumps(value, indent=4)
+
+
+def json_type_string(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if isinstance(value, dict):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def signature_name_of(doc: Mapping[str, Any]) -> str:
+    name = doc.get("signature_name", "")
+    if not isinstance(name, str):
+        raise invalid_argument(
+            f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    return name
+
+
+def is_b64_object(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(B64_KEY), str)
+
+
+def decode_b64_object(value: Any) -> bytes:
+    if not is_b64_object(value):
+        raise invalid_argument(
+            f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data"
+        )
+    text = value[B64_KEY]
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise invalid_argument("Unable to base64 decode") from exc
+
+
+def _type_error(value: Any, spec: InputSpec) -> ServingError:
+    return invalid_argument(
+        f"JSON Value: {json_value_to_string(value)} Type: {json_type_string(value)} "
+        f"is not of expected type: {spec.dtype_name}"
+    )
+
+
+def _convert_scalar(value: Any, spec: InputSpec) -> Any:
+    """One leaf value (AddValueToTensor)."""
+    name = spec.dtype_name
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if name in _FLOAT_TYPES:
+        if not is_number:
+            raise _type_error(value, spec)
+        return float(value)
+    if name in _INT_RANGES:
+        low, high = _INT_RANGES[name]
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise _type_error(value, spec)
+        return value
+    if name == "bool":
+        if not isinstance(value, bool):
+            raise _type_error(value, spec)
+        return value
+    if name == "string":
+        if isinstance(value, dict):
+            return decode_b64_object(value)
+        if not isinstance(value, str):
+            raise _type_error(value, spec)
+        return value.encode("utf-8")
+    if isinstance(value, dict):
+        raise _type_error(value, spec)
+    raise ServingError(
+        UNIMPLEMENTED, f"Conversion of JSON Value: {json_value_to_string(value)} to type: {name}"
+    )
+
+
+def _dense_shape(value: Any) -> list[int]:
+    shape: list[int] = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _fill(value: Any, level: int, shape: list[int], spec: InputSpec, out: list[Any]) -> None:
+    rank = len(shape)
+    if not isinstance(value, list):
+        if level != rank:
+            raise invalid_argument(
+                f"JSON Value: {json_value_to_string(value)} found at incorrect level: {level + 1}"
+                f" in the JSON DOM. Expected at level: {rank}"
+            )
+        out.append(_convert_scalar(value, spec))
+        return
+    if level >= rank:
+        raise invalid_argument(f"Encountered list at unexpected level: {level} expected < {rank}")
+    if len(value) != shape[level]:
+        raise invalid_argument(
+            f"Encountered list at unexpected size: {len(value)} at level: {level} "
+            f"expected size: {shape[level]}"
+        )
+    for item in value:
+        _fill(item, level + 1, shape, spec, out)
+
+
+def _fast_numeric(value: Any, spec: InputSpec) -> np.ndarray | None:
+    """Vectorised conversion for the common case (regular nested lists of numbers); None means
+    'use the exact element-by-element path', which also produces the error texts."""
+    if spec.dtype_name not in _FLOAT_TYPES and spec.dtype_name not in _INT_RANGES:
+        return None
+    try:
+        arr = np.asarray(value)
+    except (ValueError, OverflowError):
+        return None
+    if spec.dtype_name in _FLOAT_TYPES:
+        if arr.dtype.kind not in "iuf":
+            return None
+        return arr.astype(spec.np_dtype)
+    if arr.dtype.kind != "i":
+        return None
+    low, high = _INT_RANGES[spec.dtype_name]
+    if arr.size and (arr.min() < low or arr.max() > high):
+        return None
+    return arr.astype(spec.np_dtype)
+
+
+def json_to_array(value: Any, spec: InputSpec, may_contain_bools: bool = True) -> np.ndarray:
+    """Convert one JSON value (scalar or nested list) to an array of the input's dtype."""
+    if not may_contain_bools and isinstance(value, list):
+        fast = _fast_numeric(value, spec)
+        if fast is not None:
+            return fast
+    shape = _dense_shape(value)
+    flat: list[Any] = []
+    _fill(value, 0, shape, spec, flat)
+    if spec.dtype_name == "string":
+        arr = np.empty(len(flat), dtype=object)
+        arr[:] = flat
+        return arr.reshape(shape)
+    return np.asarray(flat, dtype=spec.np_dtype).reshape(shape)
+
+
+def _format_shape(shape: tuple[int, ...]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _instances_to_tensors(
+    instances: list[Any], specs: Mapping[str, InputSpec], may_contain_bools: bool
+) -> dict[str, np.ndarray]:
+    """FillTensorMapFromInstancesList."""
+    first = instances[0]
+    if not isinstance(first, dict) and len(specs) > 1:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input tensors "
+            "required as per tensorinfo_map"
+        )
+    named = isinstance(first, dict) and not is_b64_object(first)
+    if not named:
+        ((name, spec),) = specs.items()
+        if not any(isinstance(e, dict) and not is_b64_object(e) for e in instances):
+            fast = None if may_contain_bools else _fast_numeric(instances, spec)
+            if fast is not None and fast.ndim >= 1:
+                return {name: fast}
+    per_name: dict[str, list[np.ndarray]] = {}
+    for index, element in enumerate(instances):
+        if named:
+            if not (isinstance(element, dict) and not is_b64_object(element)):
+                raise invalid_argument(
+                    f"Expecting object but got list at item {index} of input list"
+                )
+            items = list(element.items())
+        else:
+            if isinstance(element, dict) and not is_b64_object(element):
+                raise invalid_argument(
+                    f"Expecting value/list but got object at item {index} of input list"
+                )
+            items = [(next(iter(specs)), element)]
+        for key, item in items:
+            try:
+                if key not in specs:
+                    raise invalid_argument(f"JSON object: does not have named input: {key}")
+                arr = json_to_array(item, specs[key], may_contain_bools)
+                previous = per_name.get(key)
+                if previous:
+                    expected = previous[0]
+                    if expected.size != arr.size:
+                        raise invalid_argument(
+                            f"Expecting tensor size: {expected.size} but got: {arr.size}"
+                        )
+                    if expected.shape != arr.shape:
+                        raise invalid_argument(
+                            f"Expecting shape {_format_shape(expected.shape)} but got: "
+                            f"{_format_shape(arr.shape)}"
+                        )
+            except ServingError as exc:
+                where = f"{index} key: {key}" if named else f"{index}"
+                raise invalid_argument(
+                    f"Failed to process element: {where} of 'instances' list. Error: {exc}"
+                ) from exc
+            per_name.setdefault(key, []).append(arr)
+        if named and set(element) != set(specs):
+            raise invalid_argument(
+                f"Failed to process element: {index} of 'instances' list. JSON object: "
+                f"{json_value_to_string(element)} keys must be equal to: {','.join(sorted(specs))}"
+            )
+    return {name: np.stack(arrays) for name, arrays in per_name.items()}
+
+
+def _inputs_to_tensors(
+    value: Any, specs: Mapping[str, InputSpec], may_contain_bools: bool
+) -> dict[str, np.ndarray]:
+    """FillTensorMapFromInputsMap."""
+    if not isinstance(value, dict) or is_b64_object(value):
+        if len(specs) > 1:
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input tensors "
+                "required as per tensorinfo_map"
+            )
+        ((name, spec),) = specs.items()
+        return {name: json_to_array(value, spec, may_contain_bools)}
+    tensors: dict[str, np.ndarray] = {}
+    for name, spec in specs.items():
+        if name not in value:
+            raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+        tensors[name] = json_to_array(value[name], spec, may_contain_bools)
+    return tensors
+
+
+def predict_tensors_from_json(
+    doc: Mapping[str, Any], specs: Mapping[str, InputSpec], may_contain_bools: bool = True
+) -> tuple[dict[str, np.ndarray], bool]:
+    """Tensors of a predict body and whether it used the row (`instances`) format."""
+    has_instances, has_inputs = "instances" in doc, "inputs" in doc
+    if has_instances and has_inputs:
+        raise invalid_argument(
+            f"JSON Value: {json_value_to_string(doc)} Not formatted correctly expecting only one "
+            "of 'inputs' or 'instances' keys to exist "
+        )
+    if has_instances:
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            raise invalid_argument(
+                f"JSON Value: {json_value_to_string(doc)} Expecting 'instances' to be an list/array"
+            )
+        if not instances:
+            raise invalid_argument(
+                f"JSON Value: {json_value_to_string(doc)} No values in 'instances' array"
+            )
+        return _instances_to_tensors(instances, specs, may_contain_bools), True
+    if has_inputs:
+        return _inputs_to_tensors(doc["inputs"], specs, may_contain_bools), False
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+# --------------------------------------------------------------------------------- rendering
+
+
+def render_float(value: float, np_type: Any) -> str:
+    """WriteDecimal: shortest of %.6g / max_digits10, '.0' appended to whole numbers."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:.6g}"
+    if np_type(text) != np_type(value):
+        text = f"{value:.{9 if np_type is np.float32 else 17}g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _render_leaf_list(arr: np.ndarray, bytes_output: bool) -> list[str]:
+    kind = arr.dtype.kind
+    flat = arr.reshape(-1)
+    if kind == "f":
+        np_type = np.float32 if arr.dtype.itemsize <= 4 else np.float64
+        return [render_float(float(v), np_type) for v in flat.tolist()]
+    if kind == "b":
+        return ["true" if v else "false" for v in flat.tolist()]
+    if kind in "iu":
+        return [str(v) for v in flat.tolist()]
+    if kind in "OSU":
+        out = []
+        for v in flat.tolist():
+            raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
+            if bytes_output:
+                out.append('{"b64": "' + base64.b64encode(raw).decode("ascii") + '"}')
+            else:
+                out.append(json.dumps(raw.decode("utf-8", "replace"), ensure_ascii=False))
+        return out
+    raise invalid_argument(f"Failed to write JSON value for tensor type: {arr.dtype}")
+
+
+def _nest(leaves: list[str], shape: tuple[int, ...]) -> str:
+    if not shape:
+        return leaves[0]
+    if len(shape) == 1:
+        return "[" + ", ".join(leaves) + "]"
+    step = len(leaves) // shape[0] if shape[0] else 0
+    return (
+        "["
+        + ", ".join(_nest(leaves[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0]))
+        + "]"
+    )
+
+
+def render_tensor(arr: np.ndarray, name: str) -> str:
+    return _nest(_render_leaf_list(arr, name.endswith(BYTES_SUFFIX)), arr.shape)
+
+
+def render_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> str:
+    """MakeJsonFromTensors: `predictions` (row) or `outputs` (columnar)."""
+    if not row_format:
+        if len(outputs) == 1:
+            ((name, arr),) = outputs.items()
+            body = render_tensor(arr, name)
+        else:
+            body = (
+                "{"
+                + ", ".join(f"{json.dumps(n)}: {render_tensor(a, n)}" for n, a in outputs.items())
+                + "}"
+            )
+        return '{\n    "outputs": ' + body + "\n}"
+    batch = None
+    for name, arr in outputs.items():
+        if arr.ndim == 0:
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
+        if batch is None:
+            batch = arr.shape[0]
+        elif arr.shape[0] != batch:
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {arr.shape[0]} "
+                f"expecting: {batch}"
+            )
+    rendered = {n: [render_tensor(a[i], n) for i in range(a.shape[0])] for n, a in outputs.items()}
+    if len(outputs) == 1:
+        (items,) = rendered.values()
+    else:
+        items = [
+            "{" + ", ".join(f"{json.dumps(n)}: {rendered[n][i]}" for n in outputs) + "}"
+            for i in range(batch or 0)
+        ]
+    return '{\n    "predictions": [' + ", ".join(items) + "]\n}"
+
+
+def render_error(message: str) -> str:
+    return json.dumps({"error": message}, indent=4)
