@@ -46,7 +46,7 @@ class IoUTracker:
     """
 
     min_iou: float = 0.3
-    max_centre_shift: float = 0.5
+    max_centre_shift: float = 0.75
     max_age: int = 10
     _tracks: list[_Track] = field(default_factory=list)
     _next_id: int = 1

@@ -1,0 +1,80 @@
+"""Client test fixtures: sample images, a recording fake transport for unit tests, a real server."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import pytest
+from emotion_ai import EmotionClient, spec
+from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
+
+#: Labels in an order different from spec.EMOTION_LABELS: the client must use the model's `classes`.
+FAKE_LABELS = ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust")
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+@pytest.fixture(scope="session")
+def astronaut_jpeg(astronaut_bgr: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", astronaut_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    assert ok
+    return buf.tobytes()
+
+
+@dataclass
+class FakeTransport:
+    """Stands in for the *transport* in unit tests (not a server): answers deterministically.
+
+    Keypoints: every point at model pixel (10 + i, 20 + i) for face i of the request.
+    Emotion: face i gets its highest score on label FAKE_LABELS[i % 7].
+    """
+
+    calls: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)
+    threads: set[str] = field(default_factory=set)
+    barrier: threading.Barrier | None = None
+
+    def predict(self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float):
+        batch = inputs[spec.INPUT_KEY]
+        assert batch.dtype == np.uint8
+        self.calls.append((model.name, batch.shape))
+        self.threads.add(threading.current_thread().name)
+        if self.barrier is not None:  # both model calls must be in flight at the same time
+            self.barrier.wait(timeout=5)
+        n = batch.shape[0]
+        if model.name == spec.KEYPOINTS_MODEL:
+            kp = np.zeros((n, 15, 2), np.float32)
+            for i in range(n):
+                kp[i] = (10 + i, 20 + i)
+            return {"": kp}  # REST-style unnamed single output
+        scores = np.full((n, 7), 0.01, np.float32)
+        for i in range(n):
+            scores[i, i % 7] = 0.94
+        classes = np.tile(np.array(FAKE_LABELS), (n, 1))
+        return {spec.SCORES_OUTPUT_KEY: scores, spec.CLASSES_OUTPUT_KEY: classes}
+
+    def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
+        return {}
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        return [VersionStatus(1, "AVAILABLE")]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def fake_client():
+    """An EmotionClient (default Haar detector) whose transport is a FakeTransport."""
+    client = EmotionClient(timeout=5)
+    client.transport.close()
+    client.transport = FakeTransport()
+    yield client
+    client.close()

@@ -1,0 +1,213 @@
+"""Client pipeline with a deterministic fake *transport* (no server): faces, ordering, batching,
+concurrency, result schema, annotation, and the CLI's output and exit codes."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import cv2
+import numpy as np
+import pytest
+from conftest import FAKE_LABELS, FakeTransport
+from emotion_ai import InvalidImageError, Prediction, spec
+from emotion_ai import cli as cli_mod
+from emotion_ai.preprocess import square_for_box
+
+
+def _tiles(*images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.concatenate(images, axis=1))
+
+
+def test_no_face_gives_empty_list_and_no_request(fake_client):
+    pred = fake_client.predict(np.full((240, 320, 3), 127, np.uint8))
+    assert pred.faces == []
+    assert pred.image_size == (320, 240)
+    assert fake_client.transport.calls == []
+    assert set(pred.timings_ms) == {
+        "decode",
+        "detect",
+        "preprocess",
+        "keypoints",
+        "emotion",
+        "total",
+    }
+
+
+def test_several_faces_left_to_right_one_request_per_model(fake_client, astronaut_bgr):
+    canvas = _tiles(astronaut_bgr[:, ::-1], np.zeros((512, 200, 3), np.uint8), astronaut_bgr)
+    barrier = threading.Barrier(2)
+    fake_client.transport.barrier = barrier  # times out unless both requests run concurrently
+    pred = fake_client.predict(canvas)
+    assert len(pred.faces) == 2
+    xs = [f.box[0] for f in pred.faces]
+    assert xs == sorted(xs) and xs[1] > 512
+    calls = sorted(fake_client.transport.calls)
+    assert calls == [("emotion", (2, 48, 48, 1)), ("keypoints", (2, 96, 96, 1))]
+    assert len(fake_client.transport.threads) == 2
+    for i, face in enumerate(pred.faces):
+        t = square_for_box(face.box, spec.KEYPOINTS_CROP, spec.KEYPOINTS_INPUT_SIZE)
+        expect = t.to_original(np.array([10.0 + i, 20.0 + i]))
+        assert face.keypoints["nose_tip"] == pytest.approx(tuple(expect))
+        assert face.emotion == FAKE_LABELS[i]  # labels from the model's classes, in its order
+        assert list(face.scores) == list(FAKE_LABELS)
+        assert 0.5 < face.detection_score <= 1.0
+
+
+def test_predict_batch_groups_images_and_returns_errors_in_place(
+    fake_client, astronaut_bgr, astronaut_jpeg
+):
+    blank = np.zeros((100, 100, 3), np.uint8)
+    out = fake_client.predict_batch(
+        [astronaut_jpeg, blank, b"not an image", astronaut_bgr], errors="return"
+    )
+    assert [type(p).__name__ for p in out] == [
+        "Prediction",
+        "Prediction",
+        "InvalidImageError",
+        "Prediction",
+    ]
+    assert [len(p.faces) for p in out if isinstance(p, Prediction)] == [1, 0, 1]
+    # both faces went in one request per model
+    assert sorted(fake_client.transport.calls) == [
+        ("emotion", (2, 48, 48, 1)),
+        ("keypoints", (2, 96, 96, 1)),
+    ]
+    with pytest.raises(InvalidImageError):
+        fake_client.predict_batch([b"", astronaut_jpeg])
+
+
+def test_prediction_dict_schema_annotate_and_save(fake_client, astronaut_bgr, tmp_path):
+    pred = fake_client.predict(astronaut_bgr)
+    doc = json.loads(pred.to_json())
+    assert set(doc) == {"image", "image_size", "faces", "timings_ms"}
+    face = doc["faces"][0]
+    assert set(face) == {"box", "detection_score", "keypoints", "emotion", "scores"}
+    assert len(face["box"]) == 4 and all(isinstance(v, float) for v in face["box"])
+    assert list(face["keypoints"]) == list(spec.KEYPOINT_NAMES)
+    assert all(len(v) == 2 for v in face["keypoints"].values())
+    assert face["emotion"] in face["scores"]
+    annotated = pred.annotate()
+    assert annotated.shape == astronaut_bgr.shape and not np.array_equal(annotated, astronaut_bgr)
+    x, y, w, _ = (round(v) for v in pred.faces[0].box)
+    top_edge = annotated[y - 1 : y + 2, x + w // 4 : x + 3 * w // 4].astype(int)
+    assert (top_edge[..., 1] - top_edge[..., 0] > 100).any()  # the green box outline is drawn
+    saved = pred.save(tmp_path / "out.png")
+    assert cv2.imread(str(saved)).shape == astronaut_bgr.shape
+    assert (
+        json.loads(pred.save(tmp_path / "out.json").read_text())["faces"][0]["emotion"]
+        == face["emotion"]
+    )
+
+
+@pytest.fixture
+def cli_with_fake(monkeypatch, fake_client):
+    monkeypatch.setattr(cli_mod, "_client", lambda args: _NoClose(fake_client))
+    return fake_client
+
+
+class _NoClose:
+    def __init__(self, client):
+        self.client = client
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def __enter__(self):
+        return self.client
+
+    def __exit__(self, *exc):
+        return None
+
+
+def test_cli_predict_json_schema_csv_annotate_and_exit_codes(
+    cli_with_fake, astronaut_jpeg, tmp_path, capsys
+):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(astronaut_jpeg)
+    (folder / "b.png").write_bytes(cv2.imencode(".png", np.zeros((64, 64), np.uint8))[1].tobytes())
+    (folder / "broken.jpg").write_bytes(b"this is text, not a jpeg")
+    (folder / "notes.txt").write_text("ignored: not an image suffix")
+    csv_path, ann = tmp_path / "faces.csv", tmp_path / "ann"
+    code = cli_mod.main(
+        ["predict", str(folder), "--json", "--csv", str(csv_path), "--annotate", str(ann)]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1  # one unreadable file, the run continued
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [len(d["faces"]) for d in lines] == [1, 0]
+    assert lines[0]["image"].endswith("a.jpg")
+    face = lines[0]["faces"][0]
+    assert set(face) == {"box", "detection_score", "keypoints", "emotion", "scores"}
+    assert set(lines[0]["timings_ms"]) == {
+        "decode",
+        "detect",
+        "preprocess",
+        "keypoints",
+        "emotion",
+        "total",
+    }
+    assert sum("broken.jpg" in line for line in err.splitlines()) == 1
+    rows = csv_path.read_text().splitlines()
+    header = rows[0].split(",")
+    assert header[:8] == ["image", "face", "x", "y", "w", "h", "detection_score", "emotion"]
+    assert [f"score_{label}" for label in FAKE_LABELS] == header[8:15]
+    assert header[15:] == list(spec.KEYPOINT_COLUMNS)
+    assert len(rows) == 3  # header + a.jpg's face + b.png's empty row
+    assert sorted(p.name for p in ann.iterdir()) == ["a.jpg", "b.jpg"]
+
+    assert cli_mod.main(["predict", str(folder / "a.jpg")]) == 0
+    assert "1 face(s)" in capsys.readouterr().out
+
+
+def test_cli_exit_code_2_when_server_is_down(tmp_path, astronaut_jpeg, capsys):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(astronaut_jpeg)
+    code = cli_mod.main(["predict", str(img), "--grpc-port", "9", "--timeout", "2"])
+    assert code == 2
+    assert "server unavailable" in capsys.readouterr().err
+    assert cli_mod.main(["status", "--protocol", "rest", "--rest-port", "9", "--timeout", "2"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        cli_mod.main(["predict"])
+    assert exc.value.code == 2
+
+
+def test_cli_video_timeline_with_tracks(cli_with_fake, astronaut_bgr, tmp_path):
+    video = tmp_path / "in.avi"
+    frame0 = cv2.resize(_tiles(astronaut_bgr[:, ::-1], astronaut_bgr), (640, 320))
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 320))
+    for i in range(6):
+        writer.write(np.roll(frame0, 2 * i, axis=1))
+    writer.release()
+    out, ann = tmp_path / "t.jsonl", tmp_path / "ann.mp4"
+    assert (
+        cli_mod.main(
+            ["video", str(video), "--out", str(out), "--every", "2", "--annotated", str(ann)]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted({r["frame"] for r in rows}) == [0, 2, 4]
+    per_frame = [{r["track_id"] for r in rows if r["frame"] == f} for f in (0, 2, 4)]
+    steady = set.intersection(*per_frame)
+    assert len(steady) == 2  # both faces keep their track id across frames
+    for tid in steady:
+        xs = [r["box"][0] for r in rows if r["track_id"] == tid]
+        assert max(xs) - min(xs) < 20
+    for r in rows:
+        assert r["time"] == pytest.approx(r["frame"] / 10)
+        assert set(r) >= {"box", "emotion", "scores", "keypoints"}
+    cap = cv2.VideoCapture(str(ann))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    cap.release()
+    csv_out = tmp_path / "t.csv"
+    assert cli_mod.main(["video", str(video), "--out", str(csv_out)]) == 0
+    header = csv_out.read_text().splitlines()[0].split(",")
+    assert header[:3] == ["frame", "time", "track_id"]
+    assert len(csv_out.read_text().splitlines()) >= 1 + 6 * 2
+    assert cli_mod.main(["video", str(tmp_path / "missing.mp4")]) == 1
+
+
+def test_fake_transport_is_only_a_transport():
+    assert isinstance(FakeTransport(), FakeTransport)
