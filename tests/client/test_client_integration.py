@@ -12,7 +12,6 @@ import time
 import numpy as np
 import pytest
 from conftest import start_server
-
 from emotion_ai import (
     ModelNotFoundError,
     ModelRef,
@@ -93,17 +92,13 @@ def test_batch_matches_single_predictions(server, protocol, astronaut_bgr, astro
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_missing_model_or_version_is_model_not_found(server, protocol, astronaut_bgr):
-    with server.client(protocol, models={"emotion": "no_such_model"}) as client:
-        with pytest.raises(ModelNotFoundError, match="no_such_model"):
-            client.predict(astronaut_bgr)
-    with server.client(
-        protocol, models={"keypoints": ModelRef("keypoints", version=987)}
-    ) as client:
-        with pytest.raises(ModelNotFoundError, match="987"):
-            client.predict(astronaut_bgr)
-    bad_sig = ModelRef("keypoints", signature_name="nope")
-    with server.client(protocol, models={"keypoints": bad_sig}) as client:
-        with pytest.raises(ServerError, match="nope"):
+    cases = [
+        ({"emotion": "no_such_model"}, ModelNotFoundError, "no_such_model"),
+        ({"keypoints": ModelRef("keypoints", version=987)}, ModelNotFoundError, "987"),
+        ({"keypoints": ModelRef("keypoints", signature_name="nope")}, ServerError, "nope"),
+    ]
+    for models, kind, text in cases:
+        with server.client(protocol, models=models) as client, pytest.raises(kind, match=text):
             client.predict(astronaut_bgr)
 
 
