@@ -1,0 +1,165 @@
+"""SavedModel export: the serving signatures, the warmup file, the model card, and an atomic version folder.
+
+Contract (spec.py names):
+- keypoints: `image` uint8 [batch, 96, 96, 1] → `keypoints` float32 [batch, 15, 2] (x, y in input pixels)
+- emotion:   `image` uint8 [batch, 48, 48, 1] → `scores` float32 [batch, K], `classes` string [batch, K]
+Normalisation is inside the graph. Optional flip test-time augmentation is inside the graph too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emotion_ai.spec import (
+    CLASSES_OUTPUT_KEY,
+    EMOTION_INPUT_SIZE,
+    EMOTION_MODEL,
+    FLIP_PERMUTATION,
+    INPUT_KEY,
+    KEYPOINTS_INPUT_SIZE,
+    KEYPOINTS_MODEL,
+    KEYPOINTS_OUTPUT_KEY,
+    SCORES_OUTPUT_KEY,
+    SIGNATURE_NAME,
+)
+
+log = logging.getLogger(__name__)
+
+WARMUP_BATCH_SIZES = (1, 4, 16)
+MODEL_CARD = "model_card.json"
+
+
+class _EmotionServing(tf.Module):
+    def __init__(self, model: keras.Model, labels: tuple[str, ...], flip_tta: bool):
+        super().__init__()
+        self.model = model
+        self.labels = tf.constant(list(labels))
+        self.flip_tta = flip_tta
+
+    @tf.function(input_signature=[tf.TensorSpec([None, EMOTION_INPUT_SIZE, EMOTION_INPUT_SIZE, 1], tf.uint8,
+                                                name=INPUT_KEY)])
+    def serve(self, image):
+        x = tf.cast(image, tf.float32)
+        scores = self.model(x, training=False)
+        if self.flip_tta:
+            scores = (scores + self.model(tf.reverse(x, axis=[2]), training=False)) / 2.0
+        classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))
+        return {SCORES_OUTPUT_KEY: tf.cast(scores, tf.float32), CLASSES_OUTPUT_KEY: classes}
+
+
+class _KeypointsServing(tf.Module):
+    def __init__(self, model: keras.Model, flip_tta: bool):
+        super().__init__()
+        self.model = model
+        self.flip_tta = flip_tta
+
+    @tf.function(input_signature=[tf.TensorSpec([None, KEYPOINTS_INPUT_SIZE, KEYPOINTS_INPUT_SIZE, 1], tf.uint8,
+                                                name=INPUT_KEY)])
+    def serve(self, image):
+        x = tf.cast(image, tf.float32)
+        points = tf.cast(self.model(x, training=False), tf.float32)
+        if self.flip_tta:
+            mirrored = tf.cast(self.model(tf.reverse(x, axis=[2]), training=False), tf.float32)
+            mirrored = tf.gather(mirrored, list(FLIP_PERMUTATION), axis=1)
+            unflipped = tf.stack([(KEYPOINTS_INPUT_SIZE - 1) - mirrored[..., 0], mirrored[..., 1]], axis=-1)
+            points = (points + unflipped) / 2.0
+        return {KEYPOINTS_OUTPUT_KEY: points}
+
+
+def next_version(base_dir: Path) -> int:
+    """1 + the highest numeric version folder under base_dir (1 if none)."""
+    versions = [int(p.name) for p in base_dir.glob("*") if p.is_dir() and p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def write_warmup(path: Path, model_name: str, size: int) -> None:
+    """TFRecord of PredictionLog requests that TF Serving replays before reporting AVAILABLE."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for batch in WARMUP_BATCH_SIZES:
+            request = predict_pb2.PredictRequest()
+            request.model_spec.name = model_name
+            request.model_spec.signature_name = SIGNATURE_NAME
+            pixels = rng.integers(0, 256, size=(batch, size, size, 1), dtype=np.uint8)
+            request.inputs[INPUT_KEY].CopyFrom(tf.make_tensor_proto(pixels))
+            log_entry = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
+            writer.write(log_entry.SerializeToString())
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version: int | None = None,
+                 labels: tuple[str, ...] | None = None, flip_tta: bool = False,
+                 card: dict[str, Any] | None = None) -> Path:
+    """Export a float32 Keras model as models_export/<kind>/<version>/ and return that folder.
+
+    The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
+    version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
+    """
+    if kind not in (EMOTION_MODEL, KEYPOINTS_MODEL):
+        raise ValueError(f"kind must be {EMOTION_MODEL!r} or {KEYPOINTS_MODEL!r}, got {kind!r}")
+    base_dir = Path(base_dir)
+    base_dir.mkdir(parents=True, exist_ok=True)
+    version = version or next_version(base_dir)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    target = base_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
+    if kind == EMOTION_MODEL:
+        labels = tuple(labels or ())
+        if len(labels) != model.output_shape[-1]:
+            raise ValueError(f"{len(labels)} labels for a model with {model.output_shape[-1]} outputs")
+        module, size = _EmotionServing(model, labels, flip_tta), EMOTION_INPUT_SIZE
+    else:
+        module, size = _KeypointsServing(model, flip_tta), KEYPOINTS_INPUT_SIZE
+    tmp = base_dir / f".tmp-export-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
+        write_warmup(tmp / "assets.extra" / "tf_serving_warmup_requests", kind, size)
+        outputs = ({SCORES_OUTPUT_KEY: ["float32", [-1, len(labels or ())]],
+                    CLASSES_OUTPUT_KEY: ["string", [-1, len(labels or ())]]} if kind == EMOTION_MODEL
+                   else {KEYPOINTS_OUTPUT_KEY: ["float32", [-1, 15, 2]]})
+        model_card = {
+            "model": kind,
+            "version": version,
+            "signature": SIGNATURE_NAME,
+            "inputs": {INPUT_KEY: ["uint8", [-1, size, size, 1]]},
+            "outputs": outputs,
+            "labels": list(labels) if labels else None,
+            "flip_tta": flip_tta,
+            "parameters": int(model.count_params()),
+            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "code_commit": _git_commit(),
+            "tensorflow": tf.__version__,
+            "keras": keras.__version__,
+            "license": "Trained on research-licensed data: research / non-commercial use only.",
+        } | (card or {})
+        (tmp / MODEL_CARD).write_text(json.dumps(model_card, indent=2) + "\n")
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("exported %s version %d to %s", kind, version, target)
+    return target

@@ -1,0 +1,130 @@
+"""The two ResNets, in plain Keras 3 (backend-agnostic: TensorFlow for export, JAX works for training).
+
+Both take raw 0..255 grayscale pixels as float input; normalisation is the model's first layer, so
+the exported graph owns it. Architecture (both): a 3×3 stem, then stages of basic residual blocks
+(two 3×3 conv + batch norm, projection shortcut when shape changes), then a task head.
+
+| model     | input   | stem          | stages (width × blocks @ resolution)            | head                              |
+|-----------|---------|---------------|-------------------------------------------------|-----------------------------------|
+| emotion   | 48×48×1 | 64, stride 2  | 64×2 @24 → 128×2 @12 → 256×2 @6 → 512×1 @3      | GAP → dropout → dense K, softmax  |
+| keypoints | 96×96×1 | 32, stride 2  | 48×1 @48 → 96×2 @24 → 192×2 @12 → 256×1 @6      | flatten → dropout → dense 30      |
+
+Parameter and FLOP counts per configuration are printed by `emotion-ai-train describe-model`
+(see README); `count_flops` below computes them from the built layers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+from emotion_ai.spec import EMOTION_INPUT_SIZE, KEYPOINT_NAMES, KEYPOINTS_INPUT_SIZE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResNetConfig:
+    """Widths and depths of one ResNet."""
+
+    stem_width: int
+    stem_stride: int
+    stage_widths: tuple[int, ...]
+    stage_blocks: tuple[int, ...]
+    dropout: float = 0.3
+    weight_decay: float = 0.0  # L2 on conv kernels; training uses AdamW's decoupled decay instead
+
+
+EMOTION_RESNET = ResNetConfig(
+    stem_width=64, stem_stride=2, stage_widths=(64, 128, 256, 512), stage_blocks=(2, 2, 2, 1),
+    dropout=0.4,
+)
+KEYPOINTS_RESNET = ResNetConfig(
+    stem_width=32, stem_stride=2, stage_widths=(48, 96, 192, 256), stage_blocks=(1, 2, 2, 1),
+    dropout=0.2,
+)
+#: Seconds-long configuration for tests and CI smoke runs.
+TINY_RESNET = ResNetConfig(
+    stem_width=8, stem_stride=2, stage_widths=(8, 16), stage_blocks=(1, 1), dropout=0.0
+)
+
+
+def _l2(wd: float):
+    return keras.regularizers.L2(wd) if wd else None
+
+
+def _conv(width: int, stride: int, wd: float, name: str) -> layers.Conv2D:
+    return layers.Conv2D(
+        width, 3, strides=stride, padding="same", use_bias=False,
+        kernel_initializer="he_normal", kernel_regularizer=_l2(wd), name=name,
+    )
+
+
+def _basic_block(x, width: int, stride: int, wd: float, name: str):
+    shortcut = x
+    y = _conv(width, stride, wd, f"{name}_conv1")(x)
+    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.Activation("relu", name=f"{name}_relu1")(y)
+    y = _conv(width, 1, wd, f"{name}_conv2")(y)
+    y = layers.BatchNormalization(name=f"{name}_bn2", gamma_initializer="zeros")(y)
+    if stride != 1 or x.shape[-1] != width:
+        shortcut = layers.Conv2D(
+            width, 1, strides=stride, use_bias=False, kernel_initializer="he_normal",
+            kernel_regularizer=_l2(wd), name=f"{name}_proj",
+        )(x)
+        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+    y = layers.Add(name=f"{name}_add")([shortcut, y])
+    return layers.Activation("relu", name=f"{name}_out")(y)
+
+
+def _backbone(inputs, cfg: ResNetConfig):
+    x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inputs)
+    x = _conv(cfg.stem_width, cfg.stem_stride, cfg.weight_decay, "stem_conv")(x)
+    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.Activation("relu", name="stem_relu")(x)
+    for s, (width, blocks) in enumerate(zip(cfg.stage_widths, cfg.stage_blocks, strict=True)):
+        for b in range(blocks):
+            stride = 2 if (b == 0 and s > 0) else 1
+            x = _basic_block(x, width, stride, cfg.weight_decay, f"stage{s + 1}_block{b + 1}")
+    return x
+
+
+def build_emotion_model(num_classes: int = 7, cfg: ResNetConfig = EMOTION_RESNET) -> keras.Model:
+    """48×48×1 pixels (0..255) → class probabilities [batch, num_classes]."""
+    inputs = keras.Input((EMOTION_INPUT_SIZE, EMOTION_INPUT_SIZE, 1), name="image")
+    x = _backbone(inputs, cfg)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="scores")(x)
+    return keras.Model(inputs, outputs, name="emotion_resnet")
+
+
+def build_keypoints_model(cfg: ResNetConfig = KEYPOINTS_RESNET) -> keras.Model:
+    """96×96×1 pixels (0..255) → keypoints [batch, 15, 2] in input pixels (x, y)."""
+    inputs = keras.Input((KEYPOINTS_INPUT_SIZE, KEYPOINTS_INPUT_SIZE, 1), name="image")
+    x = _backbone(inputs, cfg)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dropout(cfg.dropout, name="dropout")(x)
+    x = layers.Dense(2 * len(KEYPOINT_NAMES), dtype="float32", name="offsets")(x)
+    # Offsets are predicted around the frame centre in units of half the frame.
+    half = KEYPOINTS_INPUT_SIZE / 2.0
+    x = layers.Rescaling(half, offset=half, dtype="float32", name="to_pixels")(x)
+    outputs = layers.Reshape((len(KEYPOINT_NAMES), 2), dtype="float32", name="keypoints")(x)
+    return keras.Model(inputs, outputs, name="keypoints_resnet")
+
+
+def count_flops(model: keras.Model) -> int:
+    """Multiply-adds ×2 of the conv and dense layers for one image (BN/ReLU/add ignored)."""
+    flops = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            c_in = layer.input.shape[-1]
+            flops += 2 * h * w * kh * kw * c_in * c_out
+        elif isinstance(layer, layers.Dense):
+            flops += 2 * layer.input.shape[-1] * layer.units
+    return int(flops)

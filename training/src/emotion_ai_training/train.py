@@ -1,0 +1,311 @@
+"""Training loop shared by both models: augmented batches, masked loss, checkpoint every epoch, resume.
+
+Each run lives in `runs/<name>/`: `config.json`, `last.keras` (full state, written every epoch),
+`best.keras` (best validation score), `state.json`, `history.csv` and `training_curves.png`.
+Training knows nothing about serving; `export.py` turns a run into a SavedModel.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
+from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augmenter
+from emotion_ai_training.data import load_emotion, load_keypoints
+from emotion_ai_training.models import (
+    EMOTION_RESNET,
+    KEYPOINTS_RESNET,
+    TINY_RESNET,
+    ResNetConfig,
+    build_emotion_model,
+    build_keypoints_model,
+)
+
+log = logging.getLogger(__name__)
+
+TASKS = ("emotion", "keypoints")
+
+
+@dataclass
+class TrainConfig:
+    task: str
+    data: str
+    run_dir: str
+    epochs: int = 30
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    patience: int = 10
+    seed: int = 0
+    precision: str = "mixed_bfloat16"
+    classes: int = 7  # emotion: 7, or 5 for the angry/disgust/happy/sad/surprise subset
+    tiny: bool = False  # seconds-long smoke configuration
+    limit: int = 0  # use at most this many training rows (0 = all)
+    cache_dir: str | None = None
+    data_sha256: str = ""
+    resnet: dict = field(default_factory=dict)
+
+    def resnet_config(self) -> ResNetConfig:
+        if self.resnet:
+            return ResNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()})
+        if self.tiny:
+            return TINY_RESNET
+        return EMOTION_RESNET if self.task == "emotion" else KEYPOINTS_RESNET
+
+    def label_names(self) -> tuple[str, ...]:
+        return EMOTION_LABELS_5 if self.classes == 5 else EMOTION_LABELS
+
+
+# ------------------------------------------------------------------------------------------ losses/metrics
+
+
+@keras.saving.register_keras_serializable("emotion_ai")
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the coordinates that are present (NaN in y_true = missing)."""
+    y_true = ops.cast(y_true, "float32")
+    y_pred = ops.cast(y_pred, "float32")
+    mask = ops.logical_not(ops.isnan(y_true))
+    diff = ops.where(mask, y_pred - ops.where(mask, y_true, 0.0), 0.0)
+    return ops.sum(ops.square(diff)) / ops.maximum(ops.sum(ops.cast(mask, "float32")), 1.0)
+
+
+@keras.saving.register_keras_serializable("emotion_ai")
+class MaskedRMSE(keras.metrics.Metric):
+    """Root mean squared error in pixels over present coordinates, accumulated over an epoch."""
+
+    def __init__(self, name: str = "rmse", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.sq = self.add_variable((), initializer="zeros", name="sq")
+        self.n = self.add_variable((), initializer="zeros", name="n")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.cast(y_true, "float32")
+        y_pred = ops.cast(y_pred, "float32")
+        mask = ops.logical_not(ops.isnan(y_true))
+        diff = ops.where(mask, y_pred - ops.where(mask, y_true, 0.0), 0.0)
+        self.sq.assign_add(ops.sum(ops.square(diff)))
+        self.n.assign_add(ops.sum(ops.cast(mask, "float32")))
+
+    def result(self):
+        return ops.sqrt(self.sq / ops.maximum(self.n, 1.0))
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+
+class Batches(keras.utils.PyDataset):
+    """(augmented) batches of float32 [B, H, W, 1] pixels 0..255 and targets."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, batch_size: int,
+                 augmenter: Augmenter | None, points: bool, shuffle: bool, seed: int, **kwargs):
+        super().__init__(**kwargs)
+        self.images, self.targets = images, targets
+        self.batch_size, self.augmenter, self.points = batch_size, augmenter, points
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(images)) if shuffle else np.arange(len(images))
+        self.shuffle = shuffle
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, i: int):
+        idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
+        x, y = self.images[idx], self.targets[idx]
+        if self.augmenter is not None:
+            x, y = self.augmenter(x, y) if self.points else (self.augmenter(x), y)
+        return x[..., None].astype(np.float32), y
+
+    def on_epoch_end(self) -> None:
+        if self.shuffle:
+            self.order = self.rng.permutation(len(self.images))
+
+
+# ------------------------------------------------------------------------------------------ callbacks
+
+
+class RunCheckpoint(keras.callbacks.Callback):
+    """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves."""
+
+    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None):
+        super().__init__()
+        self.run_dir, self.monitor, self.mode = run_dir, monitor, mode
+        self.best = best
+
+    def _better(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.mode == "max" else value < self.best
+
+    def on_epoch_end(self, epoch: int, logs=None) -> None:
+        value = float((logs or {}).get(self.monitor, np.nan))
+        if not np.isnan(value) and self._better(value):
+            self.best = value
+            _atomic_save(self.model, self.run_dir / "best.keras")
+        _atomic_save(self.model, self.run_dir / "last.keras")
+        state = {"epoch": epoch + 1, "monitor": self.monitor, "best": self.best}
+        tmp = self.run_dir / "state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(self.run_dir / "state.json")
+        plot_history(self.run_dir / "history.csv", self.run_dir / "training_curves.png")
+
+
+def _atomic_save(model: keras.Model, path: Path) -> None:
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def plot_history(csv_path: Path, png_path: Path) -> None:
+    """Loss and validation-metric curves from a Keras CSVLogger file."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not csv_path.exists():
+        return
+    rows = np.genfromtxt(csv_path, delimiter=",", names=True)
+    if rows.size < 1:
+        return
+    rows = np.atleast_1d(rows)
+    names = [n for n in rows.dtype.names if n != "epoch"]
+    pairs = sorted({n.removeprefix("val_") for n in names if n != "learning_rate"})
+    fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.5), squeeze=False)
+    for ax, name in zip(axes[0], pairs, strict=True):
+        for key in (name, f"val_{name}"):
+            if key in names:
+                ax.plot(rows["epoch"] + 1, rows[key], marker=".", label=key)
+        ax.set_xlabel("epoch")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=90)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------ training
+
+
+def _load_task_data(cfg: TrainConfig):
+    """(x_train, y_train, x_val, y_val) for the task; emotion labels optionally reduced to the 5-class subset."""
+    if cfg.task == "emotion":
+        data = load_emotion(cfg.data, cache_dir=cfg.cache_dir)
+        x_tr, y_tr = data.subset("train")
+        x_va, y_va = data.subset("validation")
+        names = cfg.label_names()
+        if tuple(data.label_names) != names:
+            remap = np.array([names.index(n) if n in names else -1 for n in data.label_names])
+            y_tr, y_va = remap[y_tr], remap[y_va]
+            x_tr, y_tr = x_tr[y_tr >= 0], y_tr[y_tr >= 0]
+            x_va, y_va = x_va[y_va >= 0], y_va[y_va >= 0]
+        eye = np.eye(len(names), dtype=np.float32)
+        y_tr, y_va = eye[y_tr], eye[y_va]
+    else:
+        data = load_keypoints(cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
+        x_tr, y_tr = data.subset("train")
+        x_va, y_va = data.subset("validation")
+    if cfg.limit:
+        x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
+        x_va, y_va = x_va[: max(cfg.limit // 4, 1)], y_va[: max(cfg.limit // 4, 1)]
+    if len(x_tr) == 0 or len(x_va) == 0:
+        raise ValueError(f"{cfg.data}: need both a training and a validation split "
+                         f"(got {len(x_tr)} train, {len(x_va)} validation rows)")
+    return x_tr, y_tr, x_va, y_va
+
+
+def build_model(cfg: TrainConfig) -> keras.Model:
+    if cfg.task == "emotion":
+        return build_emotion_model(len(cfg.label_names()), cfg.resnet_config())
+    return build_keypoints_model(cfg.resnet_config())
+
+
+def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    total = max(cfg.epochs * steps_per_epoch, 1)
+    warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=cfg.learning_rate / 100, decay_steps=total - warmup, alpha=0.0,
+        warmup_target=cfg.learning_rate, warmup_steps=warmup,
+    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+    if cfg.task == "emotion":
+        model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
+                      metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
+    else:
+        model.compile(optimizer, masked_mse, metrics=[MaskedRMSE()])
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train (or resume) a run; returns the run directory."""
+    run_dir = Path(cfg.run_dir)
+    state_path = run_dir / "state.json"
+    if resume and state_path.exists():
+        saved = json.loads((run_dir / "config.json").read_text())
+        epochs = cfg.epochs
+        cfg = TrainConfig(**saved)
+        cfg.epochs = max(epochs, cfg.epochs) if epochs else cfg.epochs
+        log.info("resuming %s", run_dir)
+    elif run_dir.exists() and any(run_dir.glob("*.keras")):
+        raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or pick another --name")
+    keras.utils.set_random_seed(cfg.seed)
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    x_tr, y_tr, x_va, y_va = _load_task_data(cfg)
+    is_points = cfg.task == "keypoints"
+    augment = KEYPOINTS_AUGMENT if is_points else EMOTION_AUGMENT
+    train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(augment, cfg.seed), is_points, True, cfg.seed,
+                            workers=2, use_multiprocessing=False, max_queue_size=8)
+    val_batches = Batches(x_va, y_va, 256, None, is_points, False, cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(asdict(cfg) | {"resnet": asdict(cfg.resnet_config())},
+                                                    indent=2))
+
+    monitor, mode = ("val_accuracy", "max") if cfg.task == "emotion" else ("val_rmse", "min")
+    initial_epoch, best = 0, None
+    if resume and state_path.exists():
+        state = json.loads(state_path.read_text())
+        initial_epoch, best = state["epoch"], state["best"]
+        model = keras.models.load_model(run_dir / "last.keras")
+    else:
+        model = build_model(cfg)
+        _compile(model, cfg, len(train_batches))
+    log.info("%s: %d train / %d validation rows, %.2f M parameters, epochs %d..%d",
+             cfg.task, len(x_tr), len(x_va), model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
+    callbacks = [
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
+        RunCheckpoint(run_dir, monitor, mode, best),
+        keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
+        _Throughput(cfg.batch_size),
+    ]
+    model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, initial_epoch=initial_epoch,
+              callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
+    return run_dir
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Logs training images/s per epoch (the figure model sizes were chosen by)."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0, self.steps = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        dt = time.perf_counter() - self.t0
+        log.info("epoch %d: %.0f train images/s", epoch + 1, self.steps * self.batch_size / max(dt, 1e-9))
