@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from .config import ServerOptions
 from .errors import ServingError
 from .logs import setup_logging
-from .server import ModelServer
 
 log = logging.getLogger("emotion_ai_serving")
 
@@ -87,6 +87,9 @@ def parse_options(argv: Sequence[str] | None = None) -> tuple[ServerOptions, str
 def main(argv: Sequence[str] | None = None) -> int:
     options, level = parse_options(argv)
     setup_logging(options.log_format, getattr(logging, level.upper(), logging.INFO))
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ INFO lines out of the logs
+    from .server import ModelServer  # noqa: PLC0415 (imports TensorFlow, after the env is set)
+
     try:
         server = ModelServer(options)
         server.serve_until_signal()

@@ -1,0 +1,246 @@
+"""Serving test fixtures: real SavedModels and a real server process to talk to.
+
+The conformance tests run against every target that is available in this session:
+  * "embedded": `emotion-ai-serve` started as a subprocess on free ports (always);
+  * "docker":   the tensorflow/serving container with the image and flags of docker-compose.yml,
+                started with the Docker SDK (skipped when no Docker engine is reachable);
+  * "env":      an already running server named by EMOTION_AI_REST_URL / EMOTION_AI_GRPC_TARGET
+                (skipped when those are unset).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+SERVING_DIR = REPO / "serving"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+STARTUP_TIMEOUT_S = 120
+
+
+def make_export_tree(root: Path) -> Path:
+    """The lead's contract-following tiny models, or our own when training is not installed."""
+    try:
+        from emotion_ai_training.testing import make_export_tree as lead_tree
+    except ImportError:
+        from tiny_models import make_tiny_export_tree
+
+        return make_tiny_export_tree(root)
+    return lead_tree(root)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+@dataclass
+class ServingTarget:
+    """Where a server listens, and what the tests may assume about it."""
+
+    kind: str
+    rest_url: str
+    grpc_target: str
+    models_root: Path | None = None
+    max_request_bytes: int | None = None
+    prometheus_path: str | None = "/monitoring/prometheus/metrics"
+    extra: dict = field(default_factory=dict)
+
+    def channel(self) -> grpc.Channel:
+        big = 64 * 1024 * 1024
+        return grpc.insecure_channel(
+            self.grpc_target,
+            options=[
+                ("grpc.max_send_message_length", big),
+                ("grpc.max_receive_message_length", big),
+            ],
+        )
+
+
+@dataclass
+class EmbeddedServer:
+    """`emotion-ai-serve` in a subprocess; its JSON log goes to `log_path`."""
+
+    args: list[str]
+    log_path: Path
+    rest_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    def start(self, wait: bool = True) -> EmbeddedServer:
+        cmd = [
+            sys.executable,
+            "-m",
+            "emotion_ai_serving.cli",
+            f"--port={self.grpc_port}",
+            f"--rest_api_port={self.rest_port}",
+            *self.args,
+        ]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            if port_open(self.rest_port) and port_open(self.grpc_port):
+                return
+            time.sleep(0.2)
+        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.process.send_signal(sig)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+        finally:
+            self._log.close()
+
+    @property
+    def target(self) -> ServingTarget:
+        return ServingTarget(
+            "embedded", f"http://127.0.0.1:{self.rest_port}", f"127.0.0.1:{self.grpc_port}"
+        )
+
+
+def compose_image_and_flags() -> tuple[str, list[str]]:
+    """The image and server flags of docker-compose.yml's `serving` service."""
+    text = COMPOSE_FILE.read_text()
+    image = re.search(
+        r"image:\s*tensorflow/serving:\$\{TF_SERVING_VERSION:-([^}]+)\}\s*$", text, re.MULTILINE
+    )
+    flags = re.findall(r"^\s+- (--[a-z_]+=\S+)\s*$", text, re.MULTILINE)
+    assert image and flags, "docker-compose.yml lost its image pin or command flags"
+    return f"tensorflow/serving:{image.group(1)}", flags
+
+
+def _docker_target(models_root: Path) -> Iterator[ServingTarget]:
+    try:
+        import docker
+
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:  # no SDK, no socket, no permission
+        pytest.skip(
+            f"no Docker engine reachable ({type(exc).__name__}); "
+            "the TF Serving container conformance run needs one"
+        )
+    image, flags = compose_image_and_flags()
+    container = client.containers.run(
+        image,
+        command=flags,
+        detach=True,
+        remove=True,
+        ports={"8500/tcp": None, "8501/tcp": None},
+        volumes={
+            str(models_root): {"bind": "/models", "mode": "ro"},
+            str(SERVING_DIR): {"bind": "/config", "mode": "ro"},
+        },
+    )
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            container.reload()
+            ports = container.attrs["NetworkSettings"]["Ports"] or {}
+            if ports.get("8501/tcp") and b"Exporting HTTP/REST API" in container.logs():
+                break
+            time.sleep(1)
+        rest = int(ports["8501/tcp"][0]["HostPort"])
+        grpc_port = int(ports["8500/tcp"][0]["HostPort"])
+        yield ServingTarget(
+            "docker", f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}", models_root=models_root
+        )
+    finally:
+        container.stop(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def export_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_export_tree(tmp_path_factory.mktemp("models_export"))
+
+
+EMBEDDED_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+
+
+TARGETS = ["embedded", "docker"] + (["env"] if os.environ.get("EMOTION_AI_REST_URL") else [])
+
+
+@pytest.fixture(scope="session", params=TARGETS)
+def serving(
+    request: pytest.FixtureRequest, export_tree: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServingTarget]:
+    """The server under test (see the module docstring)."""
+    if request.param == "env":
+        rest, grpc_target = (
+            os.environ.get("EMOTION_AI_REST_URL"),
+            os.environ.get("EMOTION_AI_GRPC_TARGET"),
+        )
+        if not rest or not grpc_target:
+            pytest.skip("EMOTION_AI_REST_URL and EMOTION_AI_GRPC_TARGET are not set")
+        yield ServingTarget("env", rest.rstrip("/"), grpc_target, prometheus_path=None)
+        return
+    if request.param == "docker":
+        yield from _docker_target(export_tree)
+        return
+    log_dir = tmp_path_factory.mktemp("server_logs")
+    server = EmbeddedServer(
+        [
+            f"--model_config_file={SERVING_DIR / 'models.config'}",
+            f"--models_root={export_tree}",
+            f"--monitoring_config_file={SERVING_DIR / 'monitoring.config'}",
+            f"--max_request_bytes={EMBEDDED_MAX_REQUEST_BYTES}",
+            "--file_system_poll_wait_seconds=0",
+        ],
+        log_dir / "server.log",
+    ).start()
+    target = server.target
+    target.models_root = export_tree
+    target.max_request_bytes = EMBEDDED_MAX_REQUEST_BYTES
+    target.extra["server"] = server
+    try:
+        yield target
+    finally:
+        assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="session")
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as session:
+        yield session
+
+
+def copy_version(src: Path, dst: Path) -> None:
+    shutil.copytree(src, dst)
