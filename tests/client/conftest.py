@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import sys
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 from emotion_ai import EmotionClient, spec
+from emotion_ai.local_server import LocalServer, serve_executable
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
 
 #: Labels in an order different from spec.EMOTION_LABELS: the client must use the model's `classes`.
@@ -92,12 +88,6 @@ REPO = Path(__file__).resolve().parents[2]
 TRAINED_ROOT = REPO / "models_export"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def has_models(root: Path) -> bool:
     return all(
         (root / m / "1" / "saved_model.pb").is_file()
@@ -105,85 +95,11 @@ def has_models(root: Path) -> bool:
     )
 
 
-def serve_command() -> list[str]:
-    exe = shutil.which("emotion-ai-serve") or str(
-        Path(sys.executable).with_name("emotion-ai-serve")
-    )
-    if not Path(exe).exists():
-        pytest.skip("emotion-ai-serve is not installed (pip install -e serving)")
-    return [exe]
-
-
-@dataclass
-class ServerProcess:
-    """An `emotion-ai-serve` subprocess serving the keypoints and emotion models."""
-
-    proc: subprocess.Popen
-    grpc_port: int
-    rest_port: int
-    log_path: Path
-
-    def client(self, protocol: str, **kwargs) -> EmotionClient:
-        return EmotionClient(
-            host="127.0.0.1",
-            protocol=protocol,
-            grpc_port=self.grpc_port,
-            rest_port=self.rest_port,
-            **kwargs,
-        )
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
-
-def start_server(model_root: Path, workdir: Path, startup_timeout: float = 180.0) -> ServerProcess:
+def start_server(model_root: Path) -> LocalServer:
     """Start emotion-ai-serve on free ports with both models and wait until they are AVAILABLE."""
-    config = workdir / "models.config"
-    entries = "".join(
-        f'  config {{ name: "{m}" base_path: "{(model_root / m).resolve()}" '
-        'model_platform: "tensorflow" }\n'
-        for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)
-    )
-    config.write_text(f"model_config_list {{\n{entries}}}\n")
-    grpc_port, rest_port = free_port(), free_port()
-    log_path = workdir / "server.log"
-    cmd = [
-        *serve_command(),
-        "--host=127.0.0.1",
-        f"--port={grpc_port}",
-        f"--rest_api_port={rest_port}",
-        f"--model_config_file={config}",
-        "--file_system_poll_wait_seconds=0",
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    server = ServerProcess(proc, grpc_port, rest_port, log_path)
-    deadline = time.monotonic() + startup_timeout
-    with server.client("rest", timeout=2, retries=0) as probe:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"emotion-ai-serve exited ({proc.returncode}):\n{log_path.read_text()[-3000:]}"
-                )
-            try:
-                states = probe.status()
-                if all(any(v.state == "AVAILABLE" for v in vs) for vs in states.values()):
-                    return server
-            except Exception:  # not up yet
-                pass
-            if time.monotonic() > deadline:
-                server.stop()
-                raise RuntimeError(
-                    f"server not ready in {startup_timeout} s:\n{log_path.read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+    if serve_executable() is None:
+        pytest.skip("emotion-ai-serve is not installed (pip install -e serving)")
+    return LocalServer(model_root, extra_args=["--file_system_poll_wait_seconds=0"]).start()
 
 
 def model_root_for_tests(tmp_factory) -> tuple[Path, bool]:
@@ -210,6 +126,6 @@ def model_root(tmp_path_factory) -> tuple[Path, bool]:
 @pytest.fixture(scope="session")
 def server(model_root, tmp_path_factory):
     root, _ = model_root
-    srv = start_server(root, tmp_path_factory.mktemp("server"))
+    srv = start_server(root)
     yield srv
-    srv.stop()
+    srv.close()

@@ -141,15 +141,15 @@ def test_cli_against_server(server, astronaut_jpeg, tmp_path, capsys):
     assert set(face["keypoints"]) == set(spec.KEYPOINT_NAMES)
 
 
-def test_server_stopped_raises_unavailable_within_deadline(model_root, tmp_path, astronaut_bgr):
+def test_server_stopped_raises_unavailable_within_deadline(model_root, astronaut_bgr):
     root, _ = model_root
-    srv = start_server(root, tmp_path)
+    srv = start_server(root)
     try:
         clients = [srv.client(p, timeout=4.0, retries=3) for p in PROTOCOLS]
         for client in clients:
             assert len(client.predict(astronaut_bgr).faces) == 1
     finally:
-        srv.stop()
+        srv.close()
     try:
         for client in clients:
             t = time.perf_counter()

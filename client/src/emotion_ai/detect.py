@@ -50,6 +50,10 @@ class HaarFaceDetector:
     a monotone confidence in (0, 1), comparable between Haar detections only. Large images
     are scanned at `max_side` pixels on their longer side (boxes are scaled back), which keeps
     detection time bounded without losing faces larger than ~`min_size`.
+
+    `min_score` (default 0.85, i.e. final-stage weight >= 1.73) drops weak detections: on the Kaggle
+    keypoint faces (padded, 192 px) 99.6 % of true faces score above it, while the cascade's false
+    positives on skimage sample photos scored 0.55-0.81.
     """
 
     def __init__(
@@ -60,7 +64,7 @@ class HaarFaceDetector:
         min_neighbors: int = 5,
         min_size: int = 30,
         max_side: int = 960,
-        min_score: float = 0.0,
+        min_score: float = 0.85,
     ):
         if cascade_path is None:
             cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"

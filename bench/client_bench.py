@@ -1,0 +1,154 @@
+"""End-to-end client latency per 640x480 one-face image over gRPC and REST (p50/p95, stage shares).
+
+    .venv/bin/python bench/client_bench.py             # serves models_export/ with emotion-ai-serve
+    .venv/bin/python bench/client_bench.py --models DIR -n 200
+    .venv/bin/python bench/client_bench.py --no-server --grpc-port 8500 --rest-port 8501
+
+Each request is the JPEG bytes of skimage's astronaut photo placed on a 640x480 canvas (one face),
+sent through `EmotionClient.predict`: decode, Haar detection, crops, then the keypoints and emotion
+requests in parallel. Shares: detect, preprocess (crops + resize), network+inference (wall time of
+the two concurrent model calls and merging = total - decode - detect - preprocess), decode.
+Writes bench/results/client_bench.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from emotion_ai import EmotionClient
+from emotion_ai.local_server import LocalServer
+from skimage import data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_image() -> bytes:
+    face = cv2.resize(data.astronaut()[:, :, ::-1], (480, 480), interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    canvas[:, 80:560] = face
+    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+def run(
+    *, protocol: str, host: str, grpc_port: int, rest_port: int, image: bytes, n: int, warmup: int
+) -> dict:
+    with EmotionClient(
+        host=host, protocol=protocol, grpc_port=grpc_port, rest_port=rest_port, timeout=30
+    ) as c:
+        for _ in range(warmup):
+            c.predict(image)
+        rows = []
+        for _ in range(n):
+            t = time.perf_counter()
+            pred = c.predict(image)
+            wall = (time.perf_counter() - t) * 1e3
+            assert len(pred.faces) == 1, "benchmark image must give exactly one face"
+            tm = pred.timings_ms
+            net = tm["total"] - tm["decode"] - tm["detect"] - tm["preprocess"]
+            rows.append([wall, tm["decode"], tm["detect"], tm["preprocess"], net])
+    a = np.array(rows)
+    total = a[:, 0]
+    means = a.mean(axis=0)
+    return {
+        "protocol": protocol,
+        "n": n,
+        "p50_ms": round(float(np.percentile(total, 50)), 2),
+        "p95_ms": round(float(np.percentile(total, 95)), 2),
+        "mean_ms": round(float(means[0]), 2),
+        "stage_mean_ms": {
+            k: round(float(v), 3)
+            for k, v in zip(
+                ("decode", "detect", "preprocess", "network_inference"), means[1:], strict=True
+            )
+        },
+        "stage_share": {
+            k: round(float(v / means[1:].sum()), 3)
+            for k, v in zip(
+                ("decode", "detect", "preprocess", "network_inference"), means[1:], strict=True
+            )
+        },
+    }
+
+
+def markdown(doc: dict) -> str:
+    lines = [
+        "# Client end-to-end latency (640x480 JPEG, one face)",
+        "",
+        f"{doc['machine']}; models: {doc['models']}; {doc['n']} requests per protocol after "
+        f"{doc['warmup']} warm-up; `{doc['command']}`",
+        "",
+        "| protocol | p50 ms | p95 ms | decode | detect | preprocess | network+inference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in doc["results"]:
+        s = r["stage_share"]
+        lines.append(
+            f"| {r['protocol']} | {r['p50_ms']} | {r['p95_ms']} | {s['decode']:.0%} "
+            f"| {s['detect']:.0%} | {s['preprocess']:.0%} | {s['network_inference']:.0%} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--models", type=Path, default=REPO / "models_export", help="export root to serve"
+    )
+    p.add_argument("--no-server", action="store_true", help="use a server that is already running")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--grpc-port", type=int, default=8500)
+    p.add_argument("--rest-port", type=int, default=8501)
+    p.add_argument("-n", type=int, default=100, help="timed requests per protocol")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    args = p.parse_args()
+
+    image = test_image()
+    server = None
+    host, grpc_port, rest_port = args.host, args.grpc_port, args.rest_port
+    if not args.no_server:
+        server = LocalServer(args.models).start()
+        host, grpc_port, rest_port = "127.0.0.1", server.grpc_port, server.rest_port
+    try:
+        results = [
+            run(
+                protocol=pr,
+                host=host,
+                grpc_port=grpc_port,
+                rest_port=rest_port,
+                image=image,
+                n=args.n,
+                warmup=args.warmup,
+            )
+            for pr in ("grpc", "rest")
+        ]
+    finally:
+        if server is not None:
+            server.close()
+    doc = {
+        "command": "python bench/client_bench.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, py{platform.python_version()}",
+        "models": "running server" if args.no_server else str(args.models),
+        "n": args.n,
+        "warmup": args.warmup,
+        "results": results,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "client_bench.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (args.out / "client_bench.md").write_text(markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
