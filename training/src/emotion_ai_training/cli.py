@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -68,15 +69,146 @@ def _preview(task: str, data: str, out: Path, cache_dir: str, seed: int) -> int:
     return 0
 
 
+def _add_describe(sub) -> None:
+    p = sub.add_parser("describe", help="summarise a dataset (PNGs + text) before training")
+    p.add_argument("data", help="dataset file or folder")
+    p.add_argument("--task", choices=("emotion", "keypoints"), help="default: guessed from the file")
+    p.add_argument("--out", default="runs/describe", help="output folder (default: runs/describe)")
+    p.add_argument("--cache-dir", default="cache")
+
+
+def _cmd_describe(args) -> int:
+    from emotion_ai_training.describe import describe
+
+    summary = describe(args.data, args.out, args.task, args.cache_dir)
+    sys.stdout.write((Path(args.out) / "summary.txt").read_text())
+    return 0 if summary else 1
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="metrics of an exported SavedModel on the validation split (JSON + PNG)")
+    p.add_argument("model_dir", help="a version folder, e.g. models_export/emotion/1")
+    p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
+    p.add_argument("--out", help="output folder (default: runs/eval/<model>-<version>)")
+    p.add_argument("--seed", type=int, default=0, help="keypoints: split seed used in training")
+    p.add_argument("--cache-dir", default="cache")
+
+
+def _model_kind(model_dir: Path) -> str:
+    card = model_dir / "model_card.json"
+    if card.exists():
+        return json.loads(card.read_text())["model"]
+    return model_dir.resolve().parent.name
+
+
+def _cmd_evaluate(args) -> int:
+    from emotion_ai_training.evaluate import evaluate_emotion, evaluate_keypoints
+
+    model_dir = Path(args.model_dir)
+    if not (model_dir / "saved_model.pb").exists():
+        raise FileNotFoundError(f"{model_dir}: no saved_model.pb (expected a version folder such as "
+                                "models_export/emotion/1)")
+    kind = _model_kind(model_dir)
+    data = args.data or DEFAULT_DATA[kind]
+    out = Path(args.out or f"runs/eval/{kind}-{model_dir.name}")
+    if kind == "emotion":
+        result = evaluate_emotion(model_dir, data, out, args.cache_dir)
+    else:
+        result = evaluate_keypoints(model_dir, data, out, args.cache_dir, args.seed)
+    brief = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
+    sys.stdout.write(json.dumps(brief, indent=2) + "\n")
+    log.info("wrote %s", out / "metrics.json")
+    return 0
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="export a run's best checkpoint as models_export/<model>/<version>/")
+    p.add_argument("run_dir", help="a run folder, e.g. runs/emotion")
+    p.add_argument("--out", default="models_export", help="export root (default: models_export)")
+    p.add_argument("--version", type=int, help="version number (default: next free)")
+    p.add_argument("--checkpoint", default="best.keras", help="checkpoint file in the run (default: best.keras)")
+    p.add_argument("--flip-tta", action="store_true", help="average with the mirrored image inside the graph")
+    p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
+
+
+def _cmd_export(args) -> int:
+    import keras
+
+    from emotion_ai_training.data import load_emotion, load_keypoints
+    from emotion_ai_training.evaluate import evaluate_emotion, evaluate_keypoints
+    from emotion_ai_training.export import MODEL_CARD, export_model
+    from emotion_ai_training.train import TrainConfig, build_model
+
+    run_dir = Path(args.run_dir)
+    cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    state = json.loads((run_dir / "state.json").read_text())
+    keras.mixed_precision.set_global_policy("float32")
+    model = build_model(cfg)
+    model.set_weights(keras.models.load_model(run_dir / args.checkpoint, compile=False).get_weights())
+    loader = load_emotion if cfg.task == "emotion" else load_keypoints
+    dataset = loader(cfg.data, cache_dir=cfg.cache_dir)
+    card = {
+        "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
+                          "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
+        "training": {"run": run_dir.name, "checkpoint": args.checkpoint, "epochs_trained": state["epoch"],
+                     "train_seconds": state.get("train_seconds"), "config": json.loads((run_dir / "config.json")
+                                                                                     .read_text())},
+    }
+    target = export_model(model, cfg.task, Path(args.out) / cfg.task, version=args.version,
+                          labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=args.flip_tta,
+                          card=card)
+    if not args.no_evaluate:
+        out = Path("runs/eval") / f"{cfg.task}-{target.name}"
+        if cfg.task == "emotion":
+            metrics = evaluate_emotion(target, cfg.data, out, cfg.cache_dir)
+        else:
+            metrics = evaluate_keypoints(target, cfg.data, out, cfg.cache_dir, cfg.seed)
+        card_path = target / MODEL_CARD
+        full = json.loads(card_path.read_text())
+        full["validation_metrics"] = {k: v for k, v in metrics.items() if k not in ("model", "data")}
+        tmp = card_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(full, indent=2) + "\n")
+        tmp.replace(card_path)
+    sys.stdout.write(f"{target}\n")
+    return 0
+
+
+def _add_model_info(sub) -> None:
+    sub.add_parser("model-info", help="architecture table: parameters and FLOPs per image of both ResNets")
+
+
+def _cmd_model_info(args) -> int:
+    from emotion_ai_training.models import (
+        EMOTION_RESNET,
+        KEYPOINTS_RESNET,
+        build_emotion_model,
+        build_keypoints_model,
+        count_flops,
+    )
+
+    rows = ["| model | stem | stage widths | blocks | parameters | FLOPs / image |", "|---|---|---|---|---|---|"]
+    for name, cfg, model in (("emotion", EMOTION_RESNET, build_emotion_model(7, EMOTION_RESNET)),
+                             ("keypoints", KEYPOINTS_RESNET, build_keypoints_model(KEYPOINTS_RESNET))):
+        rows.append(f"| {name} | {cfg.stem_width}, stride {cfg.stem_stride} | {cfg.stage_widths} | "
+                    f"{cfg.stage_blocks} | {model.count_params() / 1e6:.2f} M | {count_flops(model) / 1e6:.0f} M |")
+    sys.stdout.write("\n".join(rows) + "\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="emotion-ai-train", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_describe(sub)
+    _add_evaluate(sub)
+    _add_export(sub)
+    _add_model_info(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    handlers = {"train": _cmd_train}
+    handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
+                "export": _cmd_export, "model-info": _cmd_model_info}
     try:
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:

@@ -138,10 +138,13 @@ class Batches(keras.utils.PyDataset):
 class RunCheckpoint(keras.callbacks.Callback):
     """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves."""
 
-    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None):
+    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None, train_seconds: float):
         super().__init__()
         self.run_dir, self.monitor, self.mode = run_dir, monitor, mode
-        self.best = best
+        self.best, self.train_seconds = best, train_seconds
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        self.t0 = time.perf_counter()
 
     def _better(self, value: float) -> bool:
         if self.best is None:
@@ -154,7 +157,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best = value
             _atomic_save(self.model, self.run_dir / "best.keras")
         _atomic_save(self.model, self.run_dir / "last.keras")
-        state = {"epoch": epoch + 1, "monitor": self.monitor, "best": self.best}
+        self.train_seconds += time.perf_counter() - self.t0
+        state = {"epoch": epoch + 1, "monitor": self.monitor, "best": self.best,
+                 "train_seconds": round(self.train_seconds, 1)}
         tmp = self.run_dir / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.run_dir / "state.json")
@@ -272,10 +277,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                                                     indent=2))
 
     monitor, mode = ("val_accuracy", "max") if cfg.task == "emotion" else ("val_rmse", "min")
-    initial_epoch, best = 0, None
+    initial_epoch, best, seconds = 0, None, 0.0
     if resume and state_path.exists():
         state = json.loads(state_path.read_text())
-        initial_epoch, best = state["epoch"], state["best"]
+        initial_epoch, best, seconds = state["epoch"], state["best"], state.get("train_seconds", 0.0)
         model = keras.models.load_model(run_dir / "last.keras")
     else:
         model = build_model(cfg)
@@ -284,7 +289,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
              cfg.task, len(x_tr), len(x_va), model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
     callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-        RunCheckpoint(run_dir, monitor, mode, best),
+        RunCheckpoint(run_dir, monitor, mode, best, seconds),
         keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
         _Throughput(cfg.batch_size),
     ]
