@@ -87,7 +87,7 @@ def test_batch_matches_single_predictions(server, protocol, astronaut_bgr, astro
     assert isinstance(batch[3], Exception)
     assert [len(p.faces) for p in batch[:3]] == [1, 0, 2]
     for b, s in zip(batch[:3], singles, strict=True):
-        _assert_same(b, s)
+        _assert_same(b, s, tol=1e-3)  # float32 results depend slightly on the batch size
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
