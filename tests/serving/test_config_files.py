@@ -1,0 +1,120 @@
+"""serving/*.config parse as the protos TF Serving reads; docker-compose.yml validates; base paths
+resolve the same way for the container and the embedded server."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import COMPOSE_FILE, REPO, SERVING_DIR, compose_image_and_flags
+from emotion_ai import spec
+from emotion_ai_serving.config import (
+    ServerOptions,
+    model_entries,
+    read_batching_settings,
+    read_model_server_config,
+    read_monitoring_settings,
+)
+from emotion_ai_serving.errors import ServingError
+
+
+def test_models_config_serves_both_models_from_models_export():
+    config = read_model_server_config(SERVING_DIR / "models.config")
+    names = [c.name for c in config.model_config_list.config]
+    assert names == [spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL]
+    assert all(c.model_platform == "tensorflow" for c in config.model_config_list.config)
+    assert all(not c.version_labels for c in config.model_config_list.config)
+    entries = model_entries(config, ServerOptions(models_root=str(REPO / "models_export")))
+    assert [e.base_path for e in entries] == [(REPO / "models_export" / n).resolve() for n in names]
+    assert all(e.policy == "latest" and e.num_versions == 1 for e in entries)
+    as_is = model_entries(config, ServerOptions())
+    assert [str(e.base_path) for e in as_is] == [f"/models/{n}" for n in names]
+
+
+def test_batching_and_monitoring_configs():
+    batching = read_batching_settings(SERVING_DIR / "batching.config")
+    assert batching.num_batch_threads == 2  # = cores on the reference machine
+    assert batching.max_batch_size == 32
+    assert 0 < batching.batch_timeout_micros <= 10_000
+    monitoring = read_monitoring_settings(SERVING_DIR / "monitoring.config")
+    assert monitoring.prometheus_enabled
+    assert monitoring.prometheus_path == "/monitoring/prometheus/metrics"
+
+
+def test_config_validation_errors(tmp_path: Path):
+    bad = tmp_path / "bad.config"
+    bad.write_text("model_config_list { config { name: 'x' bogus: 1 } }")
+    with pytest.raises(ServingError, match="Error parsing text-format"):
+        read_model_server_config(bad)
+    relative = tmp_path / "relative.config"
+    relative.write_text(
+        "model_config_list { config { name: 'x' base_path: 'models/x' "
+        "model_platform: 'tensorflow' } }"
+    )
+    with pytest.raises(ServingError, match="to have an absolute path"):
+        model_entries(read_model_server_config(relative), ServerOptions())
+    dup = tmp_path / "dup.config"
+    dup.write_text(
+        "model_config_list { config { name: 'x' base_path: '/a' model_platform: 'tensorflow' }"
+        " config { name: 'x' base_path: '/b' model_platform: 'tensorflow' } }"
+    )
+    with pytest.raises(ServingError, match="Illegal to list model x multiple times"):
+        model_entries(read_model_server_config(dup), ServerOptions())
+
+
+def test_compose_pins_image_and_passes_the_issue_flags():
+    image, flags = compose_image_and_flags()
+    assert image.startswith("tensorflow/serving:2.") and image.split(":")[1][0].isdigit()
+    names = {f.split("=")[0] for f in flags}
+    assert {
+        "--model_config_file",
+        "--enable_batching",
+        "--batching_parameters_file",
+        "--monitoring_config_file",
+        "--enable_model_warmup",
+        "--file_system_poll_wait_seconds",
+    } <= names
+    text = COMPOSE_FILE.read_text()
+    assert "./models_export:/models:ro" in text
+    probe = text.split("healthcheck:")[1].split("interval:")[0].split("test:")[1]
+    assert "curl" not in probe and "/dev/tcp" in probe and "AVAILABLE" in probe
+
+
+def test_docker_compose_config_validates():
+    binary = shutil.which("docker-compose") or shutil.which("docker")
+    if binary is None:
+        pytest.skip(
+            "neither docker-compose nor docker is installed (apt-get install docker-compose)"
+        )
+    cmd = [binary, "config"] if binary.endswith("docker-compose") else [binary, "compose", "config"]
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+    if result.returncode != 0 and "compose" in cmd and "is not a docker command" in result.stderr:
+        pytest.skip("docker CLI without the compose plugin")
+    assert result.returncode == 0, result.stderr
+    assert "8501" in result.stdout and "tensorflow/serving:" in result.stdout
+    gpu = subprocess.run(
+        [*cmd[:-1], "--profile", "gpu", "config", "--services"],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert gpu.returncode == 0 and "serving-gpu" in gpu.stdout.split()
+
+
+def test_compose_healthcheck_probe_works_against_a_server(serving):
+    """The healthcheck's bash /dev/tcp probe, run here against the server under test."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash not available")
+    host, port = serving.rest_url.removeprefix("http://").split(":")
+    probe = (
+        "for m in keypoints emotion; do "
+        f"exec 3<>/dev/tcp/{host}/{port} && "
+        "printf 'GET /v1/models/%s HTTP/1.0\\r\\n\\r\\n' \"$m\" >&3 && "
+        "grep -q '\"AVAILABLE\"' <&3 || exit 1; done"
+    )
+    assert subprocess.run(["bash", "-c", probe], timeout=30, check=False).returncode == 0
+    assert probe.split("exec")[1].split("&&")[1] in COMPOSE_FILE.read_text().replace("$$m", "$m")
