@@ -102,8 +102,8 @@ class EmotionClient:
 
     def __init__(
         self,
-        *,
         host: str = "localhost",
+        *,
         protocol: Protocol_ = "grpc",
         grpc_port: int = 8500,
         rest_port: int = 8501,
