@@ -1,0 +1,283 @@
+"""Serving benchmark: requests/s and p50/p99 latency of a 1-face request to each model over REST
+and gRPC against the embedded server (`emotion-ai-serve`), the in-process forward pass of the same
+batch for comparison, and whether server-side batching helps with concurrent clients.
+
+    .venv/bin/python bench/serving_bench.py [--models_root models_export] [--seconds 3]
+
+Writes bench/results/serving_bench.json and bench/results/serving_bench.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+import requests
+import tensorflow as tf
+from emotion_ai import spec
+from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[1]
+SERVING = REPO / "serving"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def has_versions(root: Path, models: list[str]) -> bool:
+    return all(
+        (root / m).is_dir() and any(p.name.isdigit() for p in (root / m).iterdir()) for m in models
+    )
+
+
+class Server:
+    def __init__(self, models_root: Path, extra: list[str]) -> None:
+        self.rest, self.grpc = free_port(), free_port()
+        cmd = [
+            sys.executable,
+            "-m",
+            "emotion_ai_serving.cli",
+            f"--port={self.grpc}",
+            f"--rest_api_port={self.rest}",
+            f"--model_config_file={SERVING / 'models.config'}",
+            f"--models_root={models_root}",
+            "--file_system_poll_wait_seconds=0",
+            "--log_level=WARNING",
+            *extra,
+        ]
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited during startup")
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.rest)) == 0:
+                    return
+            time.sleep(0.2)
+        raise TimeoutError("server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def make_clients(server: Server, model: str, image: np.ndarray, protocol: str):
+    """A callable sending one predict request (a fresh session/channel per client thread)."""
+    if protocol == "rest":
+        session = requests.Session()
+        url = f"http://127.0.0.1:{server.rest}/v1/models/{model}:predict"
+        body = json.dumps({"instances": image.tolist()})
+
+        def call() -> None:
+            resp = session.post(url, data=body, timeout=30)
+            resp.raise_for_status()
+
+        return call
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = model
+    request.inputs[spec.INPUT_KEY].CopyFrom(tf.make_tensor_proto(image))
+    return lambda: stub.Predict(request, timeout=30)
+
+
+def measure(factory, seconds: float, clients: int = 1) -> dict:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def loop() -> None:
+        call = factory()
+        for _ in range(3):  # warm the connection
+            call()
+        local = []
+        while time.monotonic() < stop_at:
+            t0 = time.perf_counter()
+            call()
+            local.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(local)
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "clients": clients,
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def forward_pass(models_root: Path, model: str, image: np.ndarray, seconds: float) -> dict:
+    versions = sorted(int(p.name) for p in (models_root / model).iterdir() if p.name.isdigit())
+    loaded = tf.saved_model.load(str(models_root / model / str(versions[-1])))
+    fn = loaded.signatures["serving_default"]
+    tensor = tf.constant(image)
+    for _ in range(5):
+        fn(image=tensor)
+    times = []
+    stop_at = time.monotonic() + seconds
+    while time.monotonic() < stop_at:
+        t0 = time.perf_counter()
+        fn(image=tensor)
+        times.append(time.perf_counter() - t0)
+    ms = np.asarray(times) * 1000
+    return {
+        "calls": len(times),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models_root", default=str(REPO / "models_export"))
+    parser.add_argument("--seconds", type=float, default=3.0, help="per measurement")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent clients, batching run")
+    parser.add_argument("--out", default=str(REPO / "bench" / "results"))
+    args = parser.parse_args()
+
+    models = [spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL]
+    root = Path(args.models_root)
+    source = "models_export"
+    tmp = None
+    if not has_versions(root, models):
+        from emotion_ai_training.testing import make_export_tree  # noqa: PLC0415 (optional)
+
+        tmp = tempfile.TemporaryDirectory()
+        root = make_export_tree(Path(tmp.name))
+        source = "emotion_ai_training.testing.make_export_tree (untrained)"
+    sizes = {
+        spec.KEYPOINTS_MODEL: spec.KEYPOINTS_INPUT_SIZE,
+        spec.EMOTION_MODEL: spec.EMOTION_INPUT_SIZE,
+    }
+    rng = np.random.default_rng(0)
+    images = {m: rng.integers(0, 256, (1, s, s, 1), dtype=np.uint8) for m, s in sizes.items()}
+
+    results: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "loadavg_start": os.getloadavg(),
+        },
+        "models": source,
+        "seconds_per_case": args.seconds,
+        "single_client": [],
+        "forward_pass": [],
+        "batching": [],
+    }
+    server = Server(root, [])
+    try:
+        for model in models:
+            for protocol in ("rest", "grpc"):
+                row = measure(
+                    lambda m=model, p=protocol: make_clients(server, m, images[m], p), args.seconds
+                )
+                results["single_client"].append({"model": model, "protocol": protocol, **row})
+                print(model, protocol, row, flush=True)
+        for clients in (1, args.clients):
+            row = measure(
+                lambda: make_clients(
+                    server, spec.KEYPOINTS_MODEL, images[spec.KEYPOINTS_MODEL], "grpc"
+                ),
+                args.seconds,
+                clients,
+            )
+            results["batching"].append({"batching": False, **row})
+            print("no batching", row, flush=True)
+    finally:
+        server.stop()
+    server = Server(
+        root, ["--enable_batching", f"--batching_parameters_file={SERVING / 'batching.config'}"]
+    )
+    try:
+        for clients in (1, args.clients):
+            row = measure(
+                lambda: make_clients(
+                    server, spec.KEYPOINTS_MODEL, images[spec.KEYPOINTS_MODEL], "grpc"
+                ),
+                args.seconds,
+                clients,
+            )
+            results["batching"].append({"batching": True, **row})
+            print("batching", row, flush=True)
+    finally:
+        server.stop()
+    for model in models:
+        row = forward_pass(root, model, images[model], args.seconds)
+        results["forward_pass"].append({"model": model, **row})
+        print("forward pass", model, row, flush=True)
+    results["machine"]["loadavg_end"] = os.getloadavg()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serving_bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "serving_bench.md").write_text(markdown(results))
+    print((out / "serving_bench.md").read_text())
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        "# Serving benchmark (embedded server, 1-face request)",
+        "",
+        f"Machine: {r['machine']['cpus']} CPUs, load average at start "
+        f"{r['machine']['loadavg_start'][0]:.2f} / end {r['machine']['loadavg_end'][0]:.2f}; "
+        f"models: {r['models']}; {r['seconds_per_case']} s per case.",
+        "",
+        "| model | protocol | req/s | p50 ms | p99 ms |",
+        "|---|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {x['model']} | {x['protocol']} | {x['rps']} | {x['p50_ms']} | {x['p99_ms']} |"
+        for x in r["single_client"]
+    ]
+    lines += [
+        "",
+        "In-process forward pass of the same batch (tf.saved_model.load, no server):",
+        "",
+        "| model | p50 ms | p99 ms |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {x['model']} | {x['p50_ms']} | {x['p99_ms']} |" for x in r["forward_pass"]]
+    lines += [
+        "",
+        "Server-side batching (keypoints, gRPC, serving/batching.config):",
+        "",
+        "| batching | clients | req/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {'on' if x['batching'] else 'off'} | {x['clients']} | {x['rps']} | "
+        f"{x['p50_ms']} | {x['p99_ms']} |"
+        for x in r["batching"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
