@@ -195,6 +195,31 @@ def _cmd_model_info(args) -> int:
     return 0
 
 
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate-crop", help="measure spec.KEYPOINTS_CROP / EMOTION_CROP against the face detector")
+    p.add_argument("task", choices=("emotion", "keypoints"))
+    p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
+    p.add_argument("--samples", type=int, default=2000, help="frames to try (default: 2000)")
+    p.add_argument("--cache-dir", default="cache")
+
+
+def _cmd_calibrate(args) -> int:
+    import numpy as np
+
+    from emotion_ai_training.calibrate import calibrate
+    from emotion_ai_training.data import load_emotion, load_keypoints
+
+    data = args.data or DEFAULT_DATA[args.task]
+    images = (load_emotion if args.task == "emotion" else load_keypoints)(data, cache_dir=args.cache_dir).images
+    idx = np.random.default_rng(0).choice(len(images), min(args.samples, len(images)), replace=False)
+    result = calibrate(images[idx])
+    g = result.geometry
+    sys.stdout.write(f"{args.task}: CropGeometry(scale={g.scale}, shift_x={g.shift_x}, shift_y={g.shift_y})  "
+                     f"# one face found in {result.detected}/{result.tried} frames, "
+                     f"scale IQR {result.scale_iqr}\n")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="emotion-ai-train", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -204,11 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     _add_evaluate(sub)
     _add_export(sub)
     _add_model_info(sub)
+    _add_calibrate(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
-                "export": _cmd_export, "model-info": _cmd_model_info}
+                "export": _cmd_export, "model-info": _cmd_model_info,
+                "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:

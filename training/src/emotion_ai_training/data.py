@@ -99,7 +99,7 @@ def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]], i
     except StopIteration:
         fh.close()
         raise DatasetError(f"{path}: file is empty") from None
-    except (UnicodeDecodeError, OSError, csv.Error) as exc:
+    except (UnicodeDecodeError, OSError, EOFError, csv.Error) as exc:
         fh.close()
         raise DatasetError(f"{path}: not a readable CSV file ({exc})") from None
 

@@ -1,0 +1,151 @@
+"""Smoke training on generated data, resume, export contract, warmup file, evaluation and describe."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from training_datagen import fer_rows, frontal_points, keypoint_frame, write_fer_csv, write_keypoints_csv
+
+from emotion_ai.spec import EMOTION_LABELS, FLIP_PERMUTATION
+from emotion_ai_training.cli import main as train_cli
+from emotion_ai_training.evaluate import classification_report, keypoint_errors
+
+tf = pytest.importorskip("tensorflow")
+
+
+def test_masked_mse_ignores_missing_coordinates() -> None:
+    from emotion_ai_training.train import MaskedRMSE, masked_mse
+
+    y_true = np.array([[[1.0, 2.0], [np.nan, np.nan]]], np.float32)
+    y_pred = np.array([[[2.0, 4.0], [100.0, 100.0]]], np.float32)
+    assert float(masked_mse(y_true, y_pred)) == pytest.approx((1 + 4) / 2)
+    metric = MaskedRMSE()
+    metric.update_state(y_true, y_pred)
+    assert float(metric.result()) == pytest.approx(np.sqrt(2.5))
+
+
+def _train(args: list[str]) -> None:
+    assert train_cli(["train", *args, "--tiny", "--precision", "float32", "--batch-size", "8"]) == 0
+
+
+def test_emotion_smoke_training_resume_and_export(tmp_path: Path) -> None:
+    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs = tmp_path / "runs"
+    _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "e", "--epochs", "1",
+            "--cache-dir", str(tmp_path / "cache")])
+    run = runs / "e"
+    assert {"config.json", "last.keras", "best.keras", "state.json", "history.csv",
+            "training_curves.png"} <= {p.name for p in run.iterdir()}
+    assert json.loads((run / "state.json").read_text())["epoch"] == 1
+    # A second run with the same name refuses to overwrite; --resume continues.
+    assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "e", "--tiny"]) == 2
+    _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "e", "--epochs", "2", "--resume"])
+    assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
+
+    out = tmp_path / "models_export"
+    assert train_cli(["export", str(run), "--out", str(out)]) == 0
+    version = out / "emotion" / "1"
+    sig = tf.saved_model.load(str(version)).signatures["serving_default"]
+    assert list(sig.structured_input_signature[1]) == ["image"]
+    spec = sig.structured_input_signature[1]["image"]
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 48, 48, 1]
+    outs = sig.structured_outputs
+    assert set(outs) == {"scores", "classes"}
+    assert outs["scores"].dtype == tf.float32 and outs["scores"].shape.as_list() == [None, 7]
+    assert outs["classes"].dtype == tf.string and outs["classes"].shape.as_list() == [None, 7]
+    result = sig(image=tf.constant(np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)))
+    np.testing.assert_allclose(result["scores"].numpy().sum(1), 1.0, atol=1e-5)
+    assert [c.decode() for c in result["classes"].numpy()[2]] == list(EMOTION_LABELS)
+
+    card = json.loads((version / "model_card.json").read_text())
+    assert card["training_data"]["file"] == "fer2013.csv" and len(card["training_data"]["sha256"]) == 64
+    assert card["training_data"]["splits"] == {"train": 16, "validation": 16, "test": 16}
+    assert 0.0 <= card["validation_metrics"]["accuracy"] <= 1.0
+    assert card["training"]["epochs_trained"] == 2
+
+    _check_warmup(version / "assets.extra" / "tf_serving_warmup_requests", "emotion", 48)
+    # Versions are immutable and numbered upwards.
+    assert train_cli(["export", str(run), "--out", str(out), "--version", "1", "--no-evaluate"]) == 2
+    assert train_cli(["export", str(run), "--out", str(out), "--no-evaluate"]) == 0
+    assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2"]
+
+
+def _check_warmup(path: Path, model: str, size: int) -> None:
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    batches = []
+    for record in tf.data.TFRecordDataset(str(path)):
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        req = log.predict_log.request
+        assert req.model_spec.name == model and req.model_spec.signature_name == "serving_default"
+        arr = tf.make_ndarray(req.inputs["image"])
+        assert arr.dtype == np.uint8 and arr.shape[1:] == (size, size, 1)
+        batches.append(arr.shape[0])
+    assert batches == [1, 4, 16]
+
+
+def test_keypoints_smoke_training_with_missing_points_and_flip_tta_export(tmp_path: Path) -> None:
+    data = write_keypoints_csv(tmp_path / "training.csv", 40)
+    runs = tmp_path / "runs"
+    _train(["keypoints", "--data", str(data), "--runs", str(runs), "--name", "k", "--epochs", "1"])
+    history = (runs / "k" / "history.csv").read_text().splitlines()
+    assert np.isfinite(float(history[1].split(",")[1]))  # masked loss stays finite with missing points
+    out = tmp_path / "models_export"
+    assert train_cli(["export", str(runs / "k"), "--out", str(out), "--flip-tta"]) == 0
+    version = out / "keypoints" / "1"
+    sig = tf.saved_model.load(str(version)).signatures["serving_default"]
+    spec = sig.structured_input_signature[1]["image"]
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 96, 96, 1]
+    assert sig.structured_outputs["keypoints"].shape.as_list() == [None, 15, 2]
+    assert sig.structured_outputs["keypoints"].dtype == tf.float32
+    # Flip-TTA inside the graph is mirror-equivariant: f(flip(I)) == mirror(f(I)) with names swapped.
+    img = keypoint_frame(frontal_points())[None, :, :, None]
+    p = sig(image=tf.constant(img))["keypoints"].numpy()[0]
+    q = sig(image=tf.constant(img[:, :, ::-1].copy()))["keypoints"].numpy()[0]
+    mirrored = np.stack([95 - p[:, 0], p[:, 1]], -1)[list(FLIP_PERMUTATION)]
+    np.testing.assert_allclose(q, mirrored, atol=1e-3)
+    card = json.loads((version / "model_card.json").read_text())
+    assert card["flip_tta"] is True and "rmse" in card["validation_metrics"]
+    _check_warmup(version / "assets.extra" / "tf_serving_warmup_requests", "keypoints", 96)
+
+
+def test_classification_report_values() -> None:
+    r = classification_report(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 1, 1, 0]), ("a", "b", "c"))
+    assert r["accuracy"] == 0.6
+    assert r["per_class"]["b"] == {"precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2}
+    assert r["per_class"]["c"]["recall"] == 0.0
+    assert r["confusion_matrix"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert r["macro_f1"] == pytest.approx((0.5 + 0.8 + 0) / 3, abs=1e-4)
+
+
+def test_keypoint_errors_values() -> None:
+    true = np.tile(frontal_points(), (2, 1, 1))
+    pred = true + np.array([3.0, 4.0], np.float32)  # every point off by 5 px
+    true[1, 5] = np.nan  # a missing point is ignored
+    e = keypoint_errors(pred, true)
+    assert e["rmse"] == pytest.approx(np.sqrt(12.5), abs=1e-4)
+    # Row 1 lacks an outer eye corner, so only row 0 has an inter-ocular distance (73 - 23 = 50 px).
+    assert e["nme_interocular"] == pytest.approx(5 / 50, abs=1e-5)
+    assert e["per_point_rmse"]["nose_tip"] == pytest.approx(np.sqrt(12.5), abs=1e-4)
+
+
+def test_describe_counts_duplicates_across_splits(tmp_path: Path) -> None:
+    rows = fer_rows(9)
+    rows.append((rows[0][0], rows[0][1], "PublicTest"))  # same image as row 0 (Training) in PublicTest
+    rows.append((3, np.zeros((48, 48), np.uint8), "Training"))  # blank
+    data = write_fer_csv(tmp_path / "fer2013.csv", rows)
+    out = tmp_path / "describe"
+    assert train_cli(["describe", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "c")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["duplicate_groups"] == 1 and summary["groups_crossing_splits"] == 1
+    assert summary["blank_images"] == 1
+    assert {"class_distribution.png", "samples_per_class.png", "summary.txt"} <= {p.name for p in out.iterdir()}
+    kp = write_keypoints_csv(tmp_path / "training.csv", 12)
+    assert train_cli(["describe", str(kp), "--out", str(tmp_path / "dk"), "--cache-dir", str(tmp_path / "c")]) == 0
+    ks = json.loads((tmp_path / "dk" / "summary.json").read_text())
+    assert ks["task"] == "keypoints" and ks["missing_per_point"]["nose_tip"] == 4
+    assert ks["missing_per_point"]["left_eye_center"] == 0
