@@ -1,0 +1,485 @@
+"""All product benchmarks in one command: latency, throughput and video frames/s end to end, over
+gRPC and REST against the embedded server and in-process (no server) as the floor.
+
+    .venv/bin/python bench/run_benchmarks.py            # full run (several minutes)
+    .venv/bin/python bench/run_benchmarks.py --quick    # < 2 minutes, small samples
+    .venv/bin/python bench/run_benchmarks.py --models DIR
+
+* latency: `EmotionClient.predict` on a 640x480 JPEG with one face (bench/client_bench.py's image,
+  skimage's astronaut) and with four faces (2x2 composition of real astronaut photo crops; the
+  Haar detector must find exactly 4), p50/p95/p99;
+* throughput: faces/s with 1, 8 and 64 faces per request and 1/4/8 concurrent clients; a request
+  is the keypoints call and the emotion call for N real face crops, sent concurrently as the client
+  does (timing loop as bench/serving_bench.py's `measure`);
+* video: frames/s of `predict` on each frame of a generated 640x480 video of the astronaut moving
+  across the frame, plus the `emotion-ai video` command end to end (decode, track, write JSONL);
+* in-process floor: the same `EmotionClient` pipeline whose transport calls the SavedModels
+  directly with TensorFlow; every figure also as a ratio to it.
+
+Writes bench/results/benchmarks.json and .md (`--quick`: benchmarks_quick.*), with machine info and
+which models were used. Without versions in models_export/ it benchmarks tiny untrained test
+models (same graph contract, far fewer FLOPs) and says so in the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tensorflow as tf
+from client_bench import test_image as one_face_jpeg  # bench/ is on sys.path as a script
+from emotion_ai import EmotionClient, spec
+from emotion_ai.cli import main as emotion_ai_cli
+from emotion_ai.local_server import LocalServer
+from emotion_ai.preprocess import model_inputs, to_gray
+from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
+from emotion_ai_training.testing import make_export_tree
+from machine import machine_info
+from skimage import data
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+MODES = ("in-process", "grpc", "rest")
+FACES_PER_REQUEST = (1, 8, 64)
+CLIENTS = (1, 4, 8)
+
+
+# -- the in-process floor --------------------------------------------------------------------------
+def latest_version(model_root: Path) -> Path | None:
+    versions = sorted(int(p.name) for p in model_root.glob("*") if p.name.isdigit() and p.is_dir())
+    return model_root / str(versions[-1]) if versions else None
+
+
+class InProcessTransport:
+    """The client's Transport, answered by the SavedModels' serving signatures in this process."""
+
+    def __init__(self, models_root: Path):
+        self._tf = tf
+        self._fns = {}
+        self._keep = []
+        for name in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL):
+            loaded = tf.saved_model.load(str(latest_version(models_root / name)))
+            self._keep.append(loaded)
+            self._fns[name] = loaded.signatures[spec.SIGNATURE_NAME]
+
+    def predict(
+        self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float
+    ) -> dict[str, np.ndarray]:
+        out = self._fns[model.name](**{k: self._tf.constant(v) for k, v in inputs.items()})
+        result = {}
+        for key, tensor in out.items():
+            value = tensor.numpy()
+            if value.dtype == object:
+                value = np.char.decode(value.astype(bytes), "utf-8")
+            result[key] = value
+        return result
+
+    def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
+        return {}
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        return [VersionStatus(1, "AVAILABLE")]
+
+    def close(self) -> None:
+        pass
+
+
+class Paths:
+    """Makes an EmotionClient per mode: in-process, gRPC or REST to the embedded server."""
+
+    def __init__(self, server: LocalServer, inproc: InProcessTransport):
+        self.server, self.inproc = server, inproc
+
+    def client(self, mode: str) -> EmotionClient:
+        if mode == "in-process":
+            client = EmotionClient(timeout=120)
+            client.transport.close()
+            client.transport = self.inproc  # type: ignore[assignment]
+            return client
+        return self.server.client(mode, timeout=120)
+
+
+# -- test material ---------------------------------------------------------------------------------
+def astronaut_bgr() -> np.ndarray:
+    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+
+
+def four_face_jpeg() -> bytes:
+    """640x480: four 320x240 crops of the astronaut photo (zoom, mirror, exposure differ)."""
+    a = astronaut_bgr()
+    cx, cy = 224, 113  # centre of the face the Haar detector finds in the 512x512 photo
+
+    def cell(half_w: int, flip: bool, gain: float = 1.0, bias: float = 0.0) -> np.ndarray:
+        half_h = half_w * 3 // 4
+        x0, y0 = max(cx - half_w, 0), max(cy - half_h, 0)
+        crop = a[y0 : y0 + 2 * half_h, x0 : x0 + 2 * half_w]
+        crop = cv2.convertScaleAbs(
+            cv2.resize(crop, (320, 240), interpolation=cv2.INTER_AREA), alpha=gain, beta=bias
+        )
+        return crop[:, ::-1] if flip else crop
+
+    cells = [
+        cell(150, False),
+        cell(170, True),
+        cell(130, False, 0.85, 25),
+        cell(160, True, 1.1, -10),
+    ]
+    canvas = np.vstack([np.hstack(cells[:2]), np.hstack(cells[2:])])
+    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+def face_crops(client: EmotionClient, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """The keypoints (96x96) and emotion (48x48) crops of the photo's one face, as the client
+    makes them."""
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    boxes = [d.box for d in client.detector.detect(image)]
+    assert len(boxes) == 1
+    gray = to_gray(image)
+    kp, _ = model_inputs(gray, boxes, client.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE)
+    em, _ = model_inputs(gray, boxes, client.emotion_crop, spec.EMOTION_INPUT_SIZE)
+    return kp, em
+
+
+def write_video(path: Path, frames: int) -> Path:
+    """A 640x480, 25 fps MP4 of a 300x300 astronaut crop moving left to right and back."""
+    face = cv2.resize(astronaut_bgr()[0:400, 56:456], (300, 300), interpolation=cv2.INTER_AREA)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    for i in range(frames):
+        x = int(170 + 160 * np.sin(2 * np.pi * i / max(frames, 2)))
+        frame = np.full((480, 640, 3), 96, np.uint8)
+        frame[90:390, x : x + 300] = face
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+# -- measurements ----------------------------------------------------------------------------------
+def pct(samples: list[float]) -> dict:
+    a = np.asarray(samples)
+    return {
+        "n": int(a.size),
+        "p50_ms": round(float(np.percentile(a, 50)), 2),
+        "p95_ms": round(float(np.percentile(a, 95)), 2),
+        "p99_ms": round(float(np.percentile(a, 99)), 2),
+        "mean_ms": round(float(a.mean()), 2),
+    }
+
+
+def latency(paths: Paths, mode: str, *, image: bytes, faces: int, n: int, warmup: int) -> dict:
+    with paths.client(mode) as client:
+        for _ in range(warmup):
+            client.predict(image)
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            pred = client.predict(image)
+            samples.append((time.perf_counter() - t) * 1e3)
+            assert len(pred.faces) == faces, f"expected {faces} faces, got {len(pred.faces)}"
+    return pct(samples)
+
+
+def measure(
+    factory: Callable[[], Callable[[], None]], seconds: float, clients: int, warmup: int = 2
+) -> dict:
+    """`clients` threads call `factory()`'s callable for `seconds` after a per-thread warm-up.
+
+    Same loop as bench/serving_bench.py's `measure`, except that the clock starts once every
+    thread has warmed up and each thread makes at least one timed call (slow cases there can end
+    with no samples at all).
+    """
+    ready = threading.Barrier(clients + 1)
+    stop_at: list[float] = []
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def loop() -> None:
+        call = factory()
+        for _ in range(warmup):
+            call()
+        ready.wait()
+        local = []
+        while True:
+            t0 = time.perf_counter()
+            call()
+            local.append(time.perf_counter() - t0)
+            if time.monotonic() >= stop_at[0]:
+                break
+        with lock:
+            latencies.extend(local)
+
+    threads = [threading.Thread(target=loop) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    stop_at.append(time.monotonic() + 1e9)
+    ready.wait()
+    started = time.monotonic()
+    stop_at[0] = started + seconds
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    ms = np.asarray(latencies) * 1000
+    return {
+        "requests": len(latencies),
+        "clients": clients,
+        "rps": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
+
+
+def throughput(
+    paths: Paths,
+    mode: str,
+    *,
+    crops: tuple[np.ndarray, np.ndarray],
+    faces: int,
+    clients: int,
+    seconds: float,
+    warmup: int,
+) -> dict:
+    kp = np.repeat(crops[0], faces, axis=0)
+    em = np.repeat(crops[1], faces, axis=0)
+    opened: list[tuple[EmotionClient, ThreadPoolExecutor]] = []
+
+    def factory() -> Callable[[], None]:
+        client = paths.client(mode)
+        pool = ThreadPoolExecutor(1)
+        opened.append((client, pool))
+        kp_ref, em_ref = client.models["keypoints"], client.models["emotion"]
+
+        def call() -> None:
+            pending = pool.submit(client.transport.predict, kp_ref, {spec.INPUT_KEY: kp}, 120)
+            out = client.transport.predict(em_ref, {spec.INPUT_KEY: em}, 120)
+            assert out[spec.SCORES_OUTPUT_KEY].shape[0] == faces
+            pending.result()
+
+        return call
+
+    try:
+        r = measure(factory, seconds, clients, warmup)
+    finally:
+        for client, pool in opened:
+            pool.shutdown()
+            client.close()
+    return r | {"faces_per_s": round(r["rps"] * faces, 1)}
+
+
+def video_fps(paths: Paths, mode: str, video: Path) -> dict:
+    cap = cv2.VideoCapture(str(video))
+    frames, faces = 0, 0
+    with paths.client(mode) as client:
+        t = time.perf_counter()
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            faces += len(client.predict(frame).faces)
+            frames += 1
+        wall = time.perf_counter() - t
+    cap.release()
+    return {
+        "frames": frames,
+        "faces_per_frame": round(faces / max(frames, 1), 3),
+        "frames_per_s": round(frames / wall, 2),
+    }
+
+
+def video_cli_fps(server: LocalServer, video: Path, frames: int, tmp: Path) -> dict:
+    out = tmp / "timeline.jsonl"
+    args = [
+        "video",
+        str(video),
+        "--out",
+        str(out),
+        "--host=127.0.0.1",
+        "--protocol=grpc",
+        f"--grpc-port={server.grpc_port}",
+        f"--rest-port={server.rest_port}",
+        "--timeout=120",
+    ]
+    t = time.perf_counter()
+    code = emotion_ai_cli(args)
+    wall = time.perf_counter() - t
+    rows = out.read_text().splitlines() if out.exists() else []
+    return {
+        "exit_code": code,
+        "frames": frames,
+        "rows": len(rows),
+        "frames_per_s": round(frames / wall, 2),
+    }
+
+
+# -- report ----------------------------------------------------------------------------------------
+def ratio(value: float, floor: float) -> str:
+    return f"{value / floor:.2f}x" if floor else "n/a"
+
+
+def markdown(doc: dict) -> str:
+    lines = [
+        f"# Benchmarks{' (quick mode: small samples, indicative only)' if doc['quick'] else ''}",
+        "",
+        f"Command: `{doc['command']}`  ",
+        f"Machine: {doc['machine']['summary']}  ",
+        f"Models: {doc['models']}",
+        "",
+        "## End-to-end latency per 640x480 image (`EmotionClient.predict`)",
+        "",
+        "| image | path | n | p50 ms | p95 ms | p99 ms | p50 vs in-process |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for image, rows in doc["latency"].items():
+        floor = rows["in-process"]["p50_ms"]
+        for mode, r in rows.items():
+            lines.append(
+                f"| {image} | {mode} | {r['n']} | {r['p50_ms']} | {r['p95_ms']} "
+                f"| {r['p99_ms']} | {ratio(r['p50_ms'], floor)} |"
+            )
+    lines += [
+        "",
+        "## Throughput (keypoints + emotion for N face crops per request)",
+        "",
+        "| path | faces/request | clients | faces/s | p50 ms | p99 ms | faces/s vs in-process |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    floors = {
+        (r["faces"], r["clients"]): r["faces_per_s"]
+        for r in doc["throughput"]
+        if r["mode"] == "in-process"
+    }
+    for r in doc["throughput"]:
+        lines.append(
+            f"| {r['mode']} | {r['faces']} | {r['clients']} | {r['faces_per_s']} "
+            f"| {r['p50_ms']} | {r['p99_ms']} "
+            f"| {ratio(r['faces_per_s'], floors[(r['faces'], r['clients'])])} |"
+        )
+    v = doc["video"]
+    floor = v["in-process"]["frames_per_s"]
+    lines += [
+        "",
+        f"## Video end to end ({v['frames']} frames, 640x480, one moving face)",
+        "",
+        "| path | frames/s | faces/frame | vs in-process |",
+        "|---|---:|---:|---:|",
+    ]
+    for mode in MODES:
+        r = v[mode]
+        lines.append(
+            f"| predict per frame, {mode} | {r['frames_per_s']} | {r['faces_per_frame']} "
+            f"| {ratio(r['frames_per_s'], floor)} |"
+        )
+    c = v["cli"]
+    lines.append(
+        f"| `emotion-ai video` (gRPC, tracking + JSONL) | {c['frames_per_s']} "
+        f"| {c['rows'] / max(c['frames'], 1):.3f} | {ratio(c['frames_per_s'], floor)} |"
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", type=Path, default=REPO / "models_export")
+    p.add_argument("--quick", action="store_true", help="small samples (< 2 minutes)")
+    p.add_argument("--out", type=Path, default=BENCH / "results")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    n, warmup, seconds, frames = (15, 3, 0.5, 30) if args.quick else (100, 10, 5.0, 150)
+
+    machine = machine_info()
+    tmp = Path(tempfile.mkdtemp(prefix="emotion-ai-bench-"))
+    models = args.models
+    have = all(latest_version(models / m) for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL))
+    if have:
+        cards = {
+            m: json.loads((latest_version(models / m) / "model_card.json").read_text())
+            for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)
+            if (latest_version(models / m) / "model_card.json").exists()
+        }
+        described = (
+            f"{models} ("
+            + ", ".join(
+                f"{m} v{latest_version(models / m).name}"
+                + (f": {cards[m]['note']}" if "note" in cards.get(m, {}) else "")
+                for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)
+            )
+            + ")"
+        )
+    else:
+        models = make_export_tree(tmp / "models")
+        described = (
+            f"tiny untrained test models (emotion_ai_training.testing.make_export_tree); "
+            f"{args.models} has no versions yet"
+        )
+    print(f"models: {described}", flush=True)
+
+    one, four = one_face_jpeg(), four_face_jpeg()
+    video = write_video(tmp / "astronaut.mp4", frames)
+    inproc = InProcessTransport(models)
+    started = time.monotonic()
+    with LocalServer(models) as server:
+        paths = Paths(server, inproc)
+        lat: dict = {"1 face": {}, "4 faces": {}}
+        for label, image, k in (("1 face", one, 1), ("4 faces", four, 4)):
+            for mode in MODES:
+                lat[label][mode] = latency(paths, mode, image=image, faces=k, n=n, warmup=warmup)
+                print(f"latency {label} {mode}: {lat[label][mode]}", flush=True)
+        with paths.client("in-process") as c:
+            crops = face_crops(c, one)
+        thr = []
+        for faces in FACES_PER_REQUEST:
+            for clients in CLIENTS:
+                for mode in MODES:
+                    r = throughput(
+                        paths,
+                        mode,
+                        crops=crops,
+                        faces=faces,
+                        clients=clients,
+                        seconds=seconds,
+                        warmup=1 if args.quick else 2,
+                    )
+                    thr.append({"mode": mode, "faces": faces, "clients": clients} | r)
+                    print(
+                        f"throughput {mode} {faces} faces x {clients} clients: "
+                        f"{r['faces_per_s']} faces/s",
+                        flush=True,
+                    )
+        vid: dict = {"frames": frames}
+        for mode in MODES:
+            vid[mode] = video_fps(paths, mode, video)
+        vid["cli"] = video_cli_fps(server, video, frames, tmp)
+        print(f"video: {vid}", flush=True)
+    doc = {
+        "command": "python bench/run_benchmarks.py " + " ".join(sys.argv[1:]),
+        "quick": args.quick,
+        "machine": machine,
+        "models": described,
+        "seconds_total": round(time.monotonic() - started, 1),
+        "latency": lat,
+        "throughput": thr,
+        "video": vid,
+    }
+    stem = "benchmarks_quick" if args.quick else "benchmarks"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (args.out / f"{stem}.md").write_text(markdown(doc))
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
