@@ -99,24 +99,27 @@ def make_clients(server: Server, model: str, image: np.ndarray, protocol: str):
 def measure(factory, seconds: float, clients: int = 1) -> dict:
     latencies: list[float] = []
     lock = threading.Lock()
-    stop_at = time.monotonic() + seconds
+    clock: dict[str, float] = {}
+    ready = threading.Barrier(clients + 1, action=lambda: clock.update(start=time.monotonic()))
 
     def loop() -> None:
         call = factory()
-        for _ in range(3):  # warm the connection
+        for _ in range(3):  # warm the connection before the clock starts
             call()
+        ready.wait()
         local = []
-        while time.monotonic() < stop_at:
+        while time.monotonic() < clock["start"] + seconds:
             t0 = time.perf_counter()
             call()
             local.append(time.perf_counter() - t0)
         with lock:
             latencies.extend(local)
 
-    started = time.monotonic()
     threads = [threading.Thread(target=loop) for _ in range(clients)]
     for t in threads:
         t.start()
+    ready.wait()
+    started = clock["start"]
     for t in threads:
         t.join()
     elapsed = time.monotonic() - started

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import start_server
+from .conftest import start_server
 from emotion_ai import (
     ModelNotFoundError,
     ModelRef,

@@ -17,7 +17,7 @@ import pytest
 from emotion_ai import EmotionClient
 from emotion_ai.errors import InvalidImageError
 from emotion_ai.local_server import free_port
-from quality_support import ServeProcess
+from .quality_support import ServeProcess
 
 CASE_NAMES = [
     "empty", "text_as_jpg", "truncated_jpeg", "truncated_png", "corrupt_jpeg_header",
@@ -172,11 +172,6 @@ def test_cli_server_down_exits_two_with_one_message(corpus):
     assert "unavailable" in err[0].lower()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client bug: `predict --csv` opens the CSV as strict UTF-8, so a non-UTF-8 file name "
-    "raises UnicodeEncodeError (traceback, run aborted, later files never processed)",
-)
 def test_cli_csv_with_non_utf8_name(corpus, server, tmp_path):
     paths = [corpus["non_utf8_name_ok"][1], corpus["good_jpeg"][1]]
     out = tmp_path / "faces.csv"
@@ -195,11 +190,6 @@ def test_cli_annotate_with_non_utf8_name(corpus, server, tmp_path):
     assert len(list(out.iterdir())) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="client bug: a truncated PNG also prints libpng's own 'libpng error: PNG input buffer "
-    "is incomplete' on stderr (OpenCV's decoder), a second, unprefixed message",
-)
 def test_cli_truncated_png_gives_exactly_one_line(corpus, server):
     proc = run_cli(["predict", corpus["truncated_png"][1], *server_args(server)])
     assert proc.returncode == 1

@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_models
+from .conftest import make_models
 from emotion_ai import spec
 from emotion_ai.errors import EmotionAIError, ServerUnavailableError
-from quality_support import ServeProcess
+from .quality_support import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))

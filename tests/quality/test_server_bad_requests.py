@@ -13,7 +13,7 @@ import gzip
 import grpc
 import numpy as np
 import pytest
-from conftest import (
+from .conftest import (
     MAX_REQUEST_BYTES,
     grpc_predict,
     keypoints_batch,

@@ -33,14 +33,10 @@ STARTUP_TIMEOUT_S = 120
 
 
 def make_export_tree(root: Path) -> Path:
-    """The lead's contract-following tiny models, or our own when training is not installed."""
-    try:
-        from emotion_ai_training.testing import make_export_tree as lead_tree
-    except ImportError:
-        from tiny_models import make_tiny_export_tree
+    """Tiny contract-following SavedModels exported by the training package."""
+    from emotion_ai_training.testing import make_export_tree as export_tree
 
-        return make_tiny_export_tree(root)
-    return lead_tree(root)
+    return export_tree(root)
 
 
 def free_port() -> int:

@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import COMPOSE_FILE, REPO, SERVING_DIR, compose_image_and_flags
+from .conftest import COMPOSE_FILE, REPO, SERVING_DIR, compose_image_and_flags
 from emotion_ai import spec
 from emotion_ai_serving.config import (
     ServerOptions,

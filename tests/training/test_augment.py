@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from training_datagen import frontal_points, keypoint_frame
+from .training_datagen import frontal_points, keypoint_frame
 
 from emotion_ai.spec import FLIP_PAIRS, KEYPOINT_NAMES
 from emotion_ai_training.augment import (

@@ -12,7 +12,7 @@ import pytest
 from emotion_ai.spec import EMOTION_LABELS
 from emotion_ai_training.data import DatasetError, load_emotion, load_keypoints, parse_pixel_rows
 
-from training_datagen import fer_rows, write_fer_csv, write_keypoints_csv
+from .training_datagen import fer_rows, write_fer_csv, write_keypoints_csv
 
 
 @pytest.mark.parametrize(("name", "layout"), [("fer2013.csv", "kaggle"), ("fer2013.csv.gz", "kaggle"),

@@ -181,7 +181,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
         client = stack.enter_context(_client(args))
         sink = None
         if args.csv:
-            stream = stack.enter_context(open(args.csv, "w", newline="", encoding="utf-8"))
+            stream = stack.enter_context(
+                open(args.csv, "w", newline="", encoding="utf-8", errors="backslashreplace")
+            )
             sink = CsvSink(stream, ["image", "face"])
         out_dir = Path(args.annotate) if args.annotate else None
         if out_dir is not None:

@@ -111,6 +111,9 @@ def decode_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     size = probe_size(data)
     if size is not None:
         _check_pixels(*size, max_pixels)
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-12:]:
+        # Caught here so that libpng never prints its own error for a cut-off file.
+        raise InvalidImageError("the data is a truncated or corrupt image (PNG without its IEND chunk)")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # IMREAD_COLOR: 16-bit -> 8-bit, gray/CMYK/palette -> BGR, no alpha, EXIF rotation applied.
