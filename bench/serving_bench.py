@@ -167,7 +167,7 @@ def main() -> int:
     source = "models_export"
     tmp = None
     if not has_versions(root, models):
-        from emotion_ai_training.testing import make_export_tree  # noqa: PLC0415 (optional)
+        from emotion_ai_training.testing import make_export_tree
 
         tmp = tempfile.TemporaryDirectory()
         root = make_export_tree(Path(tmp.name))

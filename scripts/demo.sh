@@ -26,4 +26,4 @@ for _ in $(seq 1 240); do
 done
 .venv/bin/emotion-ai status --grpc-port "$GRPC_PORT" >&2
 .venv/bin/emotion-ai predict out/astronaut.png --json --annotate out --grpc-port "$GRPC_PORT"
-echo "demo: annotated image written to out/ ($(ls out | grep -i annot || ls out | grep astronaut | tail -1))" >&2
+echo "demo: annotated image written to out/astronaut.jpg" >&2

@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-from .conftest import start_server
 from emotion_ai import (
     ModelNotFoundError,
     ModelRef,
@@ -21,6 +20,8 @@ from emotion_ai import (
     spec,
 )
 from emotion_ai import cli as cli_mod
+
+from .conftest import start_server
 
 PROTOCOLS = ("grpc", "rest")
 

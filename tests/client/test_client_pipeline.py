@@ -9,10 +9,11 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from .conftest import FAKE_LABELS, FakeTransport
 from emotion_ai import InvalidImageError, Prediction, spec
 from emotion_ai import cli as cli_mod
 from emotion_ai.preprocess import square_for_box
+
+from .conftest import FAKE_LABELS, FakeTransport
 
 
 def _tiles(*images: np.ndarray) -> np.ndarray:

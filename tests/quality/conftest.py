@@ -15,6 +15,7 @@ import requests
 from emotion_ai import spec
 from emotion_ai._proto import tfs_pb2 as pb
 from emotion_ai.tensors import make_tensor_proto
+
 from .quality_support import Case, ServeProcess, build_corpus
 
 #: Request cap of the suite's server (REST body / gRPC message), small so tests stay cheap.

@@ -17,6 +17,7 @@ import pytest
 from emotion_ai import EmotionClient
 from emotion_ai.errors import InvalidImageError
 from emotion_ai.local_server import free_port
+
 from .quality_support import ServeProcess
 
 CASE_NAMES = [

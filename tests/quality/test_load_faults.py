@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 import pytest
-from .conftest import make_models
 from emotion_ai import spec
 from emotion_ai.errors import EmotionAIError, ServerUnavailableError
+
+from .conftest import make_models
 from .quality_support import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]

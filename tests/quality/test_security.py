@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 import grpc
 import pytest
-from .conftest import keypoints_batch, predict_request, raw_predict
 from emotion_ai import spec
+
+from .conftest import keypoints_batch, predict_request, raw_predict
 from .quality_support import listening_addresses
 
 REPO = Path(__file__).resolve().parents[2]

@@ -13,6 +13,8 @@ import gzip
 import grpc
 import numpy as np
 import pytest
+from emotion_ai import spec
+
 from .conftest import (
     MAX_REQUEST_BYTES,
     grpc_predict,
@@ -20,7 +22,6 @@ from .conftest import (
     predict_request,
     raw_predict,
 )
-from emotion_ai import spec
 
 KP, EM = spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL
 PIXELS = keypoints_batch(1).tolist()

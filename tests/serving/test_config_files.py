@@ -8,7 +8,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from .conftest import COMPOSE_FILE, REPO, SERVING_DIR, compose_image_and_flags
 from emotion_ai import spec
 from emotion_ai_serving.config import (
     ServerOptions,
@@ -18,6 +17,8 @@ from emotion_ai_serving.config import (
     read_monitoring_settings,
 )
 from emotion_ai_serving.errors import ServingError
+
+from .conftest import COMPOSE_FILE, REPO, SERVING_DIR, compose_image_and_flags
 
 
 def test_models_config_serves_both_models_from_models_export():

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import requests
 import tensorflow as tf
-from .conftest import SERVING_DIR, EmbeddedServer, port_open
 from emotion_ai import spec
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+from .conftest import SERVING_DIR, EmbeddedServer, port_open
 
 KP, EMO = spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL
 POLL_S = 0.5

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+
 from .training_datagen import RNG_SEED, fer_rows, write_fer_csv, write_keypoints_csv
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from .training_datagen import frontal_points, keypoint_frame
-
 from emotion_ai.spec import FLIP_PAIRS, KEYPOINT_NAMES
 from emotion_ai_training.augment import (
     AugmentConfig,
@@ -16,6 +14,8 @@ from emotion_ai_training.augment import (
     warp_image,
     write_preview,
 )
+
+from .training_datagen import frontal_points, keypoint_frame
 
 LEFT_EYE, RIGHT_EYE = KEYPOINT_NAMES.index("left_eye_center"), KEYPOINT_NAMES.index("right_eye_center")
 GEOMETRY_ONLY = dict(max_brightness=0.0, max_contrast=0.0, erase_probability=0.0)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from emotion_ai.spec import EMOTION_LABELS
 from emotion_ai_training.data import DatasetError, load_emotion, load_keypoints, parse_pixel_rows
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from .training_datagen import fer_rows, frontal_points, keypoint_frame, write_fer_csv, write_keypoints_csv
-
 from emotion_ai.spec import EMOTION_LABELS, FLIP_PERMUTATION
 from emotion_ai_training.cli import main as train_cli
 from emotion_ai_training.evaluate import classification_report, keypoint_errors
+
+from .training_datagen import fer_rows, frontal_points, keypoint_frame, write_fer_csv, write_keypoints_csv
 
 tf = pytest.importorskip("tensorflow")
 

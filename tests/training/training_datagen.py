@@ -7,8 +7,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
-from emotion_ai.spec import EMOTION_LABELS, KEYPOINT_COLUMNS
+from emotion_ai.spec import KEYPOINT_COLUMNS
 
 RNG_SEED = 7
 

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from emotion_ai.spec import FLIP_PERMUTATION
 
 

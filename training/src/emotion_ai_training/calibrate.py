@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-
 from emotion_ai.detect import HaarFaceDetector
 from emotion_ai.spec import CropGeometry
 

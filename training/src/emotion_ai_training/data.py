@@ -19,7 +19,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from emotion_ai.spec import EMOTION_INPUT_SIZE, EMOTION_LABELS, KEYPOINT_COLUMNS, KEYPOINTS_INPUT_SIZE
 
 log = logging.getLogger(__name__)
@@ -87,7 +86,7 @@ def _check_file(path: Path) -> None:
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - closed by caller
+    return open(path, encoding="utf-8", newline="")
 
 
 def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]], io.TextIOBase]:

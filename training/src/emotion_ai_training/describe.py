@@ -14,8 +14,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-
 from emotion_ai.spec import KEYPOINT_NAMES
+
 from emotion_ai_training.augment import draw_points, image_grid
 from emotion_ai_training.data import DatasetError, load_emotion, load_keypoints
 
@@ -108,9 +108,9 @@ def _describe_keypoints(d, out: Path) -> dict:
     counts = {s: {"faces": int((d.split == s).sum()), "all 15 points": int(((d.split == s) & ~missing.any(1)).sum())}
               for s in dict.fromkeys(d.split)}
     if "source" in d.metadata:
-        for s in counts:
+        for s, per_split in counts.items():
             for src in np.unique(d.metadata["source"]):
-                counts[s][src] = int(((d.split == s) & (d.metadata["source"] == src)).sum())
+                per_split[src] = int(((d.split == s) & (d.metadata["source"] == src)).sum())
     _bar_chart(counts, out / "split_distribution.png", "faces per split")
     idx = np.random.default_rng(0).choice(len(d.images), min(16, len(d.images)), replace=False)
     cv2.imwrite(str(out / "samples_with_keypoints.png"),

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from emotion_ai.spec import (
     CLASSES_OUTPUT_KEY,
     EMOTION_LABELS_5,
@@ -23,6 +22,7 @@ from emotion_ai.spec import (
     SCORES_OUTPUT_KEY,
     SIGNATURE_NAME,
 )
+
 from emotion_ai_training.data import load_emotion, load_keypoints
 
 log = logging.getLogger(__name__)

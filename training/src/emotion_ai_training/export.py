@@ -20,7 +20,6 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-
 from emotion_ai.spec import (
     CLASSES_OUTPUT_KEY,
     EMOTION_INPUT_SIZE,
@@ -102,7 +101,7 @@ def write_warmup(path: Path, model_name: str, size: int) -> None:
 
 def _git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent)
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
@@ -151,7 +150,7 @@ def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version
             "labels": list(labels) if labels else None,
             "flip_tta": flip_tta,
             "parameters": int(model.count_params()),
-            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_commit": _git_commit(),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,

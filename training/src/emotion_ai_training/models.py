@@ -4,12 +4,12 @@ Both take raw 0..255 grayscale pixels as float input; normalisation is the model
 the exported graph owns it. Architecture (both): a 3×3 stem, then stages of basic residual blocks
 (two 3×3 conv + batch norm, projection shortcut when shape changes), then a task head.
 
-| model     | input   | stem          | stages (width × blocks @ resolution)            | head                              |
-|-----------|---------|---------------|-------------------------------------------------|-----------------------------------|
-| emotion   | 48×48×1 | 64, stride 2  | 64×2 @24 → 128×2 @12 → 256×2 @6 → 512×1 @3      | GAP → dropout → dense K, softmax  |
-| keypoints | 96×96×1 | 32, stride 2  | 48×1 @48 → 96×2 @24 → 192×2 @12 → 256×1 @6      | flatten → dropout → dense 30      |
+| model     | input   | stem         | stages (width × blocks @ resolution)       | head                             |
+|-----------|---------|--------------|--------------------------------------------|----------------------------------|
+| emotion   | 48×48×1 | 64, stride 2 | 64×2 @24 → 128×2 @12 → 256×2 @6 → 512×1 @3 | GAP → dropout → dense K, softmax |
+| keypoints | 96×96×1 | 32, stride 2 | 48×1 @48 → 96×2 @24 → 192×2 @12 → 256×1 @6 | flatten → dropout → dense 30     |
 
-Parameter and FLOP counts per configuration are printed by `emotion-ai-train describe-model`
+Parameter and FLOP counts per configuration are printed by `emotion-ai-train model-info`
 (see README); `count_flops` below computes them from the built layers.
 """
 
@@ -19,9 +19,8 @@ import logging
 from dataclasses import dataclass
 
 import keras
-from keras import layers
-
 from emotion_ai.spec import EMOTION_INPUT_SIZE, KEYPOINT_NAMES, KEYPOINTS_INPUT_SIZE
+from keras import layers
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import keras
-
 from emotion_ai.spec import EMOTION_LABELS, EMOTION_MODEL, KEYPOINTS_MODEL
+
 from emotion_ai_training.export import export_model
 from emotion_ai_training.models import TINY_RESNET, build_emotion_model, build_keypoints_model
 

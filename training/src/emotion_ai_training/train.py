@@ -17,9 +17,9 @@ from pathlib import Path
 
 import keras
 import numpy as np
+from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 from keras import ops
 
-from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augmenter
 from emotion_ai_training.data import load_emotion, load_keypoints
 from emotion_ai_training.models import (
