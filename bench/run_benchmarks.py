@@ -29,7 +29,6 @@ import logging
 import os
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -46,6 +45,7 @@ from emotion_ai.preprocess import model_inputs, to_gray
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
 from emotion_ai_training.testing import make_export_tree
 from machine import machine_info
+from serving_bench import measure
 from skimage import data
 
 BENCH = Path(__file__).resolve().parent
@@ -190,55 +190,6 @@ def latency(paths: Paths, mode: str, *, image: bytes, faces: int, n: int, warmup
             samples.append((time.perf_counter() - t) * 1e3)
             assert len(pred.faces) == faces, f"expected {faces} faces, got {len(pred.faces)}"
     return pct(samples)
-
-
-def measure(
-    factory: Callable[[], Callable[[], None]], seconds: float, clients: int, warmup: int = 2
-) -> dict:
-    """`clients` threads call `factory()`'s callable for `seconds` after a per-thread warm-up.
-
-    Same loop as bench/serving_bench.py's `measure`, except that the clock starts once every
-    thread has warmed up and each thread makes at least one timed call (slow cases there can end
-    with no samples at all).
-    """
-    ready = threading.Barrier(clients + 1)
-    stop_at: list[float] = []
-    latencies: list[float] = []
-    lock = threading.Lock()
-
-    def loop() -> None:
-        call = factory()
-        for _ in range(warmup):
-            call()
-        ready.wait()
-        local = []
-        while True:
-            t0 = time.perf_counter()
-            call()
-            local.append(time.perf_counter() - t0)
-            if time.monotonic() >= stop_at[0]:
-                break
-        with lock:
-            latencies.extend(local)
-
-    threads = [threading.Thread(target=loop) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    stop_at.append(time.monotonic() + 1e9)
-    ready.wait()
-    started = time.monotonic()
-    stop_at[0] = started + seconds
-    for t in threads:
-        t.join()
-    elapsed = time.monotonic() - started
-    ms = np.asarray(latencies) * 1000
-    return {
-        "requests": len(latencies),
-        "clients": clients,
-        "rps": round(len(latencies) / elapsed, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-    }
 
 
 def throughput(

@@ -96,7 +96,9 @@ def make_clients(server: Server, model: str, image: np.ndarray, protocol: str):
     return lambda: stub.Predict(request, timeout=30)
 
 
-def measure(factory, seconds: float, clients: int = 1) -> dict:
+def measure(factory, seconds: float, clients: int = 1, warmup: int = 3) -> dict:
+    """`clients` threads call `factory()`'s callable for `seconds`; the clock starts once every thread
+    has made `warmup` untimed calls, and each thread makes at least one timed call."""
     latencies: list[float] = []
     lock = threading.Lock()
     clock: dict[str, float] = {}
@@ -104,14 +106,16 @@ def measure(factory, seconds: float, clients: int = 1) -> dict:
 
     def loop() -> None:
         call = factory()
-        for _ in range(3):  # warm the connection before the clock starts
+        for _ in range(warmup):
             call()
         ready.wait()
         local = []
-        while time.monotonic() < clock["start"] + seconds:
+        while True:
             t0 = time.perf_counter()
             call()
             local.append(time.perf_counter() - t0)
+            if time.monotonic() >= clock["start"] + seconds:
+                break
         with lock:
             latencies.extend(local)
 
