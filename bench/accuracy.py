@@ -11,26 +11,17 @@ keypoints. Writes bench/results/accuracy.json and bench/results/accuracy.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
+from bench_common import latest_version, write_results
 from emotion_ai import spec
 from emotion_ai_training.evaluate import evaluate_emotion, evaluate_keypoints
 from machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-
-
-def latest_version(model_root: Path) -> Path:
-    versions = sorted(
-        (int(p.name), p) for p in model_root.iterdir() if p.name.isdigit() and p.is_dir()
-    )
-    if not versions:
-        raise FileNotFoundError(f"{model_root}: no version folders")
-    return versions[-1][1]
 
 
 def markdown(doc: dict) -> str:
@@ -66,6 +57,8 @@ def main() -> int:
 
     em_dir = latest_version(args.models / spec.EMOTION_MODEL)
     kp_dir = latest_version(args.models / spec.KEYPOINTS_MODEL)
+    if em_dir is None or kp_dir is None:
+        raise FileNotFoundError(f"{args.models}: needs a version folder for both models")
     with tempfile.TemporaryDirectory() as tmp:
         em = evaluate_emotion(
             em_dir, str(args.data_dir / "fer2013.csv.gz"), Path(tmp) / "em", args.cache_dir
@@ -86,10 +79,7 @@ def main() -> int:
     }
     for part, path in (("emotion", em_dir), ("keypoints", kp_dir)):
         doc[part]["model"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "accuracy.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "accuracy.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_results(args.out, "accuracy", doc, markdown)
     return 0
 
 

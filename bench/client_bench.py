@@ -14,7 +14,6 @@ Writes bench/results/client_bench.json and .md.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from bench_common import write_results
 from emotion_ai import EmotionClient
 from emotion_ai.local_server import LocalServer
 from skimage import data
@@ -143,10 +143,7 @@ def main() -> int:
         "warmup": args.warmup,
         "results": results,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "client_bench.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "client_bench.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_results(args.out, "client_bench", doc, markdown)
     return 0
 
 

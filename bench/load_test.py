@@ -12,7 +12,6 @@ the same code is tests/quality/test_load_faults.py (EMOTION_AI_LOAD_SECONDS, def
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import threading
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from bench_common import write_results
 from client_bench import test_image  # bench/ is on sys.path when run as a script
 from emotion_ai import EmotionClient
 from emotion_ai.local_server import LocalServer
@@ -149,10 +149,7 @@ def main() -> int:
         "seconds": args.seconds,
         "result": result.summary(),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "load_test.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / "load_test.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_results(args.out, "load_test", doc, markdown)
     return 1 if result.errors else 0
 
 

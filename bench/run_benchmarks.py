@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tensorflow as tf
+from bench_common import latest_version, write_results
 from client_bench import test_image as one_face_jpeg  # bench/ is on sys.path as a script
 from emotion_ai import EmotionClient, spec
 from emotion_ai.cli import main as emotion_ai_cli
@@ -56,11 +57,6 @@ CLIENTS = (1, 4, 8)
 
 
 # -- the in-process floor --------------------------------------------------------------------------
-def latest_version(model_root: Path) -> Path | None:
-    versions = sorted(int(p.name) for p in model_root.glob("*") if p.name.isdigit() and p.is_dir())
-    return model_root / str(versions[-1]) if versions else None
-
-
 class InProcessTransport:
     """The client's Transport, answered by the SavedModels' serving signatures in this process."""
 
@@ -426,9 +422,7 @@ def main() -> int:
     }
     stem = "benchmarks_quick" if args.quick else "benchmarks"
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{stem}.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (args.out / f"{stem}.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_results(args.out, stem, doc, markdown)
     return 0
 
 

@@ -13,8 +13,6 @@ import argparse
 import json
 import os
 import platform
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,62 +23,20 @@ import grpc
 import numpy as np
 import requests
 import tensorflow as tf
+from bench_common import latest_version, write_results
 from emotion_ai import spec
+from emotion_ai.local_server import LocalServer
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]
 SERVING = REPO / "serving"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def has_versions(root: Path, models: list[str]) -> bool:
-    return all(
-        (root / m).is_dir() and any(p.name.isdigit() for p in (root / m).iterdir()) for m in models
-    )
-
-
-class Server:
-    def __init__(self, models_root: Path, extra: list[str]) -> None:
-        self.rest, self.grpc = free_port(), free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "emotion_ai_serving.cli",
-            f"--port={self.grpc}",
-            f"--rest_api_port={self.rest}",
-            f"--model_config_file={SERVING / 'models.config'}",
-            f"--models_root={models_root}",
-            "--file_system_poll_wait_seconds=0",
-            "--log_level=WARNING",
-            *extra,
-        ]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited during startup")
-            with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.rest)) == 0:
-                    return
-            time.sleep(0.2)
-        raise TimeoutError("server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=60)
-
-
-def make_clients(server: Server, model: str, image: np.ndarray, protocol: str):
+def make_clients(server: LocalServer, model: str, image: np.ndarray, protocol: str):
     """A callable sending one predict request (a fresh session/channel per client thread)."""
     if protocol == "rest":
         session = requests.Session()
-        url = f"http://127.0.0.1:{server.rest}/v1/models/{model}:predict"
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/{model}:predict"
         body = json.dumps({"instances": image.tolist()})
 
         def call() -> None:
@@ -88,7 +44,7 @@ def make_clients(server: Server, model: str, image: np.ndarray, protocol: str):
             resp.raise_for_status()
 
         return call
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc}")
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model
@@ -170,7 +126,7 @@ def main() -> int:
     root = Path(args.models_root)
     source = "models_export"
     tmp = None
-    if not has_versions(root, models):
+    if not all(latest_version(root / m) for m in models):
         from emotion_ai_training.testing import make_export_tree
 
         tmp = tempfile.TemporaryDirectory()
@@ -195,54 +151,29 @@ def main() -> int:
         "forward_pass": [],
         "batching": [],
     }
-    server = Server(root, [])
-    try:
-        for model in models:
-            for protocol in ("rest", "grpc"):
+    batching_flags = ["--enable_batching", f"--batching_parameters_file={SERVING / 'batching.config'}"]
+    for batching, flags in ((False, []), (True, batching_flags)):
+        with LocalServer(root, extra_args=flags) as server:
+            if not batching:
+                for model in models:
+                    for protocol in ("rest", "grpc"):
+                        row = measure(
+                            lambda m=model, p=protocol: make_clients(server, m, images[m], p), args.seconds
+                        )
+                        results["single_client"].append({"model": model, "protocol": protocol, **row})
+            for clients in (1, args.clients):
                 row = measure(
-                    lambda m=model, p=protocol: make_clients(server, m, images[m], p), args.seconds
+                    lambda: make_clients(server, spec.KEYPOINTS_MODEL, images[spec.KEYPOINTS_MODEL], "grpc"),
+                    args.seconds,
+                    clients,
                 )
-                results["single_client"].append({"model": model, "protocol": protocol, **row})
-                print(model, protocol, row, flush=True)
-        for clients in (1, args.clients):
-            row = measure(
-                lambda: make_clients(
-                    server, spec.KEYPOINTS_MODEL, images[spec.KEYPOINTS_MODEL], "grpc"
-                ),
-                args.seconds,
-                clients,
-            )
-            results["batching"].append({"batching": False, **row})
-            print("no batching", row, flush=True)
-    finally:
-        server.stop()
-    server = Server(
-        root, ["--enable_batching", f"--batching_parameters_file={SERVING / 'batching.config'}"]
-    )
-    try:
-        for clients in (1, args.clients):
-            row = measure(
-                lambda: make_clients(
-                    server, spec.KEYPOINTS_MODEL, images[spec.KEYPOINTS_MODEL], "grpc"
-                ),
-                args.seconds,
-                clients,
-            )
-            results["batching"].append({"batching": True, **row})
-            print("batching", row, flush=True)
-    finally:
-        server.stop()
+                results["batching"].append({"batching": batching, **row})
     for model in models:
         row = forward_pass(root, model, images[model], args.seconds)
         results["forward_pass"].append({"model": model, **row})
-        print("forward pass", model, row, flush=True)
     results["machine"]["loadavg_end"] = os.getloadavg()
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "serving_bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "serving_bench.md").write_text(markdown(results))
-    print((out / "serving_bench.md").read_text())
+    write_results(Path(args.out), "serving_bench", results, markdown)
     if tmp is not None:
         tmp.cleanup()
     return 0

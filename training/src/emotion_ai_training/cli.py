@@ -53,10 +53,12 @@ def _cmd_train(args) -> int:
 
 
 def _preview(task: str, data: str, out: Path, cache_dir: str, seed: int) -> int:
+    import numpy as np
+
     from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augmenter, write_preview
     from emotion_ai_training.data import load_emotion, load_keypoints
 
-    rng = __import__("numpy").random.default_rng(seed)
+    rng = np.random.default_rng(seed)
     if task == "keypoints":
         d = load_keypoints(data, cache_dir=cache_dir)
         idx = rng.choice(len(d.images), 6, replace=False)
