@@ -25,6 +25,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
+from emotion_ai.local_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_DIR = REPO / "serving"
@@ -37,12 +38,6 @@ def make_export_tree(root: Path) -> Path:
     from emotion_ai_training.testing import make_export_tree as export_tree
 
     return export_tree(root)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
