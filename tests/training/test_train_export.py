@@ -66,6 +66,8 @@ def test_emotion_smoke_training_resume_and_export(tmp_path: Path) -> None:
     assert card["training_data"]["splits"] == {"train": 16, "validation": 16, "test": 16}
     assert 0.0 <= card["validation_metrics"]["accuracy"] <= 1.0
     assert card["training"]["epochs_trained"] == 2
+    history = np.genfromtxt(run / "history.csv", delimiter=",", names=True)
+    assert card["training"]["checkpoint_epoch"] == int(np.argmax(history["val_accuracy"])) + 1
 
     _check_warmup(version / "assets.extra" / "tf_serving_warmup_requests", "emotion", 48)
     # Versions are immutable and numbered upwards.

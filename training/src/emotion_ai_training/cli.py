@@ -27,6 +27,7 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "float32"))
     p.add_argument("--classes", type=int, default=7, choices=(7, 5), help="emotion: 7 classes or the 5-class subset")
+    p.add_argument("--keypoints-loss", default="l1", choices=("l1", "mse"), help="masked loss for keypoints")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     p.add_argument("--limit", type=int, default=0, help="use at most N training rows")
     p.add_argument("--cache-dir", default="cache", help="where parsed datasets are cached as .npz")
@@ -44,7 +45,8 @@ def _cmd_train(args) -> int:
     cfg = TrainConfig(
         task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)), epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
-        seed=args.seed, precision=args.precision, classes=args.classes, tiny=args.tiny, limit=args.limit,
+        seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
+        tiny=args.tiny, limit=args.limit,
         cache_dir=args.cache_dir, data_sha256=file_sha256(Path(data)) if Path(data).exists() else "",
     )
     run_dir = train(cfg, resume=args.resume)
@@ -139,7 +141,7 @@ def _cmd_export(args) -> int:
     from emotion_ai_training.data import load_emotion, load_keypoints
     from emotion_ai_training.evaluate import evaluate_emotion, evaluate_keypoints
     from emotion_ai_training.export import MODEL_CARD, export_model
-    from emotion_ai_training.train import TrainConfig, build_model
+    from emotion_ai_training.train import TrainConfig, best_epoch, build_model
 
     run_dir = Path(args.run_dir)
     cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
@@ -153,6 +155,7 @@ def _cmd_export(args) -> int:
         "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
                           "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
         "training": {"run": run_dir.name, "checkpoint": args.checkpoint, "epochs_trained": state["epoch"],
+                     "checkpoint_epoch": best_epoch(run_dir) if args.checkpoint == "best.keras" else state["epoch"],
                      "train_seconds": state.get("train_seconds"), "config": json.loads((run_dir / "config.json")
                                                                                      .read_text())},
     }

@@ -7,7 +7,13 @@ the exported graph owns it. Architecture (both): a 3×3 stem, then stages of bas
 | model     | input   | stem         | stages (width × blocks @ resolution)       | head                             |
 |-----------|---------|--------------|--------------------------------------------|----------------------------------|
 | emotion   | 48×48×1 | 64, stride 2 | 64×2 @24 → 128×2 @12 → 256×2 @6 → 512×1 @3 | GAP → dropout → dense K, softmax |
-| keypoints | 96×96×1 | 32, stride 2 | 48×1 @48 → 96×2 @24 → 192×2 @12 → 256×1 @6 | flatten → dropout → dense 30     |
+| keypoints | 96×96×1 | 32, stride 2 | 48×1 @48 → 96×2 @24 → 192×2 @12 → 256×1 @6 | heatmaps @24 → soft-argmax       |
+
+Keypoints head (`head="heatmap"`, integral regression): the stages at 24, 12 and 6 are projected to 96
+channels and fused top-down (bilinear ×2 upsampling + add, as in an FPN) at stride 4, a 3×3 conv then
+gives one 24×24 heatmap per point, and a spatial softmax turns each into its expected (x, y) in input
+pixels. Sub-pixel, translation-equivariant and fully differentiable, so the masked loss applies as is.
+The original `head="dense"` (flatten → dropout → dense 30) is kept for runs and models trained with it.
 
 Parameter and FLOP counts per configuration are printed by `emotion-ai-train model-info`
 (see README); `count_flops` below computes them from the built layers.
@@ -20,7 +26,7 @@ from dataclasses import dataclass
 
 import keras
 from emotion_ai.spec import EMOTION_INPUT_SIZE, KEYPOINT_NAMES, KEYPOINTS_INPUT_SIZE
-from keras import layers
+from keras import layers, ops
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +41,8 @@ class ResNetConfig:
     stage_blocks: tuple[int, ...]
     dropout: float = 0.3
     weight_decay: float = 0.0  # L2 on conv kernels; training uses AdamW's decoupled decay instead
+    head: str = "dense"  # keypoints: "dense" (flatten → dense) or "heatmap" (FPN heatmaps → soft-argmax)
+    head_width: int = 96  # channels of the heatmap decoder
 
 
 EMOTION_RESNET = ResNetConfig(
@@ -43,12 +51,15 @@ EMOTION_RESNET = ResNetConfig(
 )
 KEYPOINTS_RESNET = ResNetConfig(
     stem_width=32, stem_stride=2, stage_widths=(48, 96, 192, 256), stage_blocks=(1, 2, 2, 1),
-    dropout=0.2,
+    dropout=0.0, head="heatmap",
 )
 #: Seconds-long configuration for tests and CI smoke runs.
 TINY_RESNET = ResNetConfig(
-    stem_width=8, stem_stride=2, stage_widths=(8, 16), stage_blocks=(1, 1), dropout=0.0
+    stem_width=8, stem_stride=2, stage_widths=(8, 16), stage_blocks=(1, 1), dropout=0.0, head="heatmap", head_width=8,
 )
+#: Output stride of the keypoint heatmaps (24×24 for a 96×96 input).
+HEATMAP_STRIDE = 4
+HEADS = ("dense", "heatmap")
 
 
 def _l2(wd: float):
@@ -79,7 +90,9 @@ def _basic_block(x, width: int, stride: int, wd: float, name: str):
     return layers.Activation("relu", name=f"{name}_out")(y)
 
 
-def _backbone(inputs, cfg: ResNetConfig):
+def _backbone(inputs, cfg: ResNetConfig) -> list:
+    """Outputs of every stage, highest resolution first."""
+    stages = []
     x = layers.Rescaling(1.0 / 127.5, offset=-1.0, name="normalize")(inputs)
     x = _conv(cfg.stem_width, cfg.stem_stride, cfg.weight_decay, "stem_conv")(x)
     x = layers.BatchNormalization(name="stem_bn")(x)
@@ -88,13 +101,65 @@ def _backbone(inputs, cfg: ResNetConfig):
         for b in range(blocks):
             stride = 2 if (b == 0 and s > 0) else 1
             x = _basic_block(x, width, stride, cfg.weight_decay, f"stage{s + 1}_block{b + 1}")
-    return x
+        stages.append(x)
+    return stages
+
+
+@keras.saving.register_keras_serializable("emotion_ai")
+class SoftArgmax2D(layers.Layer):
+    """[B, H, W, K] heatmap logits → [B, K, 2] expected (x, y) in input pixels under a spatial softmax.
+
+    Cell (i, j) of a stride-s map covers input pixels whose centre is at ((j + 0.5)·s − 0.5, (i + 0.5)·s − 0.5),
+    pixel centres being at integer coordinates (the Kaggle convention used throughout).
+    """
+
+    def __init__(self, stride: int, **kwargs):
+        super().__init__(**kwargs)
+        self.stride = stride
+
+    def call(self, logits):
+        _, h, w, k = logits.shape
+        logits = ops.cast(logits, "float32")
+        p = ops.reshape(ops.softmax(ops.reshape(logits, (-1, h * w, k)), axis=1), (-1, h, w, k))
+        gx = (ops.arange(w, dtype="float32") + 0.5) * self.stride - 0.5
+        gy = (ops.arange(h, dtype="float32") + 0.5) * self.stride - 0.5
+        x = ops.sum(ops.sum(p, axis=1) * gx[None, :, None], axis=1)
+        y = ops.sum(ops.sum(p, axis=2) * gy[None, :, None], axis=1)
+        return ops.stack([x, y], axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[3], 2)
+
+    def get_config(self):
+        return super().get_config() | {"stride": self.stride}
+
+
+def _heatmap_head(stages: list, cfg: ResNetConfig, input_size: int):
+    """FPN-style top-down fusion of the stages at ≤ input/HEATMAP_STRIDE resolution → soft-argmax points."""
+    target = input_size // HEATMAP_STRIDE
+    feats = [f for f in stages if f.shape[1] <= target]
+    if not feats or feats[0].shape[1] != target:
+        raise ValueError(f"heatmap head needs a stage at {target}×{target}; stages are at "
+                         f"{[f.shape[1] for f in stages]}")
+
+    def project(f, name):
+        return layers.Conv2D(cfg.head_width, 1, use_bias=False, kernel_initializer="he_normal", name=name)(f)
+
+    x = project(feats[-1], f"head_proj{len(feats)}")
+    for i in range(len(feats) - 2, -1, -1):
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"head_up{i + 1}")(x)
+        x = layers.Add(name=f"head_add{i + 1}")([x, project(feats[i], f"head_proj{i + 1}")])
+    x = _conv(cfg.head_width, 1, cfg.weight_decay, "head_conv")(x)
+    x = layers.BatchNormalization(name="head_bn")(x)
+    x = layers.Activation("relu", name="head_relu")(x)
+    logits = layers.Conv2D(len(KEYPOINT_NAMES), 1, dtype="float32", name="heatmaps")(x)
+    return SoftArgmax2D(HEATMAP_STRIDE, dtype="float32", name="keypoints")(logits)
 
 
 def build_emotion_model(num_classes: int = 7, cfg: ResNetConfig = EMOTION_RESNET) -> keras.Model:
     """48×48×1 pixels (0..255) → class probabilities [batch, num_classes]."""
     inputs = keras.Input((EMOTION_INPUT_SIZE, EMOTION_INPUT_SIZE, 1), name="image")
-    x = _backbone(inputs, cfg)
+    x = _backbone(inputs, cfg)[-1]
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32", name="scores")(x)
@@ -103,9 +168,13 @@ def build_emotion_model(num_classes: int = 7, cfg: ResNetConfig = EMOTION_RESNET
 
 def build_keypoints_model(cfg: ResNetConfig = KEYPOINTS_RESNET) -> keras.Model:
     """96×96×1 pixels (0..255) → keypoints [batch, 15, 2] in input pixels (x, y)."""
+    if cfg.head not in HEADS:
+        raise ValueError(f"unknown keypoints head {cfg.head!r}; expected one of {HEADS}")
     inputs = keras.Input((KEYPOINTS_INPUT_SIZE, KEYPOINTS_INPUT_SIZE, 1), name="image")
-    x = _backbone(inputs, cfg)
-    x = layers.Flatten(name="flatten")(x)
+    stages = _backbone(inputs, cfg)
+    if cfg.head == "heatmap":
+        return keras.Model(inputs, _heatmap_head(stages, cfg, KEYPOINTS_INPUT_SIZE), name="keypoints_resnet")
+    x = layers.Flatten(name="flatten")(stages[-1])
     x = layers.Dropout(cfg.dropout, name="dropout")(x)
     x = layers.Dense(2 * len(KEYPOINT_NAMES), dtype="float32", name="offsets")(x)
     # Offsets are predicted around the frame centre in units of half the frame.

@@ -51,6 +51,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "mixed_bfloat16"
     classes: int = 7  # emotion: 7, or 5 for the angry/disgust/happy/sad/surprise subset
+    keypoints_loss: str = "mse"  # "mse" or "l1" (masked either way); runs from before the option used mse
     tiny: bool = False  # seconds-long smoke configuration
     limit: int = 0  # use at most this many training rows (0 = all)
     cache_dir: str | None = None
@@ -71,14 +72,30 @@ class TrainConfig:
 # ------------------------------------------------------------------------------------------ losses/metrics
 
 
-@keras.saving.register_keras_serializable("emotion_ai")
-def masked_mse(y_true, y_pred):
-    """Mean squared error over the coordinates that are present (NaN in y_true = missing)."""
+def _masked_diff(y_true, y_pred):
+    """(prediction − target, 0 where the target is missing) and the count of present coordinates."""
     y_true = ops.cast(y_true, "float32")
     y_pred = ops.cast(y_pred, "float32")
     mask = ops.logical_not(ops.isnan(y_true))
     diff = ops.where(mask, y_pred - ops.where(mask, y_true, 0.0), 0.0)
-    return ops.sum(ops.square(diff)) / ops.maximum(ops.sum(ops.cast(mask, "float32")), 1.0)
+    return diff, ops.maximum(ops.sum(ops.cast(mask, "float32")), 1.0)
+
+
+@keras.saving.register_keras_serializable("emotion_ai")
+def masked_mse(y_true, y_pred):
+    """Mean squared error over the coordinates that are present (NaN in y_true = missing)."""
+    diff, n = _masked_diff(y_true, y_pred)
+    return ops.sum(ops.square(diff)) / n
+
+
+@keras.saving.register_keras_serializable("emotion_ai")
+def masked_l1(y_true, y_pred):
+    """Mean absolute error over the coordinates that are present (NaN in y_true = missing)."""
+    diff, n = _masked_diff(y_true, y_pred)
+    return ops.sum(ops.abs(diff)) / n
+
+
+KEYPOINTS_LOSSES = {"mse": masked_mse, "l1": masked_l1}
 
 
 @keras.saving.register_keras_serializable("emotion_ai")
@@ -91,12 +108,9 @@ class MaskedRMSE(keras.metrics.Metric):
         self.n = self.add_variable((), initializer="zeros", name="n")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = ops.cast(y_true, "float32")
-        y_pred = ops.cast(y_pred, "float32")
-        mask = ops.logical_not(ops.isnan(y_true))
-        diff = ops.where(mask, y_pred - ops.where(mask, y_true, 0.0), 0.0)
+        diff, _ = _masked_diff(y_true, y_pred)
         self.sq.assign_add(ops.sum(ops.square(diff)))
-        self.n.assign_add(ops.sum(ops.cast(mask, "float32")))
+        self.n.assign_add(ops.sum(ops.cast(ops.logical_not(ops.isnan(ops.cast(y_true, "float32"))), "float32")))
 
     def result(self):
         return ops.sqrt(self.sq / ops.maximum(self.n, 1.0))
@@ -164,6 +178,21 @@ class RunCheckpoint(keras.callbacks.Callback):
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.run_dir / "state.json")
         plot_history(self.run_dir / "history.csv", self.run_dir / "training_curves.png")
+
+
+def best_epoch(run_dir: Path) -> int | None:
+    """1-based epoch that wrote best.keras: the first epoch with the best monitored value in history.csv."""
+    state = json.loads((run_dir / "state.json").read_text())
+    history = run_dir / "history.csv"
+    if not history.exists():
+        return None
+    rows = np.atleast_1d(np.genfromtxt(history, delimiter=",", names=True))
+    monitor = state["monitor"]
+    if rows.size == 0 or monitor not in (rows.dtype.names or ()):
+        return None
+    values = rows[monitor]
+    index = np.nanargmax(values) if monitor == "val_accuracy" else np.nanargmin(values)
+    return int(rows["epoch"][index]) + 1
 
 
 def _atomic_save(model: keras.Model, path: Path) -> None:
@@ -249,7 +278,7 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None
         model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     else:
-        model.compile(optimizer, masked_mse, metrics=[MaskedRMSE()])
+        model.compile(optimizer, KEYPOINTS_LOSSES[cfg.keypoints_loss], metrics=[MaskedRMSE()])
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
