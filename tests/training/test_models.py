@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from emotion_ai.spec import KEYPOINTS_INPUT_SIZE  # noqa: E402
-from emotion_ai_training.models import (  # noqa: E402
+from emotion_ai.spec import KEYPOINTS_INPUT_SIZE
+from emotion_ai_training.models import (
     HEATMAP_STRIDE,
     KEYPOINTS_RESNET,
     TINY_RESNET,

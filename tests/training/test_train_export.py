@@ -46,6 +46,20 @@ def test_emotion_smoke_training_resume_and_export(tmp_path: Path) -> None:
     assert json.loads((run / "state.json").read_text())["epoch"] == 2
     assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
+    # --init-from starts a new run from those weights: with a zero learning rate they stay as they were.
+    _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "f", "--epochs", "1", "--lr", "0",
+            "--init-from", str(run / "last.keras")])
+    import keras
+
+    kernel = "stage1_block1_conv1"
+    start = keras.models.load_model(run / "last.keras", compile=False).get_layer(kernel).get_weights()[0]
+    after = keras.models.load_model(runs / "f" / "last.keras", compile=False).get_layer(kernel).get_weights()[0]
+    np.testing.assert_array_equal(after, start)
+    assert json.loads((runs / "f" / "config.json").read_text())["init_from"] == str(run / "last.keras")
+    # Weights of another architecture are refused with a clear error (exit code 2), not a crash.
+    assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "g", "--tiny",
+                      "--classes", "5", "--init-from", str(run / "last.keras")]) == 2
+
     out = tmp_path / "models_export"
     assert train_cli(["export", str(run), "--out", str(out)]) == 0
     version = out / "emotion" / "1"

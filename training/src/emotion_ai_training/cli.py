@@ -32,6 +32,8 @@ def _add_train(sub) -> None:
     p.add_argument("--limit", type=int, default=0, help="use at most N training rows")
     p.add_argument("--cache-dir", default="cache", help="where parsed datasets are cached as .npz")
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
+    p.add_argument("--init-from", default="", metavar="KERAS",
+                   help="start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras")
     p.add_argument("--preview", metavar="PNG", help="write a grid of augmented samples and exit")
 
 
@@ -46,7 +48,7 @@ def _cmd_train(args) -> int:
         task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)), epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
         seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
-        tiny=args.tiny, limit=args.limit,
+        tiny=args.tiny, limit=args.limit, init_from=args.init_from,
         cache_dir=args.cache_dir, data_sha256=file_sha256(Path(data)) if Path(data).exists() else "",
     )
     run_dir = train(cfg, resume=args.resume)

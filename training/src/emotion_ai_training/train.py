@@ -56,6 +56,7 @@ class TrainConfig:
     limit: int = 0  # use at most this many training rows (0 = all)
     cache_dir: str | None = None
     data_sha256: str = ""
+    init_from: str = ""  # start from this checkpoint's weights (same architecture) instead of random ones
     resnet: dict = field(default_factory=dict)
 
     def resnet_config(self) -> ResNetConfig:
@@ -313,6 +314,13 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         model = keras.models.load_model(run_dir / "last.keras")
     else:
         model = build_model(cfg)
+        if cfg.init_from:
+            source = keras.models.load_model(cfg.init_from, compile=False)
+            if [w.shape for w in source.weights] != [w.shape for w in model.weights]:
+                raise ValueError(f"{cfg.init_from}: its weights do not fit this run's {cfg.task} model "
+                                 "(different architecture or class count)")
+            model.set_weights(source.get_weights())
+            log.info("initial weights from %s", cfg.init_from)
         _compile(model, cfg, len(train_batches))
     log.info("%s: %d train / %d validation rows, %.2f M parameters, epochs %d..%d",
              cfg.task, len(x_tr), len(x_va), model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
