@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bench_common import latest_version, write_results
 from emotion_ai import spec
-from emotion_ai_training.evaluate import evaluate_emotion, evaluate_keypoints
+from emotion_ai_training.evaluate import evaluate
 from machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
@@ -60,21 +60,14 @@ def main() -> int:
     if em_dir is None or kp_dir is None:
         raise FileNotFoundError(f"{args.models}: needs a version folder for both models")
     with tempfile.TemporaryDirectory() as tmp:
-        em = evaluate_emotion(
-            em_dir, str(args.data_dir / "fer2013.csv.gz"), Path(tmp) / "em", args.cache_dir
-        )
-        kp = evaluate_keypoints(
-            kp_dir,
-            str(args.data_dir / "facial_keypoints.csv.gz"),
-            Path(tmp) / "kp",
-            args.cache_dir,
-            args.seed,
-        )
-    keep = ("per_class", "confusion_matrix", "per_point_rmse")
+        em = evaluate(spec.EMOTION_MODEL, em_dir, str(args.data_dir / "fer2013.csv.gz"), Path(tmp) / "em",
+                      args.cache_dir)
+        kp = evaluate(spec.KEYPOINTS_MODEL, kp_dir, str(args.data_dir / "facial_keypoints.csv.gz"),
+                      Path(tmp) / "kp", args.cache_dir, args.seed)
     doc = {
         "command": "python bench/accuracy.py " + " ".join(sys.argv[1:]),
         "machine": machine_info()["summary"],
-        "emotion": {k: v for k, v in em.items() if k not in keep[2:]},
+        "emotion": em,
         "keypoints": kp,
     }
     for part, path in (("emotion", em_dir), ("keypoints", kp_dir)):

@@ -65,6 +65,16 @@ def test_cache_round_trips(tmp_path: Path) -> None:
     np.testing.assert_array_equal(first.split, second.split)
 
 
+def test_cache_hit_reports_the_skipped_rows_and_strict_still_fails(tmp_path: Path) -> None:
+    path = write_keypoints_csv(tmp_path / "training.csv", 8, extra_lines=("1,2,3",))
+    first = load_keypoints(path, cache_dir=tmp_path / "cache")
+    second = load_keypoints(path, cache_dir=tmp_path / "cache")
+    assert second.bad_rows == first.bad_rows and len(first.bad_rows) == 1
+    np.testing.assert_array_equal(first.points, second.points)
+    with pytest.raises(DatasetError, match="1 bad row"):
+        load_keypoints(path, cache_dir=tmp_path / "cache", strict=True)
+
+
 def test_image_folder_subset_of_classes_and_validation_split(fer_folder: Path) -> None:
     data = load_emotion(fer_folder)
     assert data.label_names == ("happy", "sad", "surprise", "neutral")  # canonical order, only what is present

@@ -165,3 +165,14 @@ def test_describe_counts_duplicates_across_splits(tmp_path: Path) -> None:
     ks = json.loads((tmp_path / "dk" / "summary.json").read_text())
     assert ks["task"] == "keypoints" and ks["missing_per_point"]["nose_tip"] == 4
     assert ks["missing_per_point"]["left_eye_center"] == 0
+
+
+def test_strict_flag_fails_on_a_bad_row_that_the_default_skips(tmp_path: Path) -> None:
+    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(12), extra_lines=("9,1 2 3,Training",))
+    out, cache = tmp_path / "describe", str(tmp_path / "cache")
+    assert train_cli(["describe", str(data), "--out", str(out), "--cache-dir", cache]) == 0
+    assert json.loads((out / "summary.json").read_text())["images"] == 12
+    # The parsed file is cached now; a cache hit must still see the bad row.
+    assert train_cli(["describe", str(data), "--out", str(out), "--cache-dir", cache, "--strict"]) == 2
+    assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(tmp_path / "runs"), "--tiny",
+                      "--epochs", "1", "--cache-dir", cache, "--strict"]) == 2

@@ -7,9 +7,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from emotion_ai.spec import KEYPOINT_COLUMNS
+from emotion_ai.spec import EMOTION_INPUT_SIZE, EMOTION_LABELS, KEYPOINT_COLUMNS, KEYPOINT_NAMES, KEYPOINTS_INPUT_SIZE
 
 RNG_SEED = 7
+
+
+def _write_lines(path: Path, lines: list[str]) -> Path:
+    """Write CSV lines, gzip-compressed when the name ends in .gz."""
+    text = "\n".join(lines) + "\n"
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
 
 
 def pixels_text(img: np.ndarray) -> str:
@@ -19,7 +29,8 @@ def pixels_text(img: np.ndarray) -> str:
 def fer_rows(n: int, seed: int = RNG_SEED) -> list[tuple[int, np.ndarray, str]]:
     rng = np.random.default_rng(seed)
     usages = ["Training", "PublicTest", "PrivateTest"]
-    return [(int(rng.integers(0, 7)), rng.integers(0, 256, (48, 48), dtype=np.uint8), usages[i % 3])
+    size = (EMOTION_INPUT_SIZE, EMOTION_INPUT_SIZE)
+    return [(int(rng.integers(0, len(EMOTION_LABELS))), rng.integers(0, 256, size, dtype=np.uint8), usages[i % 3])
             for i in range(n)]
 
 
@@ -28,15 +39,10 @@ def write_fer_csv(path: Path, rows, layout: str = "kaggle", extra_lines: tuple[s
         lines = ["emotion,pixels,Usage"] + [f"{lab},{pixels_text(img)},{use}" for lab, img, use in rows]
     else:  # icml_face_data.csv: "emotion, Usage, pixels" with spaces after the commas
         lines = ["emotion, Usage, pixels"] + [f"{lab},{use},{pixels_text(img)}" for lab, img, use in rows]
-    text = "\n".join([*lines, *extra_lines]) + "\n"
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(text.encode()))
-    else:
-        path.write_text(text)
-    return path
+    return _write_lines(path, [*lines, *extra_lines])
 
 
-def keypoint_frame(points: np.ndarray, size: int = 96, seed: int = RNG_SEED) -> np.ndarray:
+def keypoint_frame(points: np.ndarray, size: int = KEYPOINTS_INPUT_SIZE, seed: int = RNG_SEED) -> np.ndarray:
     """A noisy gray frame with a bright dot at every keypoint."""
     rng = np.random.default_rng(seed)
     img = rng.integers(40, 80, (size, size)).astype(np.uint8)
@@ -59,7 +65,7 @@ def write_keypoints_csv(path: Path, n: int, subjects: bool = True, missing_every
     header = [*KEYPOINT_COLUMNS, "Image"] + (["subject", "source"] if subjects else [])
     lines = [",".join(header)]
     for i in range(n):
-        pts = frontal_points() + rng.normal(0, 1.5, (15, 2)).astype(np.float32)
+        pts = frontal_points() + rng.normal(0, 1.5, (len(KEYPOINT_NAMES), 2)).astype(np.float32)
         coords = [f"{v:.3f}" for v in pts.ravel()]
         if missing_every and i % missing_every == 1:
             coords[4:] = [""] * (len(coords) - 4)  # only the eye centres, as in most Kaggle rows
@@ -67,9 +73,4 @@ def write_keypoints_csv(path: Path, n: int, subjects: bool = True, missing_every
         if subjects:
             row += [f"person{i // 4}", "youtube_faces"]
         lines.append(",".join(row))
-    text = "\n".join([*lines, *extra_lines]) + "\n"
-    if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(text.encode()))
-    else:
-        path.write_text(text)
-    return path
+    return _write_lines(path, [*lines, *extra_lines])

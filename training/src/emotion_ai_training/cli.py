@@ -11,11 +11,12 @@ from pathlib import Path
 log = logging.getLogger("emotion_ai_training")
 
 DEFAULT_DATA = {"emotion": "../shared/data/fer2013.csv.gz", "keypoints": "../shared/data/facial_keypoints.csv.gz"}
+TASKS = tuple(DEFAULT_DATA)
 
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train a model (checkpoint every epoch; --resume continues)")
-    p.add_argument("task", choices=("emotion", "keypoints"))
+    p.add_argument("task", choices=TASKS)
     p.add_argument("--data", help="dataset file or folder (default: the copy in ../shared/data)")
     p.add_argument("--name", help="run name under --runs (default: the task name)")
     p.add_argument("--runs", default="runs", help="folder holding runs (default: runs)")
@@ -29,6 +30,7 @@ def _add_train(sub) -> None:
     p.add_argument("--classes", type=int, default=7, choices=(7, 5), help="emotion: 7 classes or the 5-class subset")
     p.add_argument("--keypoints-loss", default="l1", choices=("l1", "mse"), help="masked loss for keypoints")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
+    p.add_argument("--strict", action="store_true", help="fail on bad dataset rows instead of skipping them")
     p.add_argument("--limit", type=int, default=0, help="use at most N training rows")
     p.add_argument("--cache-dir", default="cache", help="where parsed datasets are cached as .npz")
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
@@ -38,7 +40,6 @@ def _add_train(sub) -> None:
 
 
 def _cmd_train(args) -> int:
-    from emotion_ai_training.data import file_sha256
     from emotion_ai_training.train import TrainConfig, train
 
     data = args.data or DEFAULT_DATA[args.task]
@@ -48,8 +49,7 @@ def _cmd_train(args) -> int:
         task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)), epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
         seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
-        tiny=args.tiny, limit=args.limit, init_from=args.init_from,
-        cache_dir=args.cache_dir, data_sha256=file_sha256(Path(data)) if Path(data).exists() else "",
+        tiny=args.tiny, strict=args.strict, limit=args.limit, init_from=args.init_from, cache_dir=args.cache_dir,
     )
     run_dir = train(cfg, resume=args.resume)
     log.info("run written to %s", run_dir)
@@ -60,16 +60,13 @@ def _preview(task: str, data: str, out: Path, cache_dir: str, seed: int) -> int:
     import numpy as np
 
     from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augmenter, write_preview
-    from emotion_ai_training.data import load_emotion, load_keypoints
+    from emotion_ai_training.data import load_task
 
-    rng = np.random.default_rng(seed)
+    d = load_task(task, data, cache_dir=cache_dir)
+    idx = np.random.default_rng(seed).choice(len(d.images), 6, replace=False)
     if task == "keypoints":
-        d = load_keypoints(data, cache_dir=cache_dir)
-        idx = rng.choice(len(d.images), 6, replace=False)
         write_preview(out, d.images[idx], d.points[idx], Augmenter(KEYPOINTS_AUGMENT, seed))
     else:
-        d = load_emotion(data, cache_dir=cache_dir)
-        idx = rng.choice(len(d.images), 6, replace=False)
         write_preview(out, d.images[idx], None, Augmenter(EMOTION_AUGMENT, seed))
     log.info("wrote %s", out)
     return 0
@@ -78,15 +75,16 @@ def _preview(task: str, data: str, out: Path, cache_dir: str, seed: int) -> int:
 def _add_describe(sub) -> None:
     p = sub.add_parser("describe", help="summarise a dataset (PNGs + text) before training")
     p.add_argument("data", help="dataset file or folder")
-    p.add_argument("--task", choices=("emotion", "keypoints"), help="default: guessed from the file")
+    p.add_argument("--task", choices=TASKS, help="default: guessed from the file")
     p.add_argument("--out", default="runs/describe", help="output folder (default: runs/describe)")
     p.add_argument("--cache-dir", default="cache")
+    p.add_argument("--strict", action="store_true", help="fail on bad rows instead of skipping and counting them")
 
 
 def _cmd_describe(args) -> int:
     from emotion_ai_training.describe import describe
 
-    summary = describe(args.data, args.out, args.task, args.cache_dir)
+    summary = describe(args.data, args.out, args.task, args.cache_dir, args.strict)
     sys.stdout.write((Path(args.out) / "summary.txt").read_text())
     return 0 if summary else 1
 
@@ -108,7 +106,7 @@ def _model_kind(model_dir: Path) -> str:
 
 
 def _cmd_evaluate(args) -> int:
-    from emotion_ai_training.evaluate import evaluate_emotion, evaluate_keypoints
+    from emotion_ai_training.evaluate import evaluate
 
     model_dir = Path(args.model_dir)
     if not (model_dir / "saved_model.pb").exists():
@@ -117,10 +115,7 @@ def _cmd_evaluate(args) -> int:
     kind = _model_kind(model_dir)
     data = args.data or DEFAULT_DATA[kind]
     out = Path(args.out or f"runs/eval/{kind}-{model_dir.name}")
-    if kind == "emotion":
-        result = evaluate_emotion(model_dir, data, out, args.cache_dir)
-    else:
-        result = evaluate_keypoints(model_dir, data, out, args.cache_dir, args.seed)
+    result = evaluate(kind, model_dir, data, out, args.cache_dir, args.seed)
     brief = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     sys.stdout.write(json.dumps(brief, indent=2) + "\n")
     log.info("wrote %s", out / "metrics.json")
@@ -140,42 +135,37 @@ def _add_export(sub) -> None:
 def _cmd_export(args) -> int:
     import keras
 
-    from emotion_ai_training.data import load_emotion, load_keypoints
-    from emotion_ai_training.evaluate import evaluate_emotion, evaluate_keypoints
-    from emotion_ai_training.export import MODEL_CARD, export_model
-    from emotion_ai_training.train import TrainConfig, best_epoch, build_model
+    from emotion_ai_training.data import load_task
+    from emotion_ai_training.evaluate import evaluate
+    from emotion_ai_training.export import export_model
+    from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
 
     run_dir = Path(args.run_dir)
-    cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    config = json.loads((run_dir / "config.json").read_text())
+    cfg = TrainConfig(**config)
     state = json.loads((run_dir / "state.json").read_text())
     keras.mixed_precision.set_global_policy("float32")
     model = build_model(cfg)
-    model.set_weights(keras.models.load_model(run_dir / args.checkpoint, compile=False).get_weights())
-    loader = load_emotion if cfg.task == "emotion" else load_keypoints
-    dataset = loader(cfg.data, cache_dir=cfg.cache_dir)
+    copy_weights(run_dir / args.checkpoint, model)
+    dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
     card = {
         "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
                           "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
         "training": {"run": run_dir.name, "checkpoint": args.checkpoint, "epochs_trained": state["epoch"],
-                     "checkpoint_epoch": best_epoch(run_dir) if args.checkpoint == "best.keras" else state["epoch"],
-                     "train_seconds": state.get("train_seconds"), "config": json.loads((run_dir / "config.json")
-                                                                                     .read_text())},
+                     "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if args.checkpoint == "best.keras"
+                                          else state["epoch"]),
+                     "train_seconds": state.get("train_seconds"), "config": config},
     }
-    target = export_model(model, cfg.task, Path(args.out) / cfg.task, version=args.version,
+    base_dir = Path(args.out) / cfg.task
+
+    def validation_metrics(folder: Path, version: int) -> dict:
+        metrics = evaluate(cfg.task, folder, cfg.data, Path("runs/eval") / f"{cfg.task}-{version}", seed=cfg.seed,
+                           dataset=dataset, name=str(base_dir / str(version)))
+        return {k: v for k, v in metrics.items() if k not in ("model", "data")}
+
+    target = export_model(model, cfg.task, base_dir, version=args.version,
                           labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=args.flip_tta,
-                          card=card)
-    if not args.no_evaluate:
-        out = Path("runs/eval") / f"{cfg.task}-{target.name}"
-        if cfg.task == "emotion":
-            metrics = evaluate_emotion(target, cfg.data, out, cfg.cache_dir)
-        else:
-            metrics = evaluate_keypoints(target, cfg.data, out, cfg.cache_dir, cfg.seed)
-        card_path = target / MODEL_CARD
-        full = json.loads(card_path.read_text())
-        full["validation_metrics"] = {k: v for k, v in metrics.items() if k not in ("model", "data")}
-        tmp = card_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(full, indent=2) + "\n")
-        tmp.replace(card_path)
+                          card=card, evaluate=None if args.no_evaluate else validation_metrics)
     sys.stdout.write(f"{target}\n")
     return 0
 
@@ -185,6 +175,8 @@ def _add_model_info(sub) -> None:
 
 
 def _cmd_model_info(args) -> int:
+    from emotion_ai.spec import EMOTION_LABELS
+
     from emotion_ai_training.models import (
         EMOTION_RESNET,
         KEYPOINTS_RESNET,
@@ -194,7 +186,7 @@ def _cmd_model_info(args) -> int:
     )
 
     rows = ["| model | stem | stage widths | blocks | parameters | FLOPs / image |", "|---|---|---|---|---|---|"]
-    for name, cfg, model in (("emotion", EMOTION_RESNET, build_emotion_model(7, EMOTION_RESNET)),
+    for name, cfg, model in (("emotion", EMOTION_RESNET, build_emotion_model(len(EMOTION_LABELS), EMOTION_RESNET)),
                              ("keypoints", KEYPOINTS_RESNET, build_keypoints_model(KEYPOINTS_RESNET))):
         rows.append(f"| {name} | {cfg.stem_width}, stride {cfg.stem_stride} | {cfg.stage_widths} | "
                     f"{cfg.stage_blocks} | {model.count_params() / 1e6:.2f} M | {count_flops(model) / 1e6:.0f} M |")
@@ -204,7 +196,7 @@ def _cmd_model_info(args) -> int:
 
 def _add_calibrate(sub) -> None:
     p = sub.add_parser("calibrate-crop", help="measure spec.KEYPOINTS_CROP / EMOTION_CROP against the face detector")
-    p.add_argument("task", choices=("emotion", "keypoints"))
+    p.add_argument("task", choices=TASKS)
     p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
     p.add_argument("--samples", type=int, default=2000, help="frames to try (default: 2000)")
     p.add_argument("--cache-dir", default="cache")
@@ -214,10 +206,10 @@ def _cmd_calibrate(args) -> int:
     import numpy as np
 
     from emotion_ai_training.calibrate import calibrate
-    from emotion_ai_training.data import load_emotion, load_keypoints
+    from emotion_ai_training.data import load_task
 
     data = args.data or DEFAULT_DATA[args.task]
-    images = (load_emotion if args.task == "emotion" else load_keypoints)(data, cache_dir=args.cache_dir).images
+    images = load_task(args.task, data, cache_dir=args.cache_dir).images
     idx = np.random.default_rng(0).choice(len(images), min(args.samples, len(images)), replace=False)
     result = calibrate(images[idx])
     g = result.geometry

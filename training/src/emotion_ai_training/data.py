@@ -19,7 +19,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from emotion_ai.spec import EMOTION_INPUT_SIZE, EMOTION_LABELS, KEYPOINT_COLUMNS, KEYPOINTS_INPUT_SIZE
+from emotion_ai.spec import EMOTION_INPUT_SIZE, EMOTION_LABELS, KEYPOINT_COLUMNS, KEYPOINT_NAMES, KEYPOINTS_INPUT_SIZE
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ FER_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateT
 FOLDER_SPLITS = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
                  "test": "test"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: bad rows are cached too, so a cache hit reports them (and --strict fails) as parsing does
 csv.field_size_limit(1 << 24)
 
 
@@ -175,6 +175,26 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _save_cache(cache: Path, bad: list[BadRow], **arrays: np.ndarray) -> None:
+    """Write parsed arrays and the skipped rows atomically to a .npz cache file."""
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, bad_lines=np.array([b.line for b in bad], np.int64),
+             bad_reasons=np.array([b.reason for b in bad], dtype=str), **arrays)
+    tmp.replace(cache)
+
+
+def _load_cache(cache: Path, path: Path, strict: bool) -> tuple[dict[str, np.ndarray], list[BadRow]]:
+    """Arrays of a cache file, after reporting its skipped rows exactly as parsing the file would."""
+    with np.load(cache, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    bad = [BadRow(int(line), str(reason))
+           for line, reason in zip(arrays.pop("bad_lines"), arrays.pop("bad_reasons"), strict=True)]
+    _report(bad, path, strict)
+    log.info("loaded %s from cache %s", path, cache)
+    return arrays, bad
+
+
 def _report(bad: list[BadRow], path: Path, strict: bool) -> None:
     if not bad:
         return
@@ -196,16 +216,12 @@ def load_emotion(path: str | Path, *, strict: bool = False, cache_dir: str | Pat
         return _load_emotion_folder(path, strict)
     cache = _cache_path(Path(cache_dir) if cache_dir else None, path, "emotion")
     if cache is not None and cache.exists():
-        z = np.load(cache, allow_pickle=False)
-        log.info("loaded %s from cache %s", path, cache)
-        return EmotionData(z["images"], z["labels"], z["split"], tuple(z["label_names"]), str(path))
+        z, bad = _load_cache(cache, path, strict)
+        return EmotionData(z["images"], z["labels"], z["split"], tuple(z["label_names"]), str(path), bad)
     data = _load_emotion_csv(path, strict)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, images=data.images, labels=data.labels, split=data.split,
-                 label_names=np.array(data.label_names))
-        tmp.replace(cache)
+        _save_cache(cache, data.bad_rows, images=data.images, labels=data.labels, split=data.split,
+                    label_names=np.array(data.label_names))
     return data
 
 
@@ -305,17 +321,14 @@ def load_keypoints(path: str | Path, *, strict: bool = False, cache_dir: str | P
         raise DatasetError(f"{path}: expected a keypoints CSV file, got a directory")
     cache = _cache_path(Path(cache_dir) if cache_dir else None, path, "keypoints")
     if cache is not None and cache.exists():
-        z = np.load(cache, allow_pickle=False)
-        meta = {k[5:]: z[k] for k in z.files if k.startswith("meta_")}
-        data = KeypointsData(z["images"], z["points"], meta, np.empty(0), str(path))
+        z, bad = _load_cache(cache, path, strict)
+        meta = {k[5:]: v for k, v in z.items() if k.startswith("meta_")}
+        data = KeypointsData(z["images"], z["points"], meta, np.empty(0), str(path), bad)
     else:
         data = _load_keypoints_csv(path, strict)
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, images=data.images, points=data.points,
-                     **{f"meta_{k}": v for k, v in data.metadata.items()})
-            tmp.replace(cache)
+            _save_cache(cache, data.bad_rows, images=data.images, points=data.points,
+                        **{f"meta_{k}": v for k, v in data.metadata.items()})
     data.split = split_keypoints(data.metadata.get("subject"), len(data.images), val_fraction, seed)
     return data
 
@@ -353,7 +366,7 @@ def _load_keypoints_csv(path: Path, strict: bool) -> KeypointsData:
     _report(bad, path, strict)
     if arr.shape[0] == 0:
         raise DatasetError(f"{path}: no valid rows")
-    points = np.asarray(coords, np.float32)[ok].reshape(-1, len(KEYPOINT_COLUMNS) // 2, 2)
+    points = np.asarray(coords, np.float32)[ok].reshape(-1, len(KEYPOINT_NAMES), 2)
     meta_arr = np.asarray(meta, dtype=str).reshape(len(meta), len(meta_cols))[ok]
     metadata = {c: meta_arr[:, j] for j, c in enumerate(meta_cols)}
     log.info("%s: %d faces, %d with all 15 points (%d bad rows skipped)", path, arr.shape[0],
@@ -381,3 +394,19 @@ def split_keypoints(subjects: np.ndarray | None, n: int, val_fraction: float, se
         idx = rng.permutation(n)[: round(val_fraction * n)]
         split[idx] = "validation"
     return split
+
+
+# ---------------------------------------------------------------------------------------------- either task
+
+
+def load_task(task: str, path: str | Path, *, strict: bool = False, cache_dir: str | Path | None = None,
+              seed: int = 0) -> EmotionData | KeypointsData:
+    """load_emotion or load_keypoints (whose validation split depends on `seed`) by task name."""
+    if task == "emotion":
+        return load_emotion(path, strict=strict, cache_dir=cache_dir)
+    return load_keypoints(path, strict=strict, cache_dir=cache_dir, seed=seed)
+
+
+def label_remap(source: tuple[str, ...] | list[str], target: tuple[str, ...] | list[str]) -> np.ndarray:
+    """Index array mapping label ids in `source` order to ids in `target` order (-1 = not in target)."""
+    return np.array([list(target).index(n) if n in target else -1 for n in source], np.int64)

@@ -54,20 +54,21 @@ def _bar_chart(counts: dict[str, dict[str, int]], path: Path, title: str) -> Non
     plt.close(fig)
 
 
-def describe(data: str, out_dir: str | Path, task: str | None = None, cache_dir: str | None = None) -> dict:
+def describe(data: str, out_dir: str | Path, task: str | None = None, cache_dir: str | None = None,
+             strict: bool = False) -> dict:
     """Summarise an emotion or keypoints dataset into out_dir; the task is guessed from the file when omitted."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if task is None:
         try:
-            return _describe_emotion(load_emotion(data, cache_dir=cache_dir), out)
+            return _describe_emotion(load_emotion(data, strict=strict, cache_dir=cache_dir), out)
         except DatasetError as exc:
             if "not a FER-2013 CSV" not in str(exc):
                 raise
             task = "keypoints"
     if task == "emotion":
-        return _describe_emotion(load_emotion(data, cache_dir=cache_dir), out)
-    return _describe_keypoints(load_keypoints(data, cache_dir=cache_dir), out)
+        return _describe_emotion(load_emotion(data, strict=strict, cache_dir=cache_dir), out)
+    return _describe_keypoints(load_keypoints(data, strict=strict, cache_dir=cache_dir), out)
 
 
 def _finish(summary: dict, out: Path) -> dict:

@@ -23,7 +23,7 @@ from emotion_ai.spec import (
     SIGNATURE_NAME,
 )
 
-from emotion_ai_training.data import load_emotion, load_keypoints
+from emotion_ai_training.data import EmotionData, KeypointsData, label_remap, load_task
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +67,21 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[
     }
 
 
-def evaluate_emotion(model_dir: Path, data: str, out_dir: Path, cache_dir: str | None = None) -> dict:
+def evaluate(kind: str, model_dir: Path, data: str, out_dir: Path, cache_dir: str | None = None, seed: int = 0,
+             dataset: EmotionData | KeypointsData | None = None, name: str | None = None) -> dict:
+    """Metrics of the `kind` model in model_dir on the validation split, written to out_dir (JSON + PNG).
+
+    `dataset` skips loading `data` again; `name` is how the model is referred to (default: model_dir).
+    """
+    dataset = dataset if dataset is not None else load_task(kind, data, cache_dir=cache_dir, seed=seed)
+    name = name or str(model_dir)
+    if kind == "emotion":
+        return evaluate_emotion(model_dir, dataset, out_dir, name)
+    return evaluate_keypoints(model_dir, dataset, out_dir, name, seed)
+
+
+def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name: str) -> dict:
     _, fn = _signature(model_dir)
-    dataset = load_emotion(data, cache_dir=cache_dir)
     images, labels = dataset.subset("validation")
     t0 = time.perf_counter()
     out = _run(fn, images)
@@ -77,8 +89,7 @@ def evaluate_emotion(model_dir: Path, data: str, out_dir: Path, cache_dir: str |
     model_labels = tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0])
     scores = out[SCORES_OUTPUT_KEY]
     # Map dataset labels onto the model's label order (they may differ, e.g. a 5-class model).
-    to_model = np.array([model_labels.index(n) if n in model_labels else -1 for n in dataset.label_names])
-    y = to_model[labels]
+    y = label_remap(dataset.label_names, model_labels)[labels]
     keep = y >= 0
     report = classification_report(y[keep], scores[keep].argmax(1), model_labels)
     subset = [model_labels.index(n) for n in EMOTION_LABELS_5 if n in model_labels]
@@ -87,7 +98,7 @@ def evaluate_emotion(model_dir: Path, data: str, out_dir: Path, cache_dir: str |
     report5 = classification_report(np.searchsorted(subset, y[in5]), np.searchsorted(subset, pred5),
                                     tuple(model_labels[i] for i in subset))
     result = {
-        "model": str(model_dir), "data": data, "split": "validation (FER-2013 PublicTest)",
+        "model": name, "data": dataset.source, "split": "validation (FER-2013 PublicTest)",
         "images": int(keep.sum()), "labels": list(model_labels),
         "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
         "disgust_recall": report["per_class"].get("disgust", {}).get("recall"),
@@ -97,7 +108,7 @@ def evaluate_emotion(model_dir: Path, data: str, out_dir: Path, cache_dir: str |
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_confusion(np.array(report["confusion_matrix"]), model_labels, out_dir / "confusion_matrix.png",
-                    f"{model_dir} — accuracy {result['accuracy']:.3f}")
+                    f"{name} — accuracy {result['accuracy']:.3f}")
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
@@ -144,17 +155,15 @@ def keypoint_errors(pred: np.ndarray, true: np.ndarray) -> dict:
     }
 
 
-def evaluate_keypoints(model_dir: Path, data: str, out_dir: Path, cache_dir: str | None = None,
-                       seed: int = 0) -> dict:
+def evaluate_keypoints(model_dir: Path, dataset: KeypointsData, out_dir: Path, name: str, seed: int) -> dict:
     from emotion_ai_training.augment import draw_points, image_grid
 
     _, fn = _signature(model_dir)
-    dataset = load_keypoints(data, cache_dir=cache_dir, seed=seed)
     images, points = dataset.subset("validation")
     t0 = time.perf_counter()
     pred = _run(fn, images)[KEYPOINTS_OUTPUT_KEY]
     seconds = time.perf_counter() - t0
-    result = {"model": str(model_dir), "data": data,
+    result = {"model": name, "data": dataset.source,
               "split": "validation (by subject)" if "subject" in dataset.metadata else "validation (random)",
               "images": len(images), "seed": seed} | keypoint_errors(pred, points)
     result["images_per_second"] = round(len(images) / seconds, 1)

@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from emotion_ai.spec import (
     EMOTION_MODEL,
     FLIP_PERMUTATION,
     INPUT_KEY,
+    KEYPOINT_NAMES,
     KEYPOINTS_INPUT_SIZE,
     KEYPOINTS_MODEL,
     KEYPOINTS_OUTPUT_KEY,
@@ -110,11 +112,14 @@ def _git_commit() -> str:
 
 def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version: int | None = None,
                  labels: tuple[str, ...] | None = None, flip_tta: bool = False,
-                 card: dict[str, Any] | None = None) -> Path:
+                 card: dict[str, Any] | None = None,
+                 evaluate: Callable[[Path, int], dict[str, Any]] | None = None) -> Path:
     """Export a float32 Keras model as models_export/<kind>/<version>/ and return that folder.
 
     The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
     version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
+    `evaluate(folder, version)` runs on the finished SavedModel before that rename; what it returns
+    goes into the model card as `validation_metrics`, so a published version is never rewritten.
     """
     if kind not in (EMOTION_MODEL, KEYPOINTS_MODEL):
         raise ValueError(f"kind must be {EMOTION_MODEL!r} or {KEYPOINTS_MODEL!r}, got {kind!r}")
@@ -131,16 +136,15 @@ def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version
         if len(labels) != model.output_shape[-1]:
             raise ValueError(f"{len(labels)} labels for a model with {model.output_shape[-1]} outputs")
         module, size = _EmotionServing(model, labels, flip_tta), EMOTION_INPUT_SIZE
+        outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:
         module, size = _KeypointsServing(model, flip_tta), KEYPOINTS_INPUT_SIZE
+        outputs = {KEYPOINTS_OUTPUT_KEY: ["float32", [-1, len(KEYPOINT_NAMES), 2]]}
     tmp = base_dir / f".tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_NAME: module.serve})
         write_warmup(tmp / "assets.extra" / "tf_serving_warmup_requests", kind, size)
-        outputs = ({SCORES_OUTPUT_KEY: ["float32", [-1, len(labels or ())]],
-                    CLASSES_OUTPUT_KEY: ["string", [-1, len(labels or ())]]} if kind == EMOTION_MODEL
-                   else {KEYPOINTS_OUTPUT_KEY: ["float32", [-1, 15, 2]]})
         model_card = {
             "model": kind,
             "version": version,
@@ -156,6 +160,8 @@ def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version
             "keras": keras.__version__,
             "license": "Trained on research-licensed data: research / non-commercial use only.",
         } | (card or {})
+        if evaluate is not None:
+            model_card["validation_metrics"] = evaluate(tmp, version)
         (tmp / MODEL_CARD).write_text(json.dumps(model_card, indent=2) + "\n")
         tmp.rename(target)
     finally:

@@ -21,7 +21,7 @@ from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 from keras import ops
 
 from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augmenter
-from emotion_ai_training.data import load_emotion, load_keypoints
+from emotion_ai_training.data import file_sha256, label_remap, load_task
 from emotion_ai_training.models import (
     EMOTION_RESNET,
     KEYPOINTS_RESNET,
@@ -33,7 +33,8 @@ from emotion_ai_training.models import (
 
 log = logging.getLogger(__name__)
 
-TASKS = ("emotion", "keypoints")
+#: Validation metric that selects best.keras (and stops early), and whether higher or lower is better.
+MONITORS = {"emotion": ("val_accuracy", "max"), "keypoints": ("val_rmse", "min")}
 
 
 @dataclass
@@ -53,6 +54,7 @@ class TrainConfig:
     classes: int = 7  # emotion: 7, or 5 for the angry/disgust/happy/sad/surprise subset
     keypoints_loss: str = "mse"  # "mse" or "l1" (masked either way); runs from before the option used mse
     tiny: bool = False  # seconds-long smoke configuration
+    strict: bool = False  # fail on bad dataset rows instead of skipping them
     limit: int = 0  # use at most this many training rows (0 = all)
     cache_dir: str | None = None
     data_sha256: str = ""
@@ -79,21 +81,21 @@ def _masked_diff(y_true, y_pred):
     y_pred = ops.cast(y_pred, "float32")
     mask = ops.logical_not(ops.isnan(y_true))
     diff = ops.where(mask, y_pred - ops.where(mask, y_true, 0.0), 0.0)
-    return diff, ops.maximum(ops.sum(ops.cast(mask, "float32")), 1.0)
+    return diff, ops.sum(ops.cast(mask, "float32"))
 
 
 @keras.saving.register_keras_serializable("emotion_ai")
 def masked_mse(y_true, y_pred):
     """Mean squared error over the coordinates that are present (NaN in y_true = missing)."""
     diff, n = _masked_diff(y_true, y_pred)
-    return ops.sum(ops.square(diff)) / n
+    return ops.sum(ops.square(diff)) / ops.maximum(n, 1.0)
 
 
 @keras.saving.register_keras_serializable("emotion_ai")
 def masked_l1(y_true, y_pred):
     """Mean absolute error over the coordinates that are present (NaN in y_true = missing)."""
     diff, n = _masked_diff(y_true, y_pred)
-    return ops.sum(ops.abs(diff)) / n
+    return ops.sum(ops.abs(diff)) / ops.maximum(n, 1.0)
 
 
 KEYPOINTS_LOSSES = {"mse": masked_mse, "l1": masked_l1}
@@ -109,9 +111,9 @@ class MaskedRMSE(keras.metrics.Metric):
         self.n = self.add_variable((), initializer="zeros", name="n")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        diff, _ = _masked_diff(y_true, y_pred)
+        diff, n = _masked_diff(y_true, y_pred)
         self.sq.assign_add(ops.sum(ops.square(diff)))
-        self.n.assign_add(ops.sum(ops.cast(ops.logical_not(ops.isnan(ops.cast(y_true, "float32"))), "float32")))
+        self.n.assign_add(n)
 
     def result(self):
         return ops.sqrt(self.sq / ops.maximum(self.n, 1.0))
@@ -181,18 +183,21 @@ class RunCheckpoint(keras.callbacks.Callback):
         plot_history(self.run_dir / "history.csv", self.run_dir / "training_curves.png")
 
 
-def best_epoch(run_dir: Path) -> int | None:
+def _read_history(csv_path: Path) -> np.ndarray | None:
+    """Rows of a Keras CSVLogger file as a structured array (None when absent or empty)."""
+    if not csv_path.exists():
+        return None
+    rows = np.atleast_1d(np.genfromtxt(csv_path, delimiter=",", names=True))
+    return rows if rows.size and rows.dtype.names else None
+
+
+def best_epoch(run_dir: Path, task: str) -> int | None:
     """1-based epoch that wrote best.keras: the first epoch with the best monitored value in history.csv."""
-    state = json.loads((run_dir / "state.json").read_text())
-    history = run_dir / "history.csv"
-    if not history.exists():
+    rows = _read_history(run_dir / "history.csv")
+    monitor, mode = MONITORS[task]
+    if rows is None or monitor not in rows.dtype.names:
         return None
-    rows = np.atleast_1d(np.genfromtxt(history, delimiter=",", names=True))
-    monitor = state["monitor"]
-    if rows.size == 0 or monitor not in (rows.dtype.names or ()):
-        return None
-    values = rows[monitor]
-    index = np.nanargmax(values) if monitor == "val_accuracy" else np.nanargmin(values)
+    index = np.nanargmax(rows[monitor]) if mode == "max" else np.nanargmin(rows[monitor])
     return int(rows["epoch"][index]) + 1
 
 
@@ -209,12 +214,9 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not csv_path.exists():
+    rows = _read_history(csv_path)
+    if rows is None:
         return
-    rows = np.genfromtxt(csv_path, delimiter=",", names=True)
-    if rows.size < 1:
-        return
-    rows = np.atleast_1d(rows)
     names = [n for n in rows.dtype.names if n != "epoch"]
     pairs = sorted({n.removeprefix("val_") for n in names if n != "learning_rate"})
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.5), squeeze=False)
@@ -236,22 +238,18 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
 
 def _load_task_data(cfg: TrainConfig):
     """(x_train, y_train, x_val, y_val) for the task; emotion labels optionally reduced to the 5-class subset."""
+    data = load_task(cfg.task, cfg.data, strict=cfg.strict, cache_dir=cfg.cache_dir, seed=cfg.seed)
+    x_tr, y_tr = data.subset("train")
+    x_va, y_va = data.subset("validation")
     if cfg.task == "emotion":
-        data = load_emotion(cfg.data, cache_dir=cfg.cache_dir)
-        x_tr, y_tr = data.subset("train")
-        x_va, y_va = data.subset("validation")
         names = cfg.label_names()
         if tuple(data.label_names) != names:
-            remap = np.array([names.index(n) if n in names else -1 for n in data.label_names])
+            remap = label_remap(data.label_names, names)
             y_tr, y_va = remap[y_tr], remap[y_va]
             x_tr, y_tr = x_tr[y_tr >= 0], y_tr[y_tr >= 0]
             x_va, y_va = x_va[y_va >= 0], y_va[y_va >= 0]
         eye = np.eye(len(names), dtype=np.float32)
         y_tr, y_va = eye[y_tr], eye[y_va]
-    else:
-        data = load_keypoints(cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
-        x_tr, y_tr = data.subset("train")
-        x_va, y_va = data.subset("validation")
     if cfg.limit:
         x_tr, y_tr = x_tr[: cfg.limit], y_tr[: cfg.limit]
         x_va, y_va = x_va[: max(cfg.limit // 4, 1)], y_va[: max(cfg.limit // 4, 1)]
@@ -259,6 +257,15 @@ def _load_task_data(cfg: TrainConfig):
         raise ValueError(f"{cfg.data}: need both a training and a validation split "
                          f"(got {len(x_tr)} train, {len(x_va)} validation rows)")
     return x_tr, y_tr, x_va, y_va
+
+
+def copy_weights(checkpoint: str | Path, model: keras.Model) -> None:
+    """Load a .keras checkpoint's weights into `model` (e.g. one built under another precision policy)."""
+    source = keras.models.load_model(checkpoint, compile=False)
+    if [w.shape for w in source.weights] != [w.shape for w in model.weights]:
+        raise ValueError(f"{checkpoint}: its weights do not fit the {model.name} model "
+                         "(different architecture or class count)")
+    model.set_weights(source.get_weights())
 
 
 def build_model(cfg: TrainConfig) -> keras.Model:
@@ -286,7 +293,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train (or resume) a run; returns the run directory."""
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / "state.json"
-    if resume and state_path.exists():
+    resuming = resume and state_path.exists()
+    if resuming:
         saved = json.loads((run_dir / "config.json").read_text())
         epochs = cfg.epochs
         cfg = TrainConfig(**saved)
@@ -297,6 +305,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy(cfg.precision)
     x_tr, y_tr, x_va, y_va = _load_task_data(cfg)
+    if not resuming:
+        cfg.data_sha256 = file_sha256(Path(cfg.data))
     is_points = cfg.task == "keypoints"
     augment = KEYPOINTS_AUGMENT if is_points else EMOTION_AUGMENT
     train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(augment, cfg.seed), is_points, True, cfg.seed,
@@ -306,20 +316,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg) | {"resnet": asdict(cfg.resnet_config())},
                                                     indent=2))
 
-    monitor, mode = ("val_accuracy", "max") if cfg.task == "emotion" else ("val_rmse", "min")
+    monitor, mode = MONITORS[cfg.task]
     initial_epoch, best, seconds = 0, None, 0.0
-    if resume and state_path.exists():
+    if resuming:
         state = json.loads(state_path.read_text())
         initial_epoch, best, seconds = state["epoch"], state["best"], state.get("train_seconds", 0.0)
         model = keras.models.load_model(run_dir / "last.keras")
     else:
         model = build_model(cfg)
         if cfg.init_from:
-            source = keras.models.load_model(cfg.init_from, compile=False)
-            if [w.shape for w in source.weights] != [w.shape for w in model.weights]:
-                raise ValueError(f"{cfg.init_from}: its weights do not fit this run's {cfg.task} model "
-                                 "(different architecture or class count)")
-            model.set_weights(source.get_weights())
+            copy_weights(cfg.init_from, model)
             log.info("initial weights from %s", cfg.init_from)
         _compile(model, cfg, len(train_batches))
     log.info("%s: %d train / %d validation rows, %.2f M parameters, epochs %d..%d",
