@@ -18,15 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from emotion_ai import spec
-from emotion_ai.local_server import free_port, model_config, serve_executable
+from emotion_ai.local_server import free_port, model_config, port_open, serve_executable
 
 STARTUP_TIMEOUT_S = 180.0
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
 
 
 @dataclass

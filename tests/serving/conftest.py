@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +23,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from emotion_ai.local_server import free_port
+from emotion_ai.local_server import free_port, port_open
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_DIR = REPO / "serving"
@@ -40,12 +38,6 @@ def make_export_tree(root: Path) -> Path:
     return export_tree(root)
 
 
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex((host, port)) == 0
-
-
 @dataclass
 class ServingTarget:
     """Where a server listens, and what the tests may assume about it."""
@@ -53,10 +45,8 @@ class ServingTarget:
     kind: str
     rest_url: str
     grpc_target: str
-    models_root: Path | None = None
     max_request_bytes: int | None = None
     prometheus_path: str | None = "/monitoring/prometheus/metrics"
-    extra: dict = field(default_factory=dict)
 
     def channel(self) -> grpc.Channel:
         big = 64 * 1024 * 1024
@@ -172,7 +162,7 @@ def _docker_target(models_root: Path) -> Iterator[ServingTarget]:
         rest = int(ports["8501/tcp"][0]["HostPort"])
         grpc_port = int(ports["8500/tcp"][0]["HostPort"])
         yield ServingTarget(
-            "docker", f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}", models_root=models_root
+            "docker", f"http://127.0.0.1:{rest}", f"127.0.0.1:{grpc_port}"
         )
     finally:
         container.stop(timeout=10)
@@ -218,9 +208,7 @@ def serving(
         log_dir / "server.log",
     ).start()
     target = server.target
-    target.models_root = export_tree
     target.max_request_bytes = EMBEDDED_MAX_REQUEST_BYTES
-    target.extra["server"] = server
     try:
         yield target
     finally:
@@ -231,7 +219,3 @@ def serving(
 def http() -> Iterator[requests.Session]:
     with requests.Session() as session:
         yield session
-
-
-def copy_version(src: Path, dst: Path) -> None:
-    shutil.copytree(src, dst)

@@ -200,3 +200,35 @@ def test_version_lifecycle_under_load(tmp_path: Path, export_tree: Path) -> None
         code = server.stop()
     assert code == 0, server.log()
     assert "server stopped" in server.log()
+
+
+@pytest.mark.slow
+def test_model_config_file_is_polled_and_a_broken_edit_keeps_the_running_config(
+    tmp_path: Path, export_tree: Path
+) -> None:
+    def config(*models: str) -> str:
+        return "model_config_list {\n" + "".join(
+            f'  config {{ name: "{m}" base_path: "{export_tree / m}" model_platform: "tensorflow" }}\n'
+            for m in models
+        ) + "}\n"
+
+    config_file = tmp_path / "models.config"
+    config_file.write_text(config(KP))
+    server = EmbeddedServer(
+        [f"--model_config_file={config_file}", "--model_config_file_poll_wait_seconds=1"],
+        tmp_path / "server.log",
+    ).start()
+    try:
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/{EMO}"
+        assert requests.get(url, timeout=10).status_code == 404
+        config_file.write_text(config(KP, EMO))  # adding a model loads it without a restart
+        deadline = time.monotonic() + 60
+        while requests.get(url, timeout=10).status_code != 200 or status(server, EMO)[1]["state"] != "AVAILABLE":
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.2)
+        config_file.write_text("model_config_list { config { name: ")  # a half-written edit
+        wait_log(server, "Failed to read ModelServerConfig file", 30)
+        assert status(server, EMO)[1]["state"] == "AVAILABLE" and status(server, KP)[1]["state"] == "AVAILABLE"
+    finally:
+        code = server.stop()
+    assert code == 0, server.log()

@@ -32,6 +32,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port right now."""
+    with socket.socket() as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
 def serve_executable() -> str | None:
     """Path of `emotion-ai-serve` (next to this Python first), or None when not installed."""
     local = Path(sys.executable).with_name("emotion-ai-serve")

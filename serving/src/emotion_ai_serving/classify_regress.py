@@ -23,6 +23,7 @@ from .json_tensor import (
 CLASSIFY = "classify"
 REGRESS = "regress"
 METHOD_NAMES = {CLASSIFY: "tensorflow/serving/classify", REGRESS: "tensorflow/serving/regress"}
+METHOD_BY_NAME = {v: k for k, v in METHOD_NAMES.items()}
 
 
 # ------------------------------------------------------------------------------ JSON -> Input
@@ -136,7 +137,10 @@ def serialized_examples(inp: input_pb2.Input) -> np.ndarray:
 # ------------------------------------------------------------------------- signature checks
 def check_signature(signature: meta_graph_pb2.SignatureDef, method: str) -> tuple[str, list[str]]:
     """PreProcessClassification / PreProcessRegression: (input alias, output aliases)."""
-    debug = text_format.MessageToString(signature)
+
+    def debug() -> str:  # the SignatureDef as text, only for the error messages
+        return text_format.MessageToString(signature)
+
     if len(signature.inputs) != 1:
         raise invalid_argument("Expected one input Tensor.")
     if method == CLASSIFY:
@@ -145,20 +149,20 @@ def check_signature(signature: meta_graph_pb2.SignatureDef, method: str) -> tupl
                 f"Expected one or two output Tensors, found {len(signature.outputs)}"
             )
         if "inputs" not in signature.inputs:
-            raise invalid_argument(f"No classification inputs found in SignatureDef: {debug}")
+            raise invalid_argument(f"No classification inputs found in SignatureDef: {debug()}")
         outputs = [k for k in ("classes", "scores") if k in signature.outputs]
         if not outputs:
             raise invalid_argument(
                 'Expected classification signature outputs to contain at least one of "classes" '
-                f'or "scores". Signature was: {debug}'
+                f'or "scores". Signature was: {debug()}'
             )
         return "inputs", outputs
     if len(signature.outputs) != 1:
         raise invalid_argument("Expected one output Tensor.")
     if "inputs" not in signature.inputs:
-        raise invalid_argument(f"No regression inputs found in SignatureDef: {debug}")
+        raise invalid_argument(f"No regression inputs found in SignatureDef: {debug()}")
     if "outputs" not in signature.outputs:
-        raise invalid_argument(f"No regression outputs found in SignatureDef: {debug}")
+        raise invalid_argument(f"No regression outputs found in SignatureDef: {debug()}")
     return "inputs", ["outputs"]
 
 

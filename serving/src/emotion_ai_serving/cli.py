@@ -93,10 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         server = ModelServer(options)
         server.serve_until_signal()
-    except ServingError as exc:
-        log.error(f"Failed to start server. Error: {exc}")
-        return 1
-    except OSError as exc:
+    except (ServingError, OSError) as exc:
         log.error(f"Failed to start server. Error: {exc}")
         return 1
     return 0

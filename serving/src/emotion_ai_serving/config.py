@@ -147,11 +147,18 @@ def _build_private_protos() -> tuple[type[Message], type[Message]]:
 BatchingParameters, MonitoringConfig = _build_private_protos()
 
 
-def _parse_text(path: str | Path, message: Message, what: str) -> Message:
+def read_config_text(path: str | Path, what: str) -> str:
     try:
-        text = Path(path).read_text()
+        return Path(path).read_text()
     except OSError as exc:
         raise ServingError(INVALID_ARGUMENT, f"Failed to read {what} file {path}: {exc}") from exc
+
+
+def _parse_text(path: str | Path, message: Message, what: str) -> Message:
+    return _parse(read_config_text(path, what), message)
+
+
+def _parse(text: str, message: Message) -> Message:
     try:
         return text_format.Parse(text, message)
     except text_format.ParseError as exc:
@@ -163,6 +170,10 @@ def _parse_text(path: str | Path, message: Message, what: str) -> Message:
 
 def read_model_server_config(path: str | Path) -> model_server_config_pb2.ModelServerConfig:
     return _parse_text(path, model_server_config_pb2.ModelServerConfig(), "ModelServerConfig")
+
+
+def parse_model_server_config(text: str) -> model_server_config_pb2.ModelServerConfig:
+    return _parse(text, model_server_config_pb2.ModelServerConfig())
 
 
 def read_batching_settings(path: str | Path | None) -> BatchingSettings:

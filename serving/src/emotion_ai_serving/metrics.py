@@ -24,7 +24,6 @@ class Metrics:
         self._lock = threading.Lock()
         self._counts: dict[tuple, int] = defaultdict(int)
         self._latency: dict[tuple, list[float]] = {}
-        self._warmup: dict[tuple, float] = {}
 
     def observe(self, model: str, api: str, entrypoint: str, status: str, micros: float) -> None:
         count_key = (("model_name", model), ("status", status))

@@ -54,10 +54,6 @@ class ModelRegistry:
         self._models: dict[str, ModelRecord] = {}
 
     # ----------------------------------------------------------------------------- queries
-    def model_names(self) -> list[str]:
-        with self._lock:
-            return list(self._models)
-
     def record(self, name: str) -> ModelRecord | None:
         with self._lock:
             return self._models.get(name)
@@ -97,10 +93,6 @@ class ModelRegistry:
                     raise not_found(f"Could not find version {version} of model {name}")
             return [StatusEntry(s.version, s.state, s.error_code, s.error_message) for s in states]
 
-    def all_available(self) -> dict[str, list[int]]:
-        with self._lock:
-            return {name: rec.available() for name, rec in self._models.items()}
-
     # --------------------------------------------------------------------------- updates
     def set_models(self, entries: list[ModelEntry], allow_unavailable_labels: bool) -> list[str]:
         """Install a new model list (labels checked first, as ServerCore::ReloadConfig does).
@@ -123,10 +115,6 @@ class ModelRegistry:
                 record.entry = entry
                 record.labels = dict(entry.labels)
             return removed
-
-    def drop_model(self, name: str) -> None:
-        with self._lock:
-            self._models.pop(name, None)
 
     def version_state(self, name: str, version: int) -> VersionState:
         with self._lock:

@@ -70,17 +70,12 @@ class PredictionCore:
         self,
         registry: ModelRegistry,
         batching: BatchingSettings | None = None,
-        runtime_threads: int = 0,
     ) -> None:
         self.registry = registry
         self.batching = batching
-        workers = runtime_threads or 4 * (os.cpu_count() or 1)
-        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="runtime")
+        self._executor = ThreadPoolExecutor(max_workers=4 * (os.cpu_count() or 1), thread_name_prefix="runtime")
         self._queues: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._queues_lock = threading.Lock()
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=False)
 
     # ------------------------------------------------------------------------- running
     def servable(self, target: Target) -> Servable:
@@ -114,8 +109,12 @@ class PredictionCore:
             found = per_servable.get(key)
             if found is None:
                 assert self.batching is not None
+                # The queue must not keep the servable alive: once a version is unloaded and its
+                # last request is done, the finalizer closes the queue and its threads end.
+                # (A request in flight holds the servable itself, so `live()` is set while it runs.)
+                live = weakref.ref(servable)
                 found = BatchQueue(
-                    lambda inputs: servable.run(signature, inputs, outputs),
+                    lambda inputs: live().run(signature, inputs, outputs),
                     self.batching,
                     f"{servable.name}-{servable.version}",
                 )
@@ -210,13 +209,12 @@ class PredictionCore:
             )
         first = target_from_spec(request.tasks[0].model_spec)
         for task in request.tasks:
-            method = {v: k for k, v in cr.METHOD_NAMES.items()}.get(task.method_name)
-            if method is None:
+            if task.method_name not in cr.METHOD_BY_NAME:
                 raise ServingError(
                     "UNIMPLEMENTED", f"Unsupported signature method_name: {task.method_name}"
                 )
         for task in request.tasks:
-            method = {v: k for k, v in cr.METHOD_NAMES.items()}[task.method_name]
+            method = cr.METHOD_BY_NAME[task.method_name]
             servable, name, result = self._classify_regress(
                 first, task.model_spec.signature_name, method, request.input, timeout_s
             )

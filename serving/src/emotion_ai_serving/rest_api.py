@@ -140,27 +140,6 @@ class RestHandler(BaseHTTPRequestHandler):
         return body
 
     # ------------------------------------------------------------------ dispatch
-    def do_GET(self) -> None:
-        self._dispatch()
-
-    def do_POST(self) -> None:
-        self._dispatch()
-
-    def do_PUT(self) -> None:
-        self._dispatch()
-
-    def do_DELETE(self) -> None:
-        self._dispatch()
-
-    def do_PATCH(self) -> None:
-        self._dispatch()
-
-    def do_HEAD(self) -> None:
-        self._dispatch()
-
-    def do_OPTIONS(self) -> None:
-        self._dispatch()
-
     def _dispatch(self) -> None:
         with self.server.in_flight:
             started = time.monotonic()
@@ -184,6 +163,10 @@ class RestHandler(BaseHTTPRequestHandler):
                 self._handle_v1(path, body, started)
             else:
                 self._send(404, NOT_FOUND_HTML, "text/html", close=True)
+
+
+    # Every method goes through the router, which answers unknown ones as TF Serving does.
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch  # noqa: N815 (http.server names)
 
     def _handle_v1(self, path: str, body: bytes, started: float) -> None:
         method = self.command

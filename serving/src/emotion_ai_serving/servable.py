@@ -20,11 +20,10 @@ from .tensor_proto import data_type_string, to_ndarray
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SIGNATURE = "serving_default"
+DEFAULT_SIGNATURE = tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000
-SERVE_TAG = "serve"
-PREDICT_METHOD = "tensorflow/serving/predict"
+SERVE_TAG = tf.saved_model.SERVING
 
 
 def _join(names: Iterable[str]) -> str:

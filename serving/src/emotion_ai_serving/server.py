@@ -69,11 +69,7 @@ class ModelServer:
         self.watcher.initial_load(self.stop_event)
         if self.stop_event.is_set():
             return
-        config_text = None
-        if opts.model_config_file:
-            path = Path(opts.model_config_file)
-            config_text = path.read_text
-        self.watcher.start(self._read_config if opts.model_config_file else None, config_text)
+        self.watcher.start(Path(opts.model_config_file) if opts.model_config_file else None)
         threads = opts.rest_api_num_threads or 4 * (os.cpu_count() or 1)
         if opts.port:
             self.grpc = build_grpc_server(

@@ -26,7 +26,7 @@ def to_ndarray(proto: tensor_pb2.TensorProto, alias: str) -> np.ndarray:
         raise invalid_argument(f"tensor parsing error: {alias}") from exc
 
 
-def from_ndarray(arr: np.ndarray, use_tensor_content: bool = False) -> tensor_pb2.TensorProto:
+def from_ndarray(arr: np.ndarray) -> tensor_pb2.TensorProto:
     """TensorProto with shape and values in the typed repeated field for the dtype."""
     if arr.dtype.kind in "OSU":
         proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING)
@@ -37,9 +37,7 @@ def from_ndarray(arr: np.ndarray, use_tensor_content: bool = False) -> tensor_pb
         dtype = tf.dtypes.as_dtype(arr.dtype)
         proto = tensor_pb2.TensorProto(dtype=dtype.as_datatype_enum)
         flat = np.ascontiguousarray(arr).reshape(-1)
-        if use_tensor_content:
-            proto.tensor_content = flat.tobytes()
-        elif dtype == tf.float32:
+        if dtype == tf.float32:
             proto.float_val.extend(flat.tolist())
         elif dtype == tf.float64:
             proto.double_val.extend(flat.tolist())

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tensorflow_serving.config import model_server_config_pb2
 
-from .config import ModelEntry, ServerOptions, model_entries
+from .config import ModelEntry, ServerOptions, model_entries, parse_model_server_config, read_config_text
 from .errors import UNKNOWN, ServingError
 from .model_registry import AVAILABLE, END, LOADING, UNLOADING, ModelRegistry
 from .servable import Servable
@@ -95,11 +95,9 @@ class VersionWatcher:
         self,
         registry: ModelRegistry,
         options: ServerOptions,
-        loader: Callable[[str, int, Path], Servable] | None = None,
     ) -> None:
         self.registry = registry
         self.options = options
-        self._loader = loader or self._load_servable
         self._configured: list[str] = []
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
@@ -165,24 +163,21 @@ class VersionWatcher:
                 except Exception:  # a broken model dir must not stop polling the others
                     log.exception("version poll failed", extra={"model": name})
 
-    def start(
-        self,
-        config_reader: Callable[[], model_server_config_pb2.ModelServerConfig] | None,
-        config_text: Callable[[], str] | None = None,
-    ) -> None:
+    def start(self, config_file: Path | None) -> None:
+        """Start the version poller, and the config-file poller when `config_file` is given."""
         poll = self.options.file_system_poll_wait_seconds
         if poll > 0:
             self._spawn("version-poller", poll, self.sync_all)
         config_poll = self.options.model_config_file_poll_wait_seconds
-        if config_reader is not None and config_text is not None and config_poll > 0:
-            self._config_text = config_text()
+        if config_file is not None and config_poll > 0:
+            self._config_text = read_config_text(config_file, "ModelServerConfig")
 
             def reload_if_changed() -> None:
                 try:
-                    text = config_text()
+                    text = read_config_text(config_file, "ModelServerConfig")
                     if text == self._config_text:
                         return
-                    self.apply_config(config_reader())
+                    self.apply_config(parse_model_server_config(text))
                     self._config_text = text
                 except ServingError as exc:
                     log.error(f"Failed to read ModelServerConfig file: {exc.message}")
@@ -273,7 +268,7 @@ class VersionWatcher:
             extra={"model": name, "version": version, "path": str(path), "attempt": attempt},
         )
         try:
-            servable = self._loader(name, version, path)
+            servable = self._load_servable(name, version, path)
         except Exception as exc:
             code = exc.code if isinstance(exc, ServingError) else UNKNOWN
             message = (
