@@ -42,7 +42,6 @@ from client_bench import test_image as one_face_jpeg  # bench/ is on sys.path as
 from emotion_ai import EmotionClient, spec
 from emotion_ai.cli import main as emotion_ai_cli
 from emotion_ai.local_server import LocalServer
-from emotion_ai.preprocess import model_inputs, to_gray
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
 from emotion_ai_training.testing import make_export_tree
 from machine import machine_info
@@ -61,7 +60,6 @@ class InProcessTransport:
     """The client's Transport, answered by the SavedModels' serving signatures in this process."""
 
     def __init__(self, models_root: Path):
-        self._tf = tf
         self._fns = {}
         self._keep = []
         for name in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL):
@@ -72,7 +70,7 @@ class InProcessTransport:
     def predict(
         self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float
     ) -> dict[str, np.ndarray]:
-        out = self._fns[model.name](**{k: self._tf.constant(v) for k, v in inputs.items()})
+        out = self._fns[model.name](**{k: tf.constant(v) for k, v in inputs.items()})
         result = {}
         for key, tensor in out.items():
             value = tensor.numpy()
@@ -99,10 +97,7 @@ class Paths:
 
     def client(self, mode: str) -> EmotionClient:
         if mode == "in-process":
-            client = EmotionClient(timeout=120)
-            client.transport.close()
-            client.transport = self.inproc  # type: ignore[assignment]
-            return client
+            return EmotionClient(timeout=120, transport=self.inproc)
         return self.server.client(mode, timeout=120)
 
 
@@ -140,13 +135,9 @@ def four_face_jpeg() -> bytes:
 def face_crops(client: EmotionClient, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The keypoints (96x96) and emotion (48x48) crops of the photo's one face, as the client
     makes them."""
-    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-    boxes = [d.box for d in client.detector.detect(image)]
-    assert len(boxes) == 1
-    gray = to_gray(image)
-    kp, _ = model_inputs(gray, boxes, client.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE)
-    em, _ = model_inputs(gray, boxes, client.emotion_crop, spec.EMOTION_INPUT_SIZE)
-    return kp, em
+    staged = client._stage(jpeg, "bgr")  # the client's own decode → detect → crop stage
+    assert len(staged.detections) == 1
+    return staged.kp_batch, staged.em_batch
 
 
 def write_video(path: Path, frames: int) -> Path:

@@ -76,9 +76,7 @@ class FakeTransport:
 @pytest.fixture
 def fake_client():
     """An EmotionClient (default Haar detector) whose transport is a FakeTransport."""
-    client = EmotionClient(timeout=5)
-    client.transport.close()
-    client.transport = FakeTransport()
+    client = EmotionClient(timeout=5, transport=FakeTransport())
     yield client
     client.close()
 

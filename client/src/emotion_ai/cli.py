@@ -24,8 +24,7 @@ from .client import EmotionClient
 from .errors import EmotionAIError, InvalidImageError
 from .result import Face, Prediction, draw_faces
 from .tracking import IoUTracker
-
-log = logging.getLogger(__name__)
+from .transport import all_available
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"}
@@ -311,8 +310,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             for v in versions:
                 err = f"  ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
                 _out(f"{name}\tversion {v.version}\t{v.state}{err}")
-    ok = all(any(v.state == "AVAILABLE" for v in vs) for vs in states.values())
-    return EXIT_OK if ok else EXIT_SOME_FAILED
+    return EXIT_OK if all_available(states) else EXIT_SOME_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -19,9 +18,7 @@ from .images import MAX_PIXELS, ColorOrder, ImageInput, load_image
 from .preprocess import CropTransform, model_inputs, to_gray
 from .rest_transport import RestTransport
 from .result import Face, Prediction
-from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus
-
-log = logging.getLogger(__name__)
+from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus, all_available
 
 Protocol_ = Literal["grpc", "rest"]
 ModelOption = str | ModelRef | Mapping[str, Any]
@@ -112,6 +109,7 @@ class EmotionClient:
         models: Mapping[str, ModelOption] | None = None,
         detector: FaceDetector | None = None,
         options: ClientOptions | None = None,
+        transport: Transport | None = None,
         **more_options: Any,
     ):
         if options is None:
@@ -132,7 +130,9 @@ class EmotionClient:
         self.emotion_crop = options.emotion_crop or spec.EMOTION_CROP
         policy = RetryPolicy(retries=options.retries, backoff=options.backoff)
         self.transport: Transport
-        if options.protocol == "grpc":
+        if transport is not None:  # e.g. an in-process or test transport instead of a server
+            self.transport = transport
+        elif options.protocol == "grpc":
             self.transport = GrpcTransport(
                 f"{options.host}:{options.grpc_port}",
                 policy=policy,
@@ -173,7 +173,7 @@ class EmotionClient:
         while True:
             try:
                 states = self.status()
-                if all(any(v.state == "AVAILABLE" for v in vs) for vs in states.values()):
+                if all_available(states):
                     return
                 last = str(states)
             except EmotionAIError as exc:

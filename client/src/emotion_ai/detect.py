@@ -20,6 +20,8 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from .preprocess import to_gray
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -79,7 +81,7 @@ class HaarFaceDetector:
         self._lock = threading.Lock()  # CascadeClassifier instances are not thread-safe.
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        gray = to_gray(image)
         h, w = gray.shape
         scale = min(1.0, self.max_side / max(h, w))
         if scale < 1.0:

@@ -6,8 +6,6 @@ Methods are called by their upstream full names, so the server sees exactly what
 
 from __future__ import annotations
 
-import logging
-
 import grpc
 import numpy as np
 
@@ -21,10 +19,9 @@ from .transport import (
     SignatureInfo,
     TensorSpec,
     VersionStatus,
+    is_missing_model_text,
     with_retries,
 )
-
-log = logging.getLogger(__name__)
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 GET_MODEL_METADATA = "/tensorflow.serving.PredictionService/GetModelMetadata"
@@ -55,15 +52,9 @@ def map_rpc_error(err: grpc.RpcError, model: ModelRef) -> Exception:
         return RequestTimeoutError(
             f"{model.describe()}: the request exceeded its deadline ({details})"
         )
-    if code == grpc.StatusCode.NOT_FOUND or _is_missing_model_text(details):
+    if code == grpc.StatusCode.NOT_FOUND or is_missing_model_text(details):
         return ModelNotFoundError(details, code=name)
     return ServerError(details, code=name)
-
-
-def _is_missing_model_text(details: str) -> bool:
-    return "Unrecognized servable version label" in details or (
-        "signature name" in details and "not found" in details
-    )
 
 
 class GrpcTransport:

@@ -8,7 +8,6 @@ without allocating gigabytes.
 
 from __future__ import annotations
 
-import logging
 import os
 import struct
 from pathlib import Path
@@ -18,8 +17,6 @@ import cv2
 import numpy as np
 
 from .errors import InvalidImageError
-
-log = logging.getLogger(__name__)
 
 #: Default upper bound on width * height of an input image (about 8000 x 8000).
 MAX_PIXELS = 64_000_000

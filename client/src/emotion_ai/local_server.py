@@ -23,6 +23,7 @@ from typing import Any
 from . import spec
 from .client import EmotionClient
 from .errors import EmotionAIError
+from .transport import all_available
 
 
 def free_port() -> int:
@@ -102,8 +103,7 @@ class LocalServer:
                         f"emotion-ai-serve exited ({self.proc.returncode}):\n{self.log_tail()}"
                     )
                 try:
-                    states = probe.status()
-                    if all(any(v.state == "AVAILABLE" for v in vs) for vs in states.values()):
+                    if all_available(probe.status()):
                         return
                 except EmotionAIError:
                     pass

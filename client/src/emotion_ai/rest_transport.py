@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import logging
 import threading
 from typing import Any
 from urllib.parse import quote
@@ -25,10 +24,9 @@ from .transport import (
     SignatureInfo,
     TensorSpec,
     VersionStatus,
+    is_missing_model_text,
     with_retries,
 )
-
-log = logging.getLogger(__name__)
 
 
 def model_path(model: ModelRef) -> str:
@@ -60,10 +58,7 @@ def map_http_error(status: int, body: bytes, model: ModelRef, content_type: str 
         return RequestTimeoutError(f"{model.describe()}: the server timed out ({message})")
     if status == 404 and "json" in content_type:
         return ModelNotFoundError(message, http_status=status)
-    if status == 400 and (
-        "Unrecognized servable version label" in message
-        or ("signature name" in message and "not found" in message)
-    ):
+    if status == 400 and is_missing_model_text(message):
         return ModelNotFoundError(message, http_status=status)
     if status == 404:
         message = f"not a TF Serving REST endpoint ({message})"

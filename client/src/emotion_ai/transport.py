@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -66,6 +66,18 @@ class VersionStatus:
     state: str
     error_code: str = "OK"
     error_message: str = ""
+
+
+def all_available(states: Mapping[str, Sequence[VersionStatus]]) -> bool:
+    """Whether every model in a status() answer has a version AVAILABLE."""
+    return all(any(v.state == "AVAILABLE" for v in versions) for versions in states.values())
+
+
+def is_missing_model_text(message: str) -> bool:
+    """TF Serving's wording when a version label or signature name does not exist (it is not a 404)."""
+    return "Unrecognized servable version label" in message or (
+        "signature name" in message and "not found" in message
+    )
 
 
 class Transport(Protocol):
