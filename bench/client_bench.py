@@ -20,23 +20,13 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 from bench_common import write_results
 from emotion_ai import EmotionClient
 from emotion_ai.local_server import LocalServer
-from skimage import data
+from photos import one_face_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def test_image() -> bytes:
-    face = cv2.resize(data.astronaut()[:, :, ::-1], (480, 480), interpolation=cv2.INTER_AREA)
-    canvas = np.full((480, 640, 3), 128, np.uint8)
-    canvas[:, 80:560] = face
-    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return buf.tobytes()
 
 
 def run(
@@ -113,7 +103,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
 
-    image = test_image()
+    image = one_face_jpeg()
     server = None
     host, grpc_port, rest_port = args.host, args.grpc_port, args.rest_port
     if not args.no_server:

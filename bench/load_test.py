@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 from bench_common import write_results
-from client_bench import test_image  # bench/ is on sys.path when run as a script
 from emotion_ai import EmotionClient
 from emotion_ai.local_server import LocalServer
 from machine import machine_info
+from photos import one_face_jpeg  # bench/ is on sys.path when run as a script
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -135,7 +135,7 @@ def main() -> int:
             host=host,
             grpc_port=grpc_port,
             rest_port=rest_port,
-            image=test_image(),
+            image=one_face_jpeg(),
             seconds=args.seconds,
             clients=args.clients,
         )

@@ -38,15 +38,14 @@ import cv2
 import numpy as np
 import tensorflow as tf
 from bench_common import latest_version, write_results
-from client_bench import test_image as one_face_jpeg  # bench/ is on sys.path as a script
 from emotion_ai import EmotionClient, spec
 from emotion_ai.cli import main as emotion_ai_cli
 from emotion_ai.local_server import LocalServer
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
 from emotion_ai_training.testing import make_export_tree
 from machine import machine_info
+from photos import astronaut_bgr, four_face_jpeg, one_face_jpeg  # bench/ is on sys.path as a script
 from serving_bench import measure
-from skimage import data
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -102,36 +101,6 @@ class Paths:
 
 
 # -- test material ---------------------------------------------------------------------------------
-def astronaut_bgr() -> np.ndarray:
-    return np.ascontiguousarray(data.astronaut()[:, :, ::-1])
-
-
-def four_face_jpeg() -> bytes:
-    """640x480: four 320x240 crops of the astronaut photo (zoom, mirror, exposure differ)."""
-    a = astronaut_bgr()
-    cx, cy = 224, 113  # centre of the face the Haar detector finds in the 512x512 photo
-
-    def cell(half_w: int, flip: bool, gain: float = 1.0, bias: float = 0.0) -> np.ndarray:
-        half_h = half_w * 3 // 4
-        x0, y0 = max(cx - half_w, 0), max(cy - half_h, 0)
-        crop = a[y0 : y0 + 2 * half_h, x0 : x0 + 2 * half_w]
-        crop = cv2.convertScaleAbs(
-            cv2.resize(crop, (320, 240), interpolation=cv2.INTER_AREA), alpha=gain, beta=bias
-        )
-        return crop[:, ::-1] if flip else crop
-
-    cells = [
-        cell(150, False),
-        cell(170, True),
-        cell(130, False, 0.85, 25),
-        cell(160, True, 1.1, -10),
-    ]
-    canvas = np.vstack([np.hstack(cells[:2]), np.hstack(cells[2:])])
-    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    assert ok
-    return buf.tobytes()
-
-
 def face_crops(client: EmotionClient, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The keypoints (96x96) and emotion (48x48) crops of the photo's one face, as the client
     makes them."""

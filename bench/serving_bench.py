@@ -94,17 +94,16 @@ def measure(factory, seconds: float, clients: int = 1, warmup: int = 3) -> dict:
 
 
 def forward_pass(models_root: Path, model: str, image: np.ndarray, seconds: float) -> dict:
-    versions = sorted(int(p.name) for p in (models_root / model).iterdir() if p.name.isdigit())
-    loaded = tf.saved_model.load(str(models_root / model / str(versions[-1])))
-    fn = loaded.signatures["serving_default"]
-    tensor = tf.constant(image)
+    loaded = tf.saved_model.load(str(latest_version(models_root / model)))
+    fn = loaded.signatures[spec.SIGNATURE_NAME]
+    inputs = {spec.INPUT_KEY: tf.constant(image)}
     for _ in range(5):
-        fn(image=tensor)
+        fn(**inputs)
     times = []
     stop_at = time.monotonic() + seconds
     while time.monotonic() < stop_at:
         t0 = time.perf_counter()
-        fn(image=tensor)
+        fn(**inputs)
         times.append(time.perf_counter() - t0)
     ms = np.asarray(times) * 1000
     return {
@@ -124,7 +123,7 @@ def main() -> int:
 
     models = [spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL]
     root = Path(args.models_root)
-    source = "models_export"
+    source = str(root)
     tmp = None
     if not all(latest_version(root / m) for m in models):
         from emotion_ai_training.testing import make_export_tree

@@ -17,8 +17,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from emotion_ai import spec
 from emotion_ai.local_server import free_port, model_config, port_open, serve_executable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benchmark modules
+import photos
 
 STARTUP_TIMEOUT_S = 180.0
 
@@ -145,12 +147,7 @@ def listening_addresses(port: int) -> set[str]:
 # -- images ----------------------------------------------------------------------------------------
 def astronaut_bgr(size: int = 320) -> np.ndarray:
     """skimage's astronaut photo (one real frontal face), BGR, resized to size x size."""
-    from skimage import data
-
-    rgb = data.astronaut()
-    return np.ascontiguousarray(
-        cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)[..., ::-1]
-    )
+    return cv2.resize(photos.astronaut_bgr(), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:
@@ -266,24 +263,3 @@ def build_corpus(root: Path) -> dict[str, tuple[Case, Path]]:
     put(Case("non_utf8_name_bad", b"bad-\xfe\xff.png", "error"), b"\x89PNG\r\n\x1a\nrubbish")
     put(Case("good_jpeg", "good.jpg", "faces"), jpg)
     return out
-
-
-# -- statistics ------------------------------------------------------------------------------------
-def percentiles(samples_ms: list[float]) -> dict[str, float]:
-    a = np.asarray(samples_ms, dtype=np.float64)
-    if a.size == 0:
-        return {"n": 0}
-    return {
-        "n": int(a.size),
-        "p50_ms": round(float(np.percentile(a, 50)), 2),
-        "p95_ms": round(float(np.percentile(a, 95)), 2),
-        "p99_ms": round(float(np.percentile(a, 99)), 2),
-        "max_ms": round(float(a.max()), 2),
-    }
-
-
-def python_cmd(module: str) -> list[str]:
-    return [sys.executable, "-m", module]
-
-
-KEYPOINTS_SHAPE = (spec.KEYPOINTS_INPUT_SIZE, spec.KEYPOINTS_INPUT_SIZE, 1)

@@ -26,8 +26,8 @@ from .quality_support import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
-from client_bench import test_image as one_face_photo  # noqa: E402
 from load_test import run_load  # noqa: E402
+from photos import one_face_jpeg  # noqa: E402
 
 LOAD_SECONDS = float(os.environ.get("EMOTION_AI_LOAD_SECONDS", "10"))
 CLIENT_TIMEOUT = 4.0
@@ -35,7 +35,7 @@ CLIENT_TIMEOUT = 4.0
 
 @pytest.fixture(scope="module")
 def photo() -> bytes:
-    return one_face_photo()
+    return one_face_jpeg()
 
 
 @pytest.fixture(scope="module")

@@ -50,10 +50,10 @@ def _check_face_geometry(face) -> None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
 def test_astronaut_is_one_smiling_face_with_plausible_keypoints(trained_server, protocol):
-    from client_bench import test_image
+    from photos import one_face_jpeg
 
     with trained_server.client(protocol, timeout=30) as client:
-        pred = client.predict(test_image())
+        pred = client.predict(one_face_jpeg())
     assert len(pred.faces) == 1
     face = pred.faces[0]
     _check_face_geometry(face)
@@ -61,7 +61,7 @@ def test_astronaut_is_one_smiling_face_with_plausible_keypoints(trained_server, 
 
 
 def test_four_face_composite(trained_server):
-    from run_benchmarks import four_face_jpeg
+    from photos import four_face_jpeg
 
     with trained_server.client("grpc", timeout=30) as client:
         pred = client.predict(four_face_jpeg())
