@@ -1,11 +1,36 @@
-"""Helpers shared by the benchmark commands: which model version to use and where results go."""
+"""Helpers shared by the benchmark commands: which server to use, which model version, where results go."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from emotion_ai.local_server import LocalServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def add_server_args(p: argparse.ArgumentParser) -> None:
+    """--models to start an embedded server on free ports, or --no-server and where one runs."""
+    p.add_argument("--models", type=Path, default=REPO / "models_export", help="export root to serve")
+    p.add_argument("--no-server", action="store_true", help="use a server that is already running")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--grpc-port", type=int, default=8500)
+    p.add_argument("--rest-port", type=int, default=8501)
+
+
+@contextmanager
+def server_endpoint(args: argparse.Namespace) -> Iterator[tuple[str, int, int]]:
+    """(host, gRPC port, REST port) of the server `add_server_args` chose; a started one is stopped after."""
+    if args.no_server:
+        yield args.host, args.grpc_port, args.rest_port
+        return
+    with LocalServer(args.models) as server:
+        yield "127.0.0.1", server.grpc_port, server.rest_port
 
 
 def latest_version(model_root: Path) -> Path | None:

@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import write_results
+from bench_common import add_server_args, server_endpoint, write_results
 from emotion_ai import EmotionClient
-from emotion_ai.local_server import LocalServer
 from photos import one_face_jpeg
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,25 +90,14 @@ def markdown(doc: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument(
-        "--models", type=Path, default=REPO / "models_export", help="export root to serve"
-    )
-    p.add_argument("--no-server", action="store_true", help="use a server that is already running")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--grpc-port", type=int, default=8500)
-    p.add_argument("--rest-port", type=int, default=8501)
+    add_server_args(p)
     p.add_argument("-n", type=int, default=100, help="timed requests per protocol")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     args = p.parse_args()
 
     image = one_face_jpeg()
-    server = None
-    host, grpc_port, rest_port = args.host, args.grpc_port, args.rest_port
-    if not args.no_server:
-        server = LocalServer(args.models).start()
-        host, grpc_port, rest_port = "127.0.0.1", server.grpc_port, server.rest_port
-    try:
+    with server_endpoint(args) as (host, grpc_port, rest_port):
         results = [
             run(
                 protocol=pr,
@@ -122,9 +110,6 @@ def main() -> int:
             )
             for pr in ("grpc", "rest")
         ]
-    finally:
-        if server is not None:
-            server.close()
     doc = {
         "command": "python bench/client_bench.py " + " ".join(sys.argv[1:]),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, py{platform.python_version()}",

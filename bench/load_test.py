@@ -19,14 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from bench_common import write_results
+from bench_common import add_server_args, server_endpoint, write_results
 from emotion_ai import EmotionClient
-from emotion_ai.local_server import LocalServer
 from machine import machine_info
 from photos import one_face_jpeg  # bench/ is on sys.path when run as a script
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
 
 
 @dataclass
@@ -115,22 +113,13 @@ def markdown(doc: dict) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", type=Path, default=REPO / "models_export")
-    p.add_argument("--no-server", action="store_true", help="use a server that is already running")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--grpc-port", type=int, default=8500)
-    p.add_argument("--rest-port", type=int, default=8501)
+    add_server_args(p)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--out", type=Path, default=BENCH / "results")
     args = p.parse_args()
 
-    server = None
-    host, grpc_port, rest_port = args.host, args.grpc_port, args.rest_port
-    if not args.no_server:
-        server = LocalServer(args.models).start()
-        host, grpc_port, rest_port = "127.0.0.1", server.grpc_port, server.rest_port
-    try:
+    with server_endpoint(args) as (host, grpc_port, rest_port):
         result = run_load(
             host=host,
             grpc_port=grpc_port,
@@ -139,9 +128,6 @@ def main() -> int:
             seconds=args.seconds,
             clients=args.clients,
         )
-    finally:
-        if server is not None:
-            server.close()
     doc = {
         "command": "python bench/load_test.py " + " ".join(sys.argv[1:]),
         "machine": machine_info()["summary"],
