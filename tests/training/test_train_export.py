@@ -90,6 +90,54 @@ def test_emotion_smoke_training_resume_and_export(tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2"]
 
 
+def test_ensemble_export_averages_members_and_float16_halves_the_size(tmp_path: Path) -> None:
+    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs, out, cache = tmp_path / "runs", tmp_path / "models_export", str(tmp_path / "cache")
+    for name, seed in (("a", "1"), ("b", "2")):
+        _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", name, "--epochs", "1",
+                "--seed", seed, "--cache-dir", cache])
+    _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "five", "--epochs", "1",
+            "--classes", "5", "--cache-dir", cache])
+    a, b = str(runs / "a"), str(runs / "b")
+    for args in ([a], [b], [a, b]):
+        assert train_cli(["export", *args, "--out", str(out), "--no-evaluate"]) == 0
+    assert train_cli(["export", a, b, "--out", str(out), "--weights-dtype", "float16", "--flip-tta"]) == 0
+
+    def scores(version: int, images: np.ndarray) -> np.ndarray:
+        sig = tf.saved_model.load(str(out / "emotion" / str(version))).signatures["serving_default"]
+        return sig(image=tf.constant(images))["scores"].numpy()
+
+    images = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 1), dtype=np.uint8)
+    single_a, single_b, ensemble = scores(1, images), scores(2, images), scores(3, images)
+    assert np.abs(single_a - single_b).max() > 1e-3  # the members differ, so the test can tell
+    np.testing.assert_allclose(ensemble, (single_a + single_b) / 2, atol=1e-5)
+    mirrored = images[:, :, ::-1].copy()
+    expected = (single_a + single_b + scores(1, mirrored) + scores(2, mirrored)) / 4
+    half = scores(4, images)
+    np.testing.assert_allclose(half, expected, atol=2e-3)  # float16 storage, float32 compute
+    np.testing.assert_allclose(half.sum(1), 1.0, atol=1e-5)
+
+    def stored_weights(version: int) -> tuple[set[str], int]:
+        """dtypes and element count of the saved model weights (not the save counter)."""
+        reader = tf.train.load_checkpoint(str(out / "emotion" / str(version) / "variables" / "variables"))
+        shapes = reader.get_variable_to_shape_map()
+        weights = [k for k in shapes if k.startswith("net/")]
+        dtypes = {reader.get_variable_to_dtype_map()[k].name for k in weights}
+        return dtypes, sum(int(np.prod(shapes[k])) for k in weights)
+
+    (dtypes_1, count_1), (dtypes_3, count_3), (dtypes_4, count_4) = (stored_weights(v) for v in (1, 3, 4))
+    assert dtypes_1 == dtypes_3 == {"float32"} and dtypes_4 == {"float16"}
+    assert count_1 > 0 and count_3 == count_4 == 2 * count_1
+    card = json.loads((out / "emotion" / "4" / "model_card.json").read_text())
+    assert card["ensemble_members"] == 2 and card["weights_dtype"] == "float16"
+    assert [m["run"] for m in card["training"]] == ["a", "b"]
+    assert "accuracy" in card["validation_metrics"]
+    # Runs that do not share the label set (or task, or data) cannot be averaged: clear error, exit code 2.
+    assert train_cli(["export", a, str(runs / "five"), "--out", str(out), "--no-evaluate"]) == 2
+    assert train_cli(["export", a, str(tmp_path), "--out", str(out), "--no-evaluate"]) == 2
+    assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2", "3", "4"]
+
+
 def _check_warmup(path: Path, model: str, size: int) -> None:
     from tensorflow_serving.apis import prediction_log_pb2
 

@@ -124,12 +124,33 @@ def _cmd_evaluate(args) -> int:
 
 def _add_export(sub) -> None:
     p = sub.add_parser("export", help="export a run's best checkpoint as models_export/<model>/<version>/")
-    p.add_argument("run_dir", help="a run folder, e.g. runs/emotion")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="a run folder, e.g. runs/emotion; several runs of one task are exported as one ensemble "
+                        "(the graph averages their outputs; the first run's data and seed are used to evaluate)")
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
-    p.add_argument("--checkpoint", default="best.keras", help="checkpoint file in the run (default: best.keras)")
+    p.add_argument("--checkpoint", default="best.keras", help="checkpoint file in each run (default: best.keras)")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored image inside the graph")
+    p.add_argument("--weights-dtype", default="float32", choices=("float32", "float16"),
+                   help="storage type of the weights (float16 halves the size; compute stays float32)")
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
+
+
+def _ensemble_configs(run_dirs: list[Path]) -> list[dict]:
+    """Each run's config.json; all runs must share the task, label set and training data."""
+    configs = []
+    for run_dir in run_dirs:
+        path = run_dir / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
+        configs.append(json.loads(path.read_text()))
+    first = configs[0]
+    for run_dir, config in zip(run_dirs[1:], configs[1:], strict=True):
+        for key in ("task", "classes", "data_sha256"):
+            if config.get(key) != first.get(key):
+                raise ValueError(f"{run_dir} cannot join an ensemble with {run_dirs[0]}: "
+                                 f"{key} {config.get(key)!r} != {first.get(key)!r}")
+    return configs
 
 
 def _cmd_export(args) -> int:
@@ -140,21 +161,26 @@ def _cmd_export(args) -> int:
     from emotion_ai_training.export import export_model
     from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
 
-    run_dir = Path(args.run_dir)
-    config = json.loads((run_dir / "config.json").read_text())
-    cfg = TrainConfig(**config)
-    state = json.loads((run_dir / "state.json").read_text())
+    run_dirs = [Path(r) for r in args.run_dirs]
+    configs = _ensemble_configs(run_dirs)
     keras.mixed_precision.set_global_policy("float32")
-    model = build_model(cfg)
-    copy_weights(run_dir / args.checkpoint, model)
+    models, members = [], []
+    for run_dir, config in zip(run_dirs, configs, strict=True):
+        cfg = TrainConfig(**config)
+        state = json.loads((run_dir / "state.json").read_text())
+        model = build_model(cfg)
+        copy_weights(run_dir / args.checkpoint, model)
+        models.append(model)
+        members.append({"run": run_dir.name, "checkpoint": args.checkpoint, "epochs_trained": state["epoch"],
+                        "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if args.checkpoint == "best.keras"
+                                             else state["epoch"]),
+                        "train_seconds": state.get("train_seconds"), "config": config})
+    cfg = TrainConfig(**configs[0])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
     card = {
         "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
                           "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
-        "training": {"run": run_dir.name, "checkpoint": args.checkpoint, "epochs_trained": state["epoch"],
-                     "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if args.checkpoint == "best.keras"
-                                          else state["epoch"]),
-                     "train_seconds": state.get("train_seconds"), "config": config},
+        "training": members[0] if len(members) == 1 else members,
     }
     base_dir = Path(args.out) / cfg.task
 
@@ -163,9 +189,10 @@ def _cmd_export(args) -> int:
                            dataset=dataset, name=str(base_dir / str(version)))
         return {k: v for k, v in metrics.items() if k not in ("model", "data")}
 
-    target = export_model(model, cfg.task, base_dir, version=args.version,
+    target = export_model(models, cfg.task, base_dir, version=args.version,
                           labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=args.flip_tta,
-                          card=card, evaluate=None if args.no_evaluate else validation_metrics)
+                          weights_dtype=args.weights_dtype, card=card,
+                          evaluate=None if args.no_evaluate else validation_metrics)
     sys.stdout.write(f"{target}\n")
     return 0
 

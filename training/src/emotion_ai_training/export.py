@@ -3,7 +3,8 @@
 Contract (spec.py names):
 - keypoints: `image` uint8 [batch, 96, 96, 1] → `keypoints` float32 [batch, 15, 2] (x, y in input pixels)
 - emotion:   `image` uint8 [batch, 48, 48, 1] → `scores` float32 [batch, K], `classes` string [batch, K]
-Normalisation is inside the graph. Optional flip test-time augmentation is inside the graph too.
+Normalisation is inside the graph. Optional flip test-time augmentation and the averaging of an
+ensemble of checkpoints are inside the graph too; weights may be stored as float16 (compute stays float32).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,47 @@ WARMUP_BATCH_SIZES = (1, 4, 16)
 MODEL_CARD = "model_card.json"
 
 
-class _EmotionServing(tf.Module):
-    def __init__(self, model: keras.Model, labels: tuple[str, ...], flip_tta: bool):
+WEIGHT_DTYPES = ("float32", "float16")
+SIZE_WARNING_BYTES = 50 * 1024 * 1024
+
+
+class _Ensemble(tf.Module):
+    """Mean output of one or more Keras models, run statelessly on copies of their weights.
+
+    The copies are stored as `weights_dtype` (float16 halves the SavedModel) and cast to float32 at
+    call time, so computation is float32 either way. The Keras models themselves are not tracked:
+    only the copies are saved.
+    """
+
+    def __init__(self, models: Sequence[keras.Model], weights_dtype: str):
         super().__init__()
-        self.model = model
+        if weights_dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"weights_dtype must be one of {WEIGHT_DTYPES}, got {weights_dtype!r}")
+        dtype = tf.as_dtype(weights_dtype)
+        self.trainable = [[tf.Variable(tf.cast(v.value, dtype), trainable=False) for v in m.trainable_variables]
+                          for m in models]
+        self.non_trainable = [[tf.Variable(tf.cast(v.value, dtype), trainable=False)
+                               for v in m.non_trainable_variables] for m in models]
+        calls = [m.stateless_call for m in models]
+
+        def mean_output(x):
+            outputs = []
+            for call, trainable, non_trainable in zip(calls, self.trainable, self.non_trainable, strict=True):
+                y, _ = call([tf.cast(v, tf.float32) for v in trainable],
+                            [tf.cast(v, tf.float32) for v in non_trainable], x, training=False)
+                outputs.append(tf.cast(y, tf.float32))
+            return tf.add_n(outputs) / float(len(outputs))
+
+        self._mean_output = mean_output
+
+    def __call__(self, x):
+        return self._mean_output(x)
+
+
+class _EmotionServing(tf.Module):
+    def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool):
+        super().__init__()
+        self.net = net
         self.labels = tf.constant(list(labels))
         self.flip_tta = flip_tta
 
@@ -52,30 +90,33 @@ class _EmotionServing(tf.Module):
                                                 name=INPUT_KEY)])
     def serve(self, image):
         x = tf.cast(image, tf.float32)
-        scores = self.model(x, training=False)
+        scores = self.net(x)
         if self.flip_tta:
-            scores = (scores + self.model(tf.reverse(x, axis=[2]), training=False)) / 2.0
+            scores = (scores + self.net(tf.reverse(x, axis=[2]))) / 2.0
         classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))
-        return {SCORES_OUTPUT_KEY: tf.cast(scores, tf.float32), CLASSES_OUTPUT_KEY: classes}
+        return {SCORES_OUTPUT_KEY: scores, CLASSES_OUTPUT_KEY: classes}
 
 
 class _KeypointsServing(tf.Module):
-    def __init__(self, model: keras.Model, flip_tta: bool):
+    def __init__(self, net: _Ensemble, flip_tta: bool):
         super().__init__()
-        self.model = model
+        self.net = net
         self.flip_tta = flip_tta
 
     @tf.function(input_signature=[tf.TensorSpec([None, KEYPOINTS_INPUT_SIZE, KEYPOINTS_INPUT_SIZE, 1], tf.uint8,
                                                 name=INPUT_KEY)])
     def serve(self, image):
         x = tf.cast(image, tf.float32)
-        points = tf.cast(self.model(x, training=False), tf.float32)
+        points = self.net(x)
         if self.flip_tta:
-            mirrored = tf.cast(self.model(tf.reverse(x, axis=[2]), training=False), tf.float32)
-            mirrored = tf.gather(mirrored, list(FLIP_PERMUTATION), axis=1)
+            mirrored = tf.gather(self.net(tf.reverse(x, axis=[2])), list(FLIP_PERMUTATION), axis=1)
             unflipped = tf.stack([(KEYPOINTS_INPUT_SIZE - 1) - mirrored[..., 0], mirrored[..., 1]], axis=-1)
             points = (points + unflipped) / 2.0
         return {KEYPOINTS_OUTPUT_KEY: points}
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
 
 
 def next_version(base_dir: Path) -> int:
@@ -110,11 +151,14 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version: int | None = None,
-                 labels: tuple[str, ...] | None = None, flip_tta: bool = False,
-                 card: dict[str, Any] | None = None,
+def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_dir: str | Path, *,
+                 version: int | None = None, labels: tuple[str, ...] | None = None, flip_tta: bool = False,
+                 weights_dtype: str = "float32", card: dict[str, Any] | None = None,
                  evaluate: Callable[[Path, int], dict[str, Any]] | None = None) -> Path:
-    """Export a float32 Keras model as models_export/<kind>/<version>/ and return that folder.
+    """Export float32 Keras model(s) as models_export/<kind>/<version>/ and return that folder.
+
+    Several models (same task and outputs, e.g. checkpoints of successive runs) are served as one
+    ensemble: the signature returns the mean of their outputs.
 
     The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
     version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
@@ -123,6 +167,13 @@ def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version
     """
     if kind not in (EMOTION_MODEL, KEYPOINTS_MODEL):
         raise ValueError(f"kind must be {EMOTION_MODEL!r} or {KEYPOINTS_MODEL!r}, got {kind!r}")
+    models = [models] if isinstance(models, keras.Model) else list(models)
+    if not models:
+        raise ValueError("no model to export")
+    shapes = {tuple(m.output_shape[1:]) for m in models}
+    if len(shapes) != 1:
+        raise ValueError(f"ensemble members disagree on the output shape: {sorted(shapes)}")
+    net = _Ensemble(models, weights_dtype)
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(base_dir)
@@ -133,12 +184,12 @@ def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version
         raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
     if kind == EMOTION_MODEL:
         labels = tuple(labels or ())
-        if len(labels) != model.output_shape[-1]:
-            raise ValueError(f"{len(labels)} labels for a model with {model.output_shape[-1]} outputs")
-        module, size = _EmotionServing(model, labels, flip_tta), EMOTION_INPUT_SIZE
+        if len(labels) != models[0].output_shape[-1]:
+            raise ValueError(f"{len(labels)} labels for a model with {models[0].output_shape[-1]} outputs")
+        module, size = _EmotionServing(net, labels, flip_tta), EMOTION_INPUT_SIZE
         outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:
-        module, size = _KeypointsServing(model, flip_tta), KEYPOINTS_INPUT_SIZE
+        module, size = _KeypointsServing(net, flip_tta), KEYPOINTS_INPUT_SIZE
         outputs = {KEYPOINTS_OUTPUT_KEY: ["float32", [-1, len(KEYPOINT_NAMES), 2]]}
     tmp = base_dir / f".tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -153,7 +204,9 @@ def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version
             "outputs": outputs,
             "labels": list(labels) if labels else None,
             "flip_tta": flip_tta,
-            "parameters": int(model.count_params()),
+            "ensemble_members": len(models),
+            "weights_dtype": weights_dtype,
+            "parameters": int(sum(m.count_params() for m in models)),
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_commit": _git_commit(),
             "tensorflow": tf.__version__,
@@ -163,6 +216,10 @@ def export_model(model: keras.Model, kind: str, base_dir: str | Path, *, version
         if evaluate is not None:
             model_card["validation_metrics"] = evaluate(tmp, version)
         (tmp / MODEL_CARD).write_text(json.dumps(model_card, indent=2) + "\n")
+        size_bytes = _folder_bytes(tmp)
+        if size_bytes > SIZE_WARNING_BYTES:
+            log.warning("%s version %d is %.0f MB (over 50 MB): consider --weights-dtype float16", kind, version,
+                        size_bytes / 2**20)
         tmp.rename(target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
