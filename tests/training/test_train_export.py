@@ -90,6 +90,41 @@ def test_emotion_smoke_training_resume_and_export(tmp_path: Path) -> None:
     assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2"]
 
 
+def test_regularisation_flags_reach_the_model_augmentation_and_preview(tmp_path: Path) -> None:
+    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs, cache = tmp_path / "runs", str(tmp_path / "cache")
+    _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "r", "--epochs", "1", "--cache-dir", cache,
+            "--dropout", "0.25", "--erase", "0.0", "--label-smoothing", "0.05"])
+    config = json.loads((runs / "r" / "config.json").read_text())
+    assert config["resnet"]["dropout"] == 0.25 and config["erase_probability"] == 0.0
+    assert config["label_smoothing"] == 0.05
+    import keras
+
+    model = keras.models.load_model(runs / "r" / "last.keras", compile=False)
+    assert model.get_layer("dropout").rate == 0.25
+    from emotion_ai_training.train import TrainConfig
+
+    cfg = TrainConfig(**config)
+    assert cfg.augment_config().erase_probability == 0.0 and cfg.augment_config().max_rotation_deg == 10.0
+    assert TrainConfig("emotion", "d", "r").augment_config().erase_probability == 0.5
+    assert TrainConfig("emotion", "d", "r", dropout=0.1).resnet_config().dropout == 0.1
+    # Out-of-range values are refused before any work, with exit code 2.
+    for flag in ("--dropout", "--erase", "--label-smoothing"):
+        assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "x", "--tiny",
+                          flag, "1.5"]) == 2
+    assert not (runs / "x").exists()
+    # --preview draws with the configured augmentation: with the same seed, only --erase differs.
+    previews = []
+    for erase in ("0.0", "0.99"):
+        png = tmp_path / f"preview-{erase}.png"
+        assert train_cli(["train", "emotion", "--data", str(data), "--cache-dir", cache, "--erase", erase,
+                          "--preview", str(png)]) == 0
+        import cv2
+
+        previews.append(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE))
+    assert previews[0].shape == previews[1].shape and np.abs(previews[0].astype(int) - previews[1]).mean() > 1
+
+
 def test_ensemble_export_averages_members_and_float16_halves_the_size(tmp_path: Path) -> None:
     data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
     runs, out, cache = tmp_path / "runs", tmp_path / "models_export", str(tmp_path / "cache")

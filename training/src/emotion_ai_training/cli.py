@@ -28,6 +28,10 @@ def _add_train(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "float32"))
     p.add_argument("--classes", type=int, default=7, choices=(7, 5), help="emotion: 7 classes or the 5-class subset")
+    p.add_argument("--dropout", type=float, help="dropout before the head (default: the architecture's, 0.4 emotion)")
+    p.add_argument("--erase", type=float, dest="erase_probability",
+                   help="random-erasing probability in augmentation (default: 0.5 emotion, 0 keypoints)")
+    p.add_argument("--label-smoothing", type=float, default=0.1, help="emotion cross-entropy label smoothing")
     p.add_argument("--keypoints-loss", default="l1", choices=("l1", "mse"), help="masked loss for keypoints")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     p.add_argument("--strict", action="store_true", help="fail on bad dataset rows instead of skipping them")
@@ -43,31 +47,34 @@ def _cmd_train(args) -> int:
     from emotion_ai_training.train import TrainConfig, train
 
     data = args.data or DEFAULT_DATA[args.task]
-    if args.preview:
-        return _preview(args.task, data, Path(args.preview), args.cache_dir, args.seed)
+    for flag, value in (("--dropout", args.dropout), ("--erase", args.erase_probability),
+                        ("--label-smoothing", args.label_smoothing)):
+        if value is not None and not 0.0 <= value < 1.0:
+            raise ValueError(f"{flag} must be in [0, 1), got {value}")
     cfg = TrainConfig(
         task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)), epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
         seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
         tiny=args.tiny, strict=args.strict, limit=args.limit, init_from=args.init_from, cache_dir=args.cache_dir,
+        dropout=args.dropout, erase_probability=args.erase_probability, label_smoothing=args.label_smoothing,
     )
+    if args.preview:
+        return _preview(cfg, Path(args.preview))
     run_dir = train(cfg, resume=args.resume)
     log.info("run written to %s", run_dir)
     return 0
 
 
-def _preview(task: str, data: str, out: Path, cache_dir: str, seed: int) -> int:
+def _preview(cfg, out: Path) -> int:
     import numpy as np
 
-    from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augmenter, write_preview
+    from emotion_ai_training.augment import Augmenter, write_preview
     from emotion_ai_training.data import load_task
 
-    d = load_task(task, data, cache_dir=cache_dir)
-    idx = np.random.default_rng(seed).choice(len(d.images), 6, replace=False)
-    if task == "keypoints":
-        write_preview(out, d.images[idx], d.points[idx], Augmenter(KEYPOINTS_AUGMENT, seed))
-    else:
-        write_preview(out, d.images[idx], None, Augmenter(EMOTION_AUGMENT, seed))
+    d = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir)
+    idx = np.random.default_rng(cfg.seed).choice(len(d.images), 6, replace=False)
+    points = d.points[idx] if cfg.task == "keypoints" else None
+    write_preview(out, d.images[idx], points, Augmenter(cfg.augment_config(), cfg.seed))
     log.info("wrote %s", out)
     return 0
 

@@ -12,7 +12,7 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import keras
@@ -20,7 +20,7 @@ import numpy as np
 from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 from keras import ops
 
-from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augmenter
+from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
 from emotion_ai_training.data import file_sha256, label_remap, load_task
 from emotion_ai_training.models import (
     EMOTION_RESNET,
@@ -59,14 +59,19 @@ class TrainConfig:
     cache_dir: str | None = None
     data_sha256: str = ""
     init_from: str = ""  # start from this checkpoint's weights (same architecture) instead of random ones
+    dropout: float | None = None  # None: the architecture's default
+    erase_probability: float | None = None  # random erasing; None: the task's default augmentation
     resnet: dict = field(default_factory=dict)
 
     def resnet_config(self) -> ResNetConfig:
         if self.resnet:
             return ResNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()})
-        if self.tiny:
-            return TINY_RESNET
-        return EMOTION_RESNET if self.task == "emotion" else KEYPOINTS_RESNET
+        base = TINY_RESNET if self.tiny else EMOTION_RESNET if self.task == "emotion" else KEYPOINTS_RESNET
+        return base if self.dropout is None else replace(base, dropout=self.dropout)
+
+    def augment_config(self) -> AugmentConfig:
+        base = EMOTION_AUGMENT if self.task == "emotion" else KEYPOINTS_AUGMENT
+        return base if self.erase_probability is None else replace(base, erase_probability=self.erase_probability)
 
     def label_names(self) -> tuple[str, ...]:
         return EMOTION_LABELS_5 if self.classes == 5 else EMOTION_LABELS
@@ -308,9 +313,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     if not resuming:
         cfg.data_sha256 = file_sha256(Path(cfg.data))
     is_points = cfg.task == "keypoints"
-    augment = KEYPOINTS_AUGMENT if is_points else EMOTION_AUGMENT
-    train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(augment, cfg.seed), is_points, True, cfg.seed,
-                            workers=2, use_multiprocessing=False, max_queue_size=8)
+    augmenter = Augmenter(cfg.augment_config(), cfg.seed)
+    train_batches = Batches(x_tr, y_tr, cfg.batch_size, augmenter, is_points, True, cfg.seed, workers=2,
+                            use_multiprocessing=False, max_queue_size=8)
     val_batches = Batches(x_va, y_va, 256, None, is_points, False, cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg) | {"resnet": asdict(cfg.resnet_config())},
