@@ -47,10 +47,6 @@ def _cmd_train(args) -> int:
     from emotion_ai_training.train import TrainConfig, train
 
     data = args.data or DEFAULT_DATA[args.task]
-    for flag, value in (("--dropout", args.dropout), ("--erase", args.erase_probability),
-                        ("--label-smoothing", args.label_smoothing)):
-        if value is not None and not 0.0 <= value < 1.0:
-            raise ValueError(f"{flag} must be in [0, 1), got {value}")
     cfg = TrainConfig(
         task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)), epochs=args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
@@ -170,10 +166,10 @@ def _cmd_export(args) -> int:
 
     run_dirs = [Path(r) for r in args.run_dirs]
     configs = _ensemble_configs(run_dirs)
+    cfgs = [TrainConfig(**config) for config in configs]
     keras.mixed_precision.set_global_policy("float32")
     models, members = [], []
-    for run_dir, config in zip(run_dirs, configs, strict=True):
-        cfg = TrainConfig(**config)
+    for run_dir, config, cfg in zip(run_dirs, configs, cfgs, strict=True):
         state = json.loads((run_dir / "state.json").read_text())
         model = build_model(cfg)
         copy_weights(run_dir / args.checkpoint, model)
@@ -182,7 +178,7 @@ def _cmd_export(args) -> int:
                         "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if args.checkpoint == "best.keras"
                                              else state["epoch"]),
                         "train_seconds": state.get("train_seconds"), "config": config})
-    cfg = TrainConfig(**configs[0])
+    cfg = cfgs[0]
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
     card = {
         "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,

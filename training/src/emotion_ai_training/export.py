@@ -56,8 +56,6 @@ class _Ensemble(tf.Module):
 
     def __init__(self, models: Sequence[keras.Model], weights_dtype: str):
         super().__init__()
-        if weights_dtype not in WEIGHT_DTYPES:
-            raise ValueError(f"weights_dtype must be one of {WEIGHT_DTYPES}, got {weights_dtype!r}")
         dtype = tf.as_dtype(weights_dtype)
         self.trainable = [[tf.Variable(tf.cast(v.value, dtype), trainable=False) for v in m.trainable_variables]
                           for m in models]
@@ -173,7 +171,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
     shapes = {tuple(m.output_shape[1:]) for m in models}
     if len(shapes) != 1:
         raise ValueError(f"ensemble members disagree on the output shape: {sorted(shapes)}")
-    net = _Ensemble(models, weights_dtype)
+    if weights_dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {WEIGHT_DTYPES}, got {weights_dtype!r}")
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(base_dir)
@@ -182,6 +181,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
     target = base_dir / str(version)
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
+    net = _Ensemble(models, weights_dtype)
     if kind == EMOTION_MODEL:
         labels = tuple(labels or ())
         if len(labels) != models[0].output_shape[-1]:

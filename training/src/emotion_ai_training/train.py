@@ -63,6 +63,12 @@ class TrainConfig:
     erase_probability: float | None = None  # random erasing; None: the task's default augmentation
     resnet: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for name in ("dropout", "erase_probability", "label_smoothing"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {value}")
+
     def resnet_config(self) -> ResNetConfig:
         if self.resnet:
             return ResNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()})
