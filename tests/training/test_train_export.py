@@ -42,16 +42,25 @@ def test_emotion_smoke_training_resume_and_export(tmp_path: Path) -> None:
     assert json.loads((run / "state.json").read_text())["epoch"] == 1
     # A second run with the same name refuses to overwrite; --resume continues.
     assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "e", "--tiny"]) == 2
+    import keras
+
+    kernel = "stage1_block1_conv1"
+    epoch_1 = keras.models.load_model(run / "last.keras", compile=False).get_layer(kernel).get_weights()[0]
+    # --resume --epochs 2 re-plans the cosine schedule to end at epoch 2; the one-epoch schedule the run
+    # was started with has ended (learning rate 0), so the weights changing shows the re-planning.
     _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "e", "--epochs", "2", "--resume"])
     assert json.loads((run / "state.json").read_text())["epoch"] == 2
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    epoch_2 = keras.models.load_model(run / "last.keras", compile=False).get_layer(kernel).get_weights()[0]
+    assert np.abs(epoch_2 - epoch_1).max() > 1e-6
+    # A run cannot be resumed to fewer epochs than it has trained (clear error, exit code 2).
+    assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "e", "--tiny",
+                      "--epochs", "1", "--resume"]) == 2
     assert len((run / "history.csv").read_text().strip().splitlines()) == 3  # header + 2 epochs
 
     # --init-from starts a new run from those weights: with a zero learning rate they stay as they were.
     _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "f", "--epochs", "1", "--lr", "0",
             "--init-from", str(run / "last.keras")])
-    import keras
-
-    kernel = "stage1_block1_conv1"
     start = keras.models.load_model(run / "last.keras", compile=False).get_layer(kernel).get_weights()[0]
     after = keras.models.load_model(runs / "f" / "last.keras", compile=False).get_layer(kernel).get_weights()[0]
     np.testing.assert_array_equal(after, start)

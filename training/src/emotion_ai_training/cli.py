@@ -20,7 +20,8 @@ def _add_train(sub) -> None:
     p.add_argument("--data", help="dataset file or folder (default: the copy in ../shared/data)")
     p.add_argument("--name", help="run name under --runs (default: the task name)")
     p.add_argument("--runs", default="runs", help="folder holding runs (default: runs)")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int,
+                   help="epochs of the cosine schedule (default 30); with --resume, changes the run's length")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule, linear warmup)")
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -48,7 +49,8 @@ def _cmd_train(args) -> int:
 
     data = args.data or DEFAULT_DATA[args.task]
     cfg = TrainConfig(
-        task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)), epochs=args.epochs,
+        task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)),
+        epochs=30 if args.epochs is None else args.epochs,
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
         seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
         tiny=args.tiny, strict=args.strict, limit=args.limit, init_from=args.init_from, cache_dir=args.cache_dir,
@@ -56,7 +58,7 @@ def _cmd_train(args) -> int:
     )
     if args.preview:
         return _preview(cfg, Path(args.preview))
-    run_dir = train(cfg, resume=args.resume)
+    run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs)
     log.info("run written to %s", run_dir)
     return 0
 

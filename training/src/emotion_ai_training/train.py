@@ -64,6 +64,8 @@ class TrainConfig:
     resnet: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
         for name in ("dropout", "erase_probability", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -285,14 +287,18 @@ def build_model(cfg: TrainConfig) -> keras.Model:
     return build_keypoints_model(cfg.resnet_config())
 
 
-def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
+    """Linear warmup to the peak learning rate, then cosine decay to zero at the end of `cfg.epochs`."""
     total = max(cfg.epochs * steps_per_epoch, 1)
     warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
-    schedule = keras.optimizers.schedules.CosineDecay(
+    return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=cfg.learning_rate / 100, decay_steps=total - warmup, alpha=0.0,
         warmup_target=cfg.learning_rate, warmup_steps=warmup,
     )
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay)
+
+
+def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
+    optimizer = keras.optimizers.AdamW(_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
     if cfg.task == "emotion":
         model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
@@ -300,16 +306,23 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None
         model.compile(optimizer, KEYPOINTS_LOSSES[cfg.keypoints_loss], metrics=[MaskedRMSE()])
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> Path:
-    """Train (or resume) a run; returns the run directory."""
+def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = None) -> Path:
+    """Train (or resume) a run; returns the run directory.
+
+    A resumed run keeps its saved configuration. `resume_epochs` changes its length (longer or shorter,
+    but past the epochs already trained): the cosine schedule is re-planned to end there.
+    """
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / "state.json"
     resuming = resume and state_path.exists()
+    replan = False
     if resuming:
-        saved = json.loads((run_dir / "config.json").read_text())
-        epochs = cfg.epochs
-        cfg = TrainConfig(**saved)
-        cfg.epochs = max(epochs, cfg.epochs) if epochs else cfg.epochs
+        cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+        done = json.loads(state_path.read_text())["epoch"]
+        if resume_epochs is not None and resume_epochs != cfg.epochs:
+            if resume_epochs <= done:
+                raise ValueError(f"{run_dir} has already trained {done} epochs: --epochs must be more than that")
+            cfg.epochs, replan = resume_epochs, True
         log.info("resuming %s", run_dir)
     elif run_dir.exists() and any(run_dir.glob("*.keras")):
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or pick another --name")
@@ -333,6 +346,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         state = json.loads(state_path.read_text())
         initial_epoch, best, seconds = state["epoch"], state["best"], state.get("train_seconds", 0.0)
         model = keras.models.load_model(run_dir / "last.keras")
+        if replan:
+            model.optimizer.learning_rate = _schedule(cfg, len(train_batches))
+            log.info("learning-rate schedule re-planned to end at epoch %d", cfg.epochs)
     else:
         model = build_model(cfg)
         if cfg.init_from:
