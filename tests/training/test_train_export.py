@@ -161,6 +161,19 @@ def test_ensemble_export_averages_members_and_float16_halves_the_size(tmp_path: 
     np.testing.assert_allclose(half, expected, atol=2e-3)  # float16 storage, float32 compute
     np.testing.assert_allclose(half.sum(1), 1.0, atol=1e-5)
 
+    # Shift TTA: the mean over the image, its 4 copies moved by ±2 px (edges repeated) and their mirrors.
+    assert train_cli(["export", a, "--out", str(out), "--no-evaluate", "--flip-tta", "--shift-tta", "2"]) == 0
+    padded = np.pad(images, ((0, 0), (2, 2), (2, 2), (0, 0)), mode="edge")
+    views = [padded[:, 2 + dy:50 + dy, 2 + dx:50 + dx] for dy, dx in ((0, 0), (2, 0), (0, 2), (-2, 0), (0, -2))]
+    views += [v[:, :, ::-1] for v in views]
+    expected = np.mean([scores(1, np.ascontiguousarray(v)) for v in views], axis=0)
+    shifted = scores(5, images)
+    assert np.abs(shifted - single_a).max() > 1e-4  # the views change the answer, so the test can tell
+    np.testing.assert_allclose(shifted, expected, atol=1e-5)
+    assert json.loads((out / "emotion" / "5" / "model_card.json").read_text())["shift_tta_pixels"] == 2
+    for bad in ("12", "-1"):
+        assert train_cli(["export", a, "--out", str(out), "--no-evaluate", "--shift-tta", bad]) == 2
+
     def stored_weights(version: int) -> tuple[set[str], int]:
         """dtypes and element count of the saved model weights (not the save counter)."""
         reader = tf.train.load_checkpoint(str(out / "emotion" / str(version) / "variables" / "variables"))
@@ -179,7 +192,7 @@ def test_ensemble_export_averages_members_and_float16_halves_the_size(tmp_path: 
     # Runs that do not share the label set (or task, or data) cannot be averaged: clear error, exit code 2.
     assert train_cli(["export", a, str(runs / "five"), "--out", str(out), "--no-evaluate"]) == 2
     assert train_cli(["export", a, str(tmp_path), "--out", str(out), "--no-evaluate"]) == 2
-    assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2", "3", "4"]
+    assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2", "3", "4", "5"]
 
 
 def _check_warmup(path: Path, model: str, size: int) -> None:
@@ -218,6 +231,8 @@ def test_keypoints_smoke_training_with_missing_points_and_flip_tta_export(tmp_pa
     np.testing.assert_allclose(q, mirrored, atol=1e-3)
     card = json.loads((version / "model_card.json").read_text())
     assert card["flip_tta"] is True and "rmse" in card["validation_metrics"]
+    # Shifting an image would move its keypoints, so shift TTA is refused for keypoints (exit code 2).
+    assert train_cli(["export", str(runs / "k"), "--out", str(out), "--shift-tta", "2"]) == 2
     _check_warmup(version / "assets.extra" / "tf_serving_warmup_requests", "keypoints", 96)
 
 

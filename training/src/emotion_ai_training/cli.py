@@ -136,6 +136,9 @@ def _add_export(sub) -> None:
     p.add_argument("--version", type=int, help="version number (default: next free)")
     p.add_argument("--checkpoint", default="best.keras", help="checkpoint file in each run (default: best.keras)")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored image inside the graph")
+    p.add_argument("--shift-tta", type=int, default=0, metavar="PIXELS",
+                   help="emotion: also average copies shifted by ±PIXELS along each axis (4 more views, "
+                        "8 with --flip-tta); default 0 (off)")
     p.add_argument("--weights-dtype", default="float32", choices=("float32", "float16"),
                    help="storage type of the weights (float16 halves the size; compute stays float32)")
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
@@ -196,7 +199,7 @@ def _cmd_export(args) -> int:
 
     target = export_model(models, cfg.task, base_dir, version=args.version,
                           labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=args.flip_tta,
-                          weights_dtype=args.weights_dtype, card=card,
+                          shift_tta=args.shift_tta, weights_dtype=args.weights_dtype, card=card,
                           evaluate=None if args.no_evaluate else validation_metrics)
     sys.stdout.write(f"{target}\n")
     return 0

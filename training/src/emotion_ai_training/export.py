@@ -3,8 +3,9 @@
 Contract (spec.py names):
 - keypoints: `image` uint8 [batch, 96, 96, 1] → `keypoints` float32 [batch, 15, 2] (x, y in input pixels)
 - emotion:   `image` uint8 [batch, 48, 48, 1] → `scores` float32 [batch, K], `classes` string [batch, K]
-Normalisation is inside the graph. Optional flip test-time augmentation and the averaging of an
-ensemble of checkpoints are inside the graph too; weights may be stored as float16 (compute stays float32).
+Normalisation is inside the graph. Optional test-time augmentation (mirror; for emotion also
+shifted copies) and the averaging of an ensemble of checkpoints are inside the graph too; weights
+may be stored as float16 (compute stays float32).
 """
 
 from __future__ import annotations
@@ -77,20 +78,36 @@ class _Ensemble(tf.Module):
         return self._mean_output(x)
 
 
+def tta_views(x: tf.Tensor, flip: bool, shift: int) -> list[tf.Tensor]:
+    """The test-time views of a batch [B, H, W, C]: the image; with `shift`, the image moved by ±shift
+    pixels along each axis (border pixels repeated); with `flip`, the mirror image of each of those."""
+    views = [x]
+    if shift:
+        size = x.shape[1]
+        for d in (shift, -shift):
+            index = tf.clip_by_value(tf.range(size) + d, 0, size - 1)
+            views += [tf.gather(x, index, axis=1), tf.gather(x, index, axis=2)]
+    if flip:
+        views += [tf.reverse(v, axis=[2]) for v in views]
+    return views
+
+
 class _EmotionServing(tf.Module):
-    def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool):
+    def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool, shift_tta: int):
         super().__init__()
         self.net = net
         self.labels = tf.constant(list(labels))
+        self.num_labels = len(labels)
         self.flip_tta = flip_tta
+        self.shift_tta = shift_tta
 
     @tf.function(input_signature=[tf.TensorSpec([None, EMOTION_INPUT_SIZE, EMOTION_INPUT_SIZE, 1], tf.uint8,
                                                 name=INPUT_KEY)])
     def serve(self, image):
         x = tf.cast(image, tf.float32)
-        scores = self.net(x)
-        if self.flip_tta:
-            scores = (scores + self.net(tf.reverse(x, axis=[2]))) / 2.0
+        views = tta_views(x, self.flip_tta, self.shift_tta)
+        scores = self.net(tf.concat(views, axis=0))  # one batch of all views
+        scores = tf.reduce_mean(tf.reshape(scores, [len(views), -1, self.num_labels]), axis=0)
         classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))
         return {SCORES_OUTPUT_KEY: scores, CLASSES_OUTPUT_KEY: classes}
 
@@ -151,12 +168,13 @@ def _git_commit() -> str:
 
 def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_dir: str | Path, *,
                  version: int | None = None, labels: tuple[str, ...] | None = None, flip_tta: bool = False,
-                 weights_dtype: str = "float32", card: dict[str, Any] | None = None,
+                 shift_tta: int = 0, weights_dtype: str = "float32", card: dict[str, Any] | None = None,
                  evaluate: Callable[[Path, int], dict[str, Any]] | None = None) -> Path:
     """Export float32 Keras model(s) as models_export/<kind>/<version>/ and return that folder.
 
     Several models (same task and outputs, e.g. checkpoints of successive runs) are served as one
-    ensemble: the signature returns the mean of their outputs.
+    ensemble: the signature returns the mean of their outputs. `flip_tta` also averages the mirror
+    image; `shift_tta` (emotion only) also averages copies shifted by that many pixels (see tta_views).
 
     The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
     version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
@@ -173,6 +191,10 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         raise ValueError(f"ensemble members disagree on the output shape: {sorted(shapes)}")
     if weights_dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights_dtype must be one of {WEIGHT_DTYPES}, got {weights_dtype!r}")
+    if not 0 <= shift_tta < EMOTION_INPUT_SIZE // 4:
+        raise ValueError(f"shift_tta must be 0..{EMOTION_INPUT_SIZE // 4 - 1} pixels, got {shift_tta}")
+    if shift_tta and kind != EMOTION_MODEL:
+        raise ValueError("shift_tta is for the emotion model only (keypoints would move with the shift)")
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(base_dir)
@@ -186,7 +208,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         labels = tuple(labels or ())
         if len(labels) != models[0].output_shape[-1]:
             raise ValueError(f"{len(labels)} labels for a model with {models[0].output_shape[-1]} outputs")
-        module, size = _EmotionServing(net, labels, flip_tta), EMOTION_INPUT_SIZE
+        module, size = _EmotionServing(net, labels, flip_tta, shift_tta), EMOTION_INPUT_SIZE
         outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:
         module, size = _KeypointsServing(net, flip_tta), KEYPOINTS_INPUT_SIZE
@@ -204,6 +226,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             "outputs": outputs,
             "labels": list(labels) if labels else None,
             "flip_tta": flip_tta,
+            "shift_tta_pixels": shift_tta,
             "ensemble_members": len(models),
             "weights_dtype": weights_dtype,
             "parameters": int(sum(m.count_params() for m in models)),
