@@ -318,7 +318,8 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
     replan = False
     if resuming:
         cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
-        done = json.loads(state_path.read_text())["epoch"]
+        state = json.loads(state_path.read_text())
+        done = state["epoch"]
         if resume_epochs is not None and resume_epochs != cfg.epochs:
             if resume_epochs <= done:
                 raise ValueError(f"{run_dir} has already trained {done} epochs: --epochs must be more than that")
@@ -343,8 +344,7 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
     monitor, mode = MONITORS[cfg.task]
     initial_epoch, best, seconds = 0, None, 0.0
     if resuming:
-        state = json.loads(state_path.read_text())
-        initial_epoch, best, seconds = state["epoch"], state["best"], state.get("train_seconds", 0.0)
+        initial_epoch, best, seconds = done, state["best"], state.get("train_seconds", 0.0)
         model = keras.models.load_model(run_dir / "last.keras")
         if replan:
             model.optimizer.learning_rate = _schedule(cfg, len(train_batches))
