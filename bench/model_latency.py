@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from bench_common import write_results
+from emotion_ai import spec
 from machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
@@ -24,16 +25,16 @@ REPO = BENCH.parent
 
 
 def time_calls(signature, images: np.ndarray, repeats: int) -> list[float]:
-    """Seconds per call of `signature(image=images)` after 5 warm-up calls."""
+    """Seconds per call of the signature on `images` after 5 warm-up calls."""
     import tensorflow as tf
 
-    tensor = tf.constant(images)
+    inputs = {spec.INPUT_KEY: tf.constant(images)}
     for _ in range(5):
-        signature(image=tensor)
+        signature(**inputs)
     seconds = []
     for _ in range(repeats):
         start = time.perf_counter()
-        signature(image=tensor)
+        signature(**inputs)
         seconds.append(time.perf_counter() - start)
     return seconds
 
@@ -66,8 +67,8 @@ def main() -> int:
     rng = np.random.default_rng(0)
     results = []
     for folder in args.versions:
-        signature = tf.saved_model.load(str(folder)).signatures["serving_default"]
-        size = signature.structured_input_signature[1]["image"].shape[1]
+        signature = tf.saved_model.load(str(folder)).signatures[spec.SIGNATURE_NAME]
+        size = signature.structured_input_signature[1][spec.INPUT_KEY].shape[1]
         name = str(folder.resolve().relative_to(REPO) if folder.resolve().is_relative_to(REPO) else folder)
         for batch in args.batch_sizes:
             images = rng.integers(0, 256, (batch, size, size, 1), dtype=np.uint8)

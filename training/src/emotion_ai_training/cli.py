@@ -50,7 +50,7 @@ def _cmd_train(args) -> int:
     data = args.data or DEFAULT_DATA[args.task]
     cfg = TrainConfig(
         task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)),
-        epochs=30 if args.epochs is None else args.epochs,
+        **({} if args.epochs is None else {"epochs": args.epochs}),  # else TrainConfig's default
         batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
         seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
         tiny=args.tiny, strict=args.strict, limit=args.limit, init_from=args.init_from, cache_dir=args.cache_dir,
