@@ -14,9 +14,10 @@ import pytest
 import requests
 from emotion_ai import spec
 from emotion_ai._proto import tfs_pb2 as pb
+from emotion_ai.local_server import LocalServer
 from emotion_ai.tensors import make_tensor_proto
 
-from .quality_support import Case, ServeProcess, build_corpus
+from .quality_support import Case, build_corpus
 
 #: Request cap of the suite's server (REST body / gRPC message), small so tests stay cheap.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -36,17 +37,18 @@ def export_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def server(export_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+def server(export_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """The embedded server with its default bind address (no --host) and a 4 MiB request cap."""
-    proc = ServeProcess(
+    proc = LocalServer(
         export_tree,
-        tmp_path_factory.mktemp("quality_server"),
         extra_args=[f"--max_request_bytes={MAX_REQUEST_BYTES}"],
+        host=None,
+        workdir=tmp_path_factory.mktemp("quality_server"),
     ).start()
     try:
         yield proc
     finally:
-        assert proc.stop() == 0, proc.log()
+        assert proc.stop() == 0, proc.log_tail()
 
 
 @pytest.fixture(scope="session")
@@ -61,7 +63,7 @@ def http() -> Iterator[requests.Session]:
 
 
 @pytest.fixture(scope="session")
-def channel(server: ServeProcess) -> Iterator[grpc.Channel]:
+def channel(server: LocalServer) -> Iterator[grpc.Channel]:
     big = 64 * 1024 * 1024
     ch = grpc.insecure_channel(
         server.grpc_target,
@@ -105,12 +107,12 @@ def grpc_predict(channel: grpc.Channel, req: pb.PredictRequest) -> pb.PredictRes
 
 @pytest.fixture
 def serving_ok(
-    server: ServeProcess, http: requests.Session, channel: grpc.Channel
+    server: LocalServer, http: requests.Session, channel: grpc.Channel
 ) -> Callable[[], None]:
     """Asserts that a good keypoints request still succeeds over REST and gRPC."""
 
     def check() -> None:
-        assert server.alive(), server.log()
+        assert server.alive(), server.log_tail()
         batch = keypoints_batch(2)
         r = http.post(
             f"{server.rest_url}/v1/models/{spec.KEYPOINTS_MODEL}:predict",

@@ -1,124 +1,24 @@
-"""Helpers of the reliability/security suite: a real `emotion-ai-serve` process on fixed ports,
+"""Helpers of the reliability/security suite: listening sockets,
 the generated bad-input corpus, and small statistics.  Nothing here stands in for a server."""
 
 from __future__ import annotations
 
 import io
 import os
-import signal
 import socket
 import struct
-import subprocess
 import sys
-import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from emotion_ai.local_server import free_port, model_config, port_open, serve_executable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benchmark modules
 import photos
 
 STARTUP_TIMEOUT_S = 180.0
-
-
-@dataclass
-class ServeProcess:
-    """`emotion-ai-serve` in a subprocess on ports that survive a restart (for fault tests).
-
-    No `--host` is passed unless `host` is set, so the server's own default bind is what runs.
-    """
-
-    models_root: Path
-    workdir: Path
-    extra_args: list[str] = field(default_factory=list)
-    host: str | None = None
-    grpc_port: int = field(default_factory=free_port)
-    rest_port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-    starts: int = 0
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / f"server-{self.starts}.log"
-
-    def start(self, timeout: float = STARTUP_TIMEOUT_S) -> ServeProcess:
-        exe = serve_executable()
-        assert exe is not None, "emotion-ai-serve is not installed (pip install -e serving)"
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        config = self.workdir / "models.config"
-        config.write_text(model_config(self.models_root))
-        self.starts += 1
-        cmd = [
-            exe,
-            f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}",
-            f"--model_config_file={config}",
-            *([f"--host={self.host}"] if self.host else []),
-            *self.extra_args,
-        ]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while not (port_open(self.rest_port) and port_open(self.grpc_port)):
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited ({self.proc.returncode}):\n{self.log()}")
-            if time.monotonic() > deadline:
-                self.kill()
-                raise RuntimeError(f"server not ready in {timeout:g} s:\n{self.log()}")
-            time.sleep(0.2)
-        return self
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL: the crash case, no graceful shutdown."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    def stop(self) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=30)
-        return self.proc.returncode
-
-    def client(self, protocol: str = "grpc", **kwargs):
-        from emotion_ai import EmotionClient
-
-        return EmotionClient(
-            host="127.0.0.1",
-            protocol=protocol,
-            grpc_port=self.grpc_port,
-            rest_port=self.rest_port,
-            **kwargs,
-        )
-
-    @property
-    def rest_url(self) -> str:
-        return f"http://127.0.0.1:{self.rest_port}"
-
-    @property
-    def grpc_target(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
 
 
 # -- listening sockets (Linux /proc) ---------------------------------------------------------------

@@ -16,9 +16,7 @@ from pathlib import Path
 import pytest
 from emotion_ai import EmotionClient
 from emotion_ai.errors import InvalidImageError
-from emotion_ai.local_server import free_port
-
-from .quality_support import ServeProcess
+from emotion_ai.local_server import LocalServer, free_port
 
 CASE_NAMES = [
     "empty", "text_as_jpg", "truncated_jpeg", "truncated_png", "corrupt_jpeg_header",
@@ -47,7 +45,7 @@ def run_cli(args: list[str | Path], timeout: float = 120) -> subprocess.Complete
     )
 
 
-def server_args(server: ServeProcess, protocol: str = "grpc") -> list[str]:
+def server_args(server: LocalServer, protocol: str = "grpc") -> list[str]:
     return [
         "--host=127.0.0.1",
         f"--protocol={protocol}",
@@ -58,7 +56,7 @@ def server_args(server: ServeProcess, protocol: str = "grpc") -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def clients(server: ServeProcess):
+def clients(server: LocalServer):
     with server.client("grpc", timeout=30) as g, server.client("rest", timeout=30) as r:
         yield {"grpc": g, "rest": r}
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from emotion_ai import spec
 from emotion_ai.errors import EmotionAIError, ServerUnavailableError
+from emotion_ai.local_server import LocalServer
 
 from .conftest import make_models
-from .quality_support import ServeProcess
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "bench"))
@@ -44,10 +44,11 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory):
     model dir every 0.5 s. Yields (server, staged version-2 export root)."""
     root = make_models(tmp_path_factory.mktemp("fault_models"))
     staged = make_models(tmp_path_factory.mktemp("staged_v2"), versions=(2,), seed=7)
-    proc = ServeProcess(
+    proc = LocalServer(
         root,
-        tmp_path_factory.mktemp("fault_server"),
         extra_args=["--file_system_poll_wait_seconds=0.5"],
+        host=None,
+        workdir=tmp_path_factory.mktemp("fault_server"),
     ).start()
     try:
         yield proc, staged
@@ -78,7 +79,7 @@ def test_eight_clients_zero_errors(server, photo, record_property, capsys):
     assert server.alive()
 
 
-def _status(proc: ServeProcess) -> dict[int, str]:
+def _status(proc: LocalServer) -> dict[int, str]:
     with proc.client("rest", timeout=5, retries=0) as c:
         return {v.version: v.state for v in c.status()["emotion"]}
 
@@ -110,7 +111,7 @@ def test_new_version_under_load_zero_failures(fault_server, photo):
         deadline = time.monotonic() + 90
         while _status(proc).get(2) != "AVAILABLE":
             assert time.monotonic() < deadline, (
-                f"version 2 not loaded: {_status(proc)}\n{proc.log()}"
+                f"version 2 not loaded: {_status(proc)}\n{proc.log_tail()}"
             )
             time.sleep(0.5)
         time.sleep(2.0)  # keep the load on while version 1 is unloaded

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
 import requests
-from emotion_ai.local_server import free_port, port_open
+from emotion_ai.local_server import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_DIR = REPO / "serving"
@@ -59,62 +56,8 @@ class ServingTarget:
         )
 
 
-@dataclass
-class EmbeddedServer:
-    """`emotion-ai-serve` in a subprocess; its JSON log goes to `log_path`."""
-
-    args: list[str]
-    log_path: Path
-    rest_port: int = field(default_factory=free_port)
-    grpc_port: int = field(default_factory=free_port)
-    process: subprocess.Popen | None = None
-
-    def start(self, wait: bool = True) -> EmbeddedServer:
-        cmd = [
-            sys.executable,
-            "-m",
-            "emotion_ai_serving.cli",
-            f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}",
-            *self.args,
-        ]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT, env=env)
-        if wait:
-            self.wait_ready()
-        return self
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            if port_open(self.rest_port) and port_open(self.grpc_port):
-                return
-            time.sleep(0.2)
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log()}")
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else 0
-        self.process.send_signal(sig)
-        try:
-            return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
-        finally:
-            self._log.close()
-
-    @property
-    def target(self) -> ServingTarget:
-        return ServingTarget(
-            "embedded", f"http://127.0.0.1:{self.rest_port}", f"127.0.0.1:{self.grpc_port}"
-        )
+def embedded_target(server: LocalServer) -> ServingTarget:
+    return ServingTarget("embedded", server.rest_url, server.grpc_target)
 
 
 def compose_image_and_flags() -> tuple[str, list[str]]:
@@ -196,23 +139,22 @@ def serving(
     if request.param == "docker":
         yield from _docker_target(export_tree)
         return
-    log_dir = tmp_path_factory.mktemp("server_logs")
-    server = EmbeddedServer(
-        [
+    server = LocalServer(
+        extra_args=[
             f"--model_config_file={SERVING_DIR / 'models.config'}",
             f"--models_root={export_tree}",
             f"--monitoring_config_file={SERVING_DIR / 'monitoring.config'}",
             f"--max_request_bytes={EMBEDDED_MAX_REQUEST_BYTES}",
             "--file_system_poll_wait_seconds=0",
         ],
-        log_dir / "server.log",
+        workdir=tmp_path_factory.mktemp("server_logs"),
     ).start()
-    target = server.target
+    target = embedded_target(server)
     target.max_request_bytes = EMBEDDED_MAX_REQUEST_BYTES
     try:
         yield target
     finally:
-        assert server.stop() == 0, server.log()
+        assert server.stop() == 0, server.log_tail()
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,10 @@ import pytest
 import requests
 import tensorflow as tf
 from emotion_ai import spec
+from emotion_ai.local_server import LocalServer, port_open
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
-from .conftest import SERVING_DIR, EmbeddedServer, port_open
+from .conftest import SERVING_DIR
 
 KP, EMO = spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL
 POLL_S = 0.5
@@ -40,7 +41,7 @@ def kp_request(seed: int = 0) -> predict_pb2.PredictRequest:
 class ClientLoop:
     """Clients hammering the keypoints model over gRPC and REST, recording every outcome."""
 
-    def __init__(self, server: EmbeddedServer) -> None:
+    def __init__(self, server: LocalServer) -> None:
         self.server = server
         self.failures: list[str] = []
         self.served: list[tuple[float, int]] = []
@@ -108,20 +109,20 @@ class ClientLoop:
             return self.served[-1][1]
 
 
-def status(server: EmbeddedServer, model: str) -> dict[int, dict]:
+def status(server: LocalServer, model: str) -> dict[int, dict]:
     resp = requests.get(f"http://127.0.0.1:{server.rest_port}/v1/models/{model}", timeout=10)
     assert resp.status_code == 200, resp.text
     return {int(e["version"]): e for e in resp.json()["model_version_status"]}
 
 
-def wait_log(server: EmbeddedServer, text: str, timeout: float) -> None:
+def wait_log(server: LocalServer, text: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if text in server.log_path.read_text(errors="replace"):
             return
-        assert server.process.poll() is None, server.log()
+        assert server.alive(), server.log_tail()
         time.sleep(0.2)
-    raise AssertionError(f"{text!r} not logged within {timeout}s:\n{server.log()}")
+    raise AssertionError(f"{text!r} not logged within {timeout}s:\n{server.log_tail()}")
 
 
 @pytest.mark.slow
@@ -129,8 +130,8 @@ def test_version_lifecycle_under_load(tmp_path: Path, export_tree: Path) -> None
     root = tmp_path / "models_export"
     shutil.copytree(export_tree / KP, root / KP)
     (root / EMO).mkdir(parents=True)  # no version yet: the server must not open its ports
-    server = EmbeddedServer(
-        [
+    server = LocalServer(
+        extra_args=[
             f"--model_config_file={SERVING_DIR / 'models.config'}",
             f"--models_root={root}",
             f"--file_system_poll_wait_seconds={POLL_S}",
@@ -138,7 +139,7 @@ def test_version_lifecycle_under_load(tmp_path: Path, export_tree: Path) -> None
             f"--batching_parameters_file={SERVING_DIR / 'batching.config'}",
             "--load_retry_interval_micros=200000",
         ],
-        tmp_path / "server.log",
+        workdir=tmp_path,
     ).start(wait=False)
     try:
         wait_log(server, f"No versions of servable {EMO} found under base path", 90)
@@ -164,7 +165,7 @@ def test_version_lifecycle_under_load(tmp_path: Path, export_tree: Path) -> None
             (root / KP / "3" / "saved_model.pb").write_bytes(b"not a SavedModel")
             deadline = time.monotonic() + 30
             while status(server, KP).get(3, {}).get("status", {}).get("error_code", "OK") == "OK":
-                assert time.monotonic() < deadline, server.log()
+                assert time.monotonic() < deadline, server.log_tail()
                 time.sleep(POLL_S)
             broken = status(server, KP)[3]
             assert broken["state"] == "END" and broken["status"]["error_message"]
@@ -198,8 +199,8 @@ def test_version_lifecycle_under_load(tmp_path: Path, export_tree: Path) -> None
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
     finally:
         code = server.stop()
-    assert code == 0, server.log()
-    assert "server stopped" in server.log()
+    assert code == 0, server.log_tail()
+    assert "server stopped" in server.log_tail()
 
 
 @pytest.mark.slow
@@ -214,9 +215,9 @@ def test_model_config_file_is_polled_and_a_broken_edit_keeps_the_running_config(
 
     config_file = tmp_path / "models.config"
     config_file.write_text(config(KP))
-    server = EmbeddedServer(
-        [f"--model_config_file={config_file}", "--model_config_file_poll_wait_seconds=1"],
-        tmp_path / "server.log",
+    server = LocalServer(
+        extra_args=[f"--model_config_file={config_file}", "--model_config_file_poll_wait_seconds=1"],
+        workdir=tmp_path,
     ).start()
     try:
         url = f"http://127.0.0.1:{server.rest_port}/v1/models/{EMO}"
@@ -224,11 +225,11 @@ def test_model_config_file_is_polled_and_a_broken_edit_keeps_the_running_config(
         config_file.write_text(config(KP, EMO))  # adding a model loads it without a restart
         deadline = time.monotonic() + 60
         while requests.get(url, timeout=10).status_code != 200 or status(server, EMO)[1]["state"] != "AVAILABLE":
-            assert time.monotonic() < deadline, server.log()
+            assert time.monotonic() < deadline, server.log_tail()
             time.sleep(0.2)
         config_file.write_text("model_config_list { config { name: ")  # a half-written edit
         wait_log(server, "Failed to read ModelServerConfig file", 30)
         assert status(server, EMO)[1]["state"] == "AVAILABLE" and status(server, KP)[1]["state"] == "AVAILABLE"
     finally:
         code = server.stop()
-    assert code == 0, server.log()
+    assert code == 0, server.log_tail()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -58,63 +59,97 @@ def model_config(models_root: str | os.PathLike) -> str:
 
 @dataclass
 class LocalServer:
-    """`emotion-ai-serve` on free loopback ports serving `models_root`; a context manager."""
+    """`emotion-ai-serve` in a subprocess on loopback ports; a context manager.
 
-    models_root: str | os.PathLike
-    startup_timeout: float = 180.0
+    With `models_root` it serves root/keypoints and root/emotion and is ready once both are
+    AVAILABLE; without it, `extra_args` say what to serve and it is ready once both ports accept
+    connections (the server opens them only after its first load). Ports are picked once, so a
+    restart listens where the previous run did. `host=None` leaves the server's default bind.
+    Config and logs (`server-<n>.log` for the n-th start) go to `workdir`, or a temporary
+    directory removed by `close()`.
+    """
+
+    models_root: str | os.PathLike | None = None
     extra_args: list[str] = field(default_factory=list)
+    host: str | None = "127.0.0.1"
     grpc_port: int = 0
     rest_port: int = 0
+    workdir: str | os.PathLike | None = None
+    startup_timeout: float = 180.0
     proc: subprocess.Popen | None = None
+    starts: int = 0
     _tmp: Any = None
 
     @property
     def log_path(self) -> Path:
-        return Path(self._tmp.name) / "server.log"
+        return self._dir / f"server-{self.starts}.log"
 
-    def start(self) -> LocalServer:
+    @property
+    def rest_url(self) -> str:
+        return f"http://127.0.0.1:{self.rest_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def _dir(self) -> Path:
+        if self.workdir is not None:
+            return Path(self.workdir)
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="emotion-ai-serve-")
+        return Path(self._tmp.name)
+
+    def start(self, wait: bool = True) -> LocalServer:
+        """Launch the server; with `wait`, return once it is ready (see the class docstring)."""
         exe = serve_executable()
         if exe is None:
             raise FileNotFoundError("emotion-ai-serve is not installed (pip install ./serving)")
-        self._tmp = tempfile.TemporaryDirectory(prefix="emotion-ai-serve-")
-        config = Path(self._tmp.name) / "models.config"
-        config.write_text(model_config(self.models_root))
-        self.grpc_port, self.rest_port = free_port(), free_port()
-        cmd = [
-            exe,
-            "--host=127.0.0.1",
-            f"--port={self.grpc_port}",
-            f"--rest_api_port={self.rest_port}",
-            f"--model_config_file={config}",
-            *self.extra_args,
-        ]
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self.grpc_port = self.grpc_port or free_port()
+        self.rest_port = self.rest_port or free_port()
+        cmd = [exe, f"--port={self.grpc_port}", f"--rest_api_port={self.rest_port}"]
+        if self.host is not None:
+            cmd.append(f"--host={self.host}")
+        if self.models_root is not None:
+            config = self._dir / "models.config"
+            config.write_text(model_config(self.models_root))
+            cmd.append(f"--model_config_file={config}")
+        cmd += self.extra_args
+        self.starts += 1
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self._wait_ready()
+        if wait:
+            self.wait_ready()
         return self
 
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the server is ready; RuntimeError (with the log) if it exits or times out."""
+        timeout = self.startup_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         with self.client("rest", timeout=2, retries=0) as probe:
-            while True:
-                if self.proc is not None and self.proc.poll() is not None:
-                    raise RuntimeError(
-                        f"emotion-ai-serve exited ({self.proc.returncode}):\n{self.log_tail()}"
-                    )
-                try:
-                    if all_available(probe.status()):
-                        return
-                except EmotionAIError:
-                    pass
+            while not self._ready(probe):
+                if not self.alive():
+                    code = self.proc.returncode if self.proc is not None else None
+                    raise RuntimeError(f"emotion-ai-serve exited ({code}):\n{self.log_tail()}")
                 if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(
-                        f"server not ready in {self.startup_timeout:g} s:\n{self.log_tail()}"
-                    )
-                time.sleep(0.5)
+                    self.kill()
+                    raise RuntimeError(f"server not ready in {timeout:g} s:\n{self.log_tail()}")
+                time.sleep(0.2)
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def _ready(self, probe: EmotionClient) -> bool:
+        if not (port_open(self.rest_port) and port_open(self.grpc_port)):
+            return False
+        if self.models_root is None:
+            return True
+        try:
+            return all_available(probe.status())
+        except EmotionAIError:
+            return False
+
+    def log_tail(self, chars: int = 5000) -> str:
+        """The end of the current run's log ("" before the first start)."""
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
         except OSError:
@@ -130,14 +165,26 @@ class LocalServer:
             **kwargs,
         )
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: the crash case, no graceful shutdown."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        """Send `sig` (SIGKILL after `timeout` s) and return the exit code (0 if never started)."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
             try:
-                self.proc.wait(timeout=20)
+                self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                self.kill()
+        return self.proc.returncode
 
     def close(self) -> None:
         self.stop()
