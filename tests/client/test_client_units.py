@@ -157,6 +157,18 @@ def test_truncated_and_huge_header_images(astronaut_jpeg, tmp_path):
         load_image(tmp_path)
 
 
+def test_png_needs_its_iend_chunk_but_may_have_bytes_after_it():
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    png = cv2.imencode(".png", gray)[1].tobytes()
+    iend = png.rindex(b"IEND") - 4
+    for cut in (len(png) // 2, iend, iend + 6):
+        with pytest.raises(InvalidImageError, match="PNG without its IEND chunk"):
+            load_image(png[:cut])
+    # Trailing bytes after IEND (appended metadata, padding) are legal and must decode.
+    for tail in (b"\0" * 100, b"IEND" * 3, b"trailing text"):
+        np.testing.assert_array_equal(load_image(png + tail)[:, :, 0], gray)
+
+
 # -- geometry --------------------------------------------------------------------------------------
 def test_crop_transform_round_trip_exact():
     t = CropTransform(left=-13, top=40, side=157, size=96)

@@ -22,6 +22,7 @@ from .errors import InvalidImageError
 MAX_PIXELS = 64_000_000
 #: Default upper bound on an encoded image file.
 MAX_FILE_BYTES = 256 * 1024 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | np.ndarray
 ColorOrder = Literal["bgr", "rgb"]
@@ -34,7 +35,7 @@ def probe_size(data: bytes) -> tuple[int, int] | None:
     `InvalidImageError` for a known format whose header is cut short.
     """
     try:
-        if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if data[:8] == PNG_SIGNATURE:
             w, h = struct.unpack(">II", data[16:24])
             return w, h
         if data[:6] in (b"GIF87a", b"GIF89a"):
@@ -101,6 +102,16 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
+def _png_has_iend(data: bytes) -> bool:
+    """Whether a PNG's chunk chain reaches IEND inside `data` (bytes after IEND are allowed)."""
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(data):
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")  # length, type, payload, CRC
+    return False
+
+
 def decode_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Decode an encoded image (any format OpenCV reads; GIF gives its first frame) to BGR uint8."""
     if len(data) == 0:
@@ -108,7 +119,7 @@ def decode_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     size = probe_size(data)
     if size is not None:
         _check_pixels(*size, max_pixels)
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-12:]:
+    if data[:8] == PNG_SIGNATURE and not _png_has_iend(data):
         # Caught here so that libpng never prints its own error for a cut-off file.
         raise InvalidImageError("the data is a truncated or corrupt image (PNG without its IEND chunk)")
     buf = np.frombuffer(data, dtype=np.uint8)
