@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import latest_version, write_results
+from bench_common import display_path, latest_version, write_results
 from emotion_ai import spec
 from emotion_ai_training.evaluate import evaluate
 from machine import machine_info
@@ -71,7 +71,7 @@ def main() -> int:
         "keypoints": kp,
     }
     for part, path in (("emotion", em_dir), ("keypoints", kp_dir)):
-        doc[part]["model"] = str(path.relative_to(REPO) if path.is_relative_to(REPO) else path)
+        doc[part]["model"] = display_path(path, REPO)
     write_results(args.out, "accuracy", doc, markdown)
     return 0
 

@@ -41,6 +41,12 @@ def latest_version(model_root: Path) -> Path | None:
     return versions[-1][1] if versions else None
 
 
+def display_path(path: Path, repo: Path) -> str:
+    """`path` relative to the repository when it lies inside it (for result tables), else as given."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(repo) if resolved.is_relative_to(repo) else path)
+
+
 def write_results(out: Path, stem: str, doc: dict, markdown: Callable[[dict], str]) -> None:
     """Write `<stem>.json` and `<stem>.md` into `out` and echo the markdown table."""
     out.mkdir(parents=True, exist_ok=True)

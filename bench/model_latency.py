@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import write_results
+from bench_common import display_path, write_results
 from emotion_ai import spec
 from machine import machine_info
 
@@ -69,7 +69,7 @@ def main() -> int:
     for folder in args.versions:
         signature = tf.saved_model.load(str(folder)).signatures[spec.SIGNATURE_NAME]
         size = signature.structured_input_signature[1][spec.INPUT_KEY].shape[1]
-        name = str(folder.resolve().relative_to(REPO) if folder.resolve().is_relative_to(REPO) else folder)
+        name = display_path(folder, REPO)
         for batch in args.batch_sizes:
             images = rng.integers(0, 256, (batch, size, size, 1), dtype=np.uint8)
             seconds = np.array(time_calls(signature, images, args.repeats))
