@@ -34,6 +34,12 @@ def _add_train(sub) -> None:
                    help="random-erasing probability in augmentation (default: 0.5 emotion, 0 keypoints)")
     p.add_argument("--label-smoothing", type=float, default=0.1, help="emotion cross-entropy label smoothing")
     p.add_argument("--keypoints-loss", default="l1", choices=("l1", "mse"), help="masked loss for keypoints")
+    p.add_argument("--arch", help="named architecture (emotion-ai-train model-info lists them); default: the task's")
+    p.add_argument("--teacher", nargs="+", metavar="MODEL",
+                   help="distil from these exported SavedModels or .keras checkpoints (outputs averaged, cached)")
+    p.add_argument("--alpha", type=float, dest="distill_alpha",
+                   help="teacher weight in distillation (default 0.9 emotion, 0.5 keypoints)")
+    p.add_argument("--temperature", type=float, help="emotion distillation temperature (default 4)")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     p.add_argument("--strict", action="store_true", help="fail on bad dataset rows instead of skipping them")
     p.add_argument("--limit", type=int, default=0, help="use at most N training rows")
@@ -55,6 +61,8 @@ def _cmd_train(args) -> int:
         seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
         tiny=args.tiny, strict=args.strict, limit=args.limit, init_from=args.init_from, cache_dir=args.cache_dir,
         dropout=args.dropout, erase_probability=args.erase_probability, label_smoothing=args.label_smoothing,
+        arch=args.arch or "", teacher=list(args.teacher or []), distill_alpha=args.distill_alpha,
+        **({} if args.temperature is None else {"temperature": args.temperature}),
     )
     if args.preview:
         return _preview(cfg, Path(args.preview))
@@ -212,17 +220,12 @@ def _add_model_info(sub) -> None:
 def _cmd_model_info(args) -> int:
     from emotion_ai.spec import EMOTION_LABELS
 
-    from emotion_ai_training.models import (
-        EMOTION_RESNET,
-        KEYPOINTS_RESNET,
-        build_emotion_model,
-        build_keypoints_model,
-        count_flops,
-    )
+    from emotion_ai_training.models import ARCHITECTURES, build_emotion_model, build_keypoints_model, count_flops
 
-    rows = ["| model | stem | stage widths | blocks | parameters | FLOPs / image |", "|---|---|---|---|---|---|"]
-    for name, cfg, model in (("emotion", EMOTION_RESNET, build_emotion_model(len(EMOTION_LABELS), EMOTION_RESNET)),
-                             ("keypoints", KEYPOINTS_RESNET, build_keypoints_model(KEYPOINTS_RESNET))):
+    rows = ["| architecture | stem | stage widths | blocks | parameters | FLOPs / image |",
+            "|---|---|---|---|---|---|"]
+    for name, (task, cfg) in ARCHITECTURES.items():
+        model = build_emotion_model(len(EMOTION_LABELS), cfg) if task == "emotion" else build_keypoints_model(cfg)
         rows.append(f"| {name} | {cfg.stem_width}, stride {cfg.stem_stride} | {cfg.stage_widths} | "
                     f"{cfg.stage_blocks} | {model.count_params() / 1e6:.2f} M | {count_flops(model) / 1e6:.0f} M |")
     sys.stdout.write("\n".join(rows) + "\n")

@@ -22,9 +22,9 @@ from keras import ops
 
 from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
 from emotion_ai_training.data import file_sha256, label_remap, load_task
+from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
 from emotion_ai_training.models import (
-    EMOTION_RESNET,
-    KEYPOINTS_RESNET,
+    ARCHITECTURES,
     TINY_RESNET,
     ResNetConfig,
     build_emotion_model,
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 #: Validation metric that selects best.keras (and stops early), and whether higher or lower is better.
 MONITORS = {"emotion": ("val_accuracy", "max"), "keypoints": ("val_rmse", "min")}
+#: Weight of the teacher in distillation when `TrainConfig.distill_alpha` is None (see distill.py).
+DISTILL_ALPHA = {"emotion": 0.9, "keypoints": 0.5}
 
 
 @dataclass
@@ -62,10 +64,21 @@ class TrainConfig:
     dropout: float | None = None  # None: the architecture's default
     erase_probability: float | None = None  # random erasing; None: the task's default augmentation
     resnet: dict = field(default_factory=dict)
+    arch: str = ""  # a name in models.ARCHITECTURES; "" = the task's default architecture
+    teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
+    distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
+    temperature: float = 4.0  # emotion distillation softening
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
+        if self.arch and (self.arch not in ARCHITECTURES or ARCHITECTURES[self.arch][0] != self.task):
+            names = sorted(n for n, (task, _) in ARCHITECTURES.items() if task == self.task)
+            raise ValueError(f"unknown {self.task} architecture {self.arch!r}; expected one of {names}")
+        if self.distill_alpha is not None and not 0.0 <= self.distill_alpha <= 1.0:
+            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {self.temperature}")
         for name in ("dropout", "erase_probability", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -74,12 +87,15 @@ class TrainConfig:
     def resnet_config(self) -> ResNetConfig:
         if self.resnet:
             return ResNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()})
-        base = TINY_RESNET if self.tiny else EMOTION_RESNET if self.task == "emotion" else KEYPOINTS_RESNET
+        base = TINY_RESNET if self.tiny else ARCHITECTURES[self.arch or self.task][1]
         return base if self.dropout is None else replace(base, dropout=self.dropout)
 
     def augment_config(self) -> AugmentConfig:
         base = EMOTION_AUGMENT if self.task == "emotion" else KEYPOINTS_AUGMENT
         return base if self.erase_probability is None else replace(base, erase_probability=self.erase_probability)
+
+    def alpha(self) -> float:
+        return DISTILL_ALPHA[self.task] if self.distill_alpha is None else self.distill_alpha
 
     def label_names(self) -> tuple[str, ...]:
         return EMOTION_LABELS_5 if self.classes == 5 else EMOTION_LABELS
@@ -269,7 +285,20 @@ def _load_task_data(cfg: TrainConfig):
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"{cfg.data}: need both a training and a validation split "
                          f"(got {len(x_tr)} train, {len(x_va)} validation rows)")
+    if cfg.teacher:
+        y_tr, y_va = _distill_targets(cfg, x_tr, y_tr, y_va)
     return x_tr, y_tr, x_va, y_va
+
+
+def _distill_targets(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, y_va: np.ndarray):
+    """Training targets with the teacher's outputs: emotion [label ‖ teacher] (validation: [label ‖ label]),
+    keypoints the teacher/label mix of distill.keypoint_targets (validation keeps the labels)."""
+    teacher = teacher_outputs(cfg.teacher, cfg.task, x_tr, cfg.cache_dir)
+    if cfg.task == "keypoints":
+        return keypoint_targets(y_tr, teacher, cfg.alpha()), y_va
+    if teacher.shape != y_tr.shape:
+        raise ValueError(f"teacher outputs {teacher.shape[1:]} do not match the {y_tr.shape[1]} classes trained")
+    return np.concatenate([y_tr, teacher], axis=1), np.concatenate([y_va, y_va], axis=1)
 
 
 def copy_weights(checkpoint: str | Path, model: keras.Model) -> None:
@@ -299,7 +328,10 @@ def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedu
 
 def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None:
     optimizer = keras.optimizers.AdamW(_schedule(cfg, steps_per_epoch), weight_decay=cfg.weight_decay)
-    if cfg.task == "emotion":
+    if cfg.task == "emotion" and cfg.teacher:
+        model.compile(optimizer, DistillationLoss(cfg.alpha(), cfg.temperature, cfg.label_smoothing),
+                      metrics=[LabelAccuracy()])
+    elif cfg.task == "emotion":
         model.compile(optimizer, keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing),
                       metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")])
     else:
