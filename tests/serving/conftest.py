@@ -20,6 +20,7 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
+import yaml
 from emotion_ai.local_server import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -61,12 +62,10 @@ def embedded_target(server: LocalServer) -> ServingTarget:
 
 
 def compose_image_and_flags() -> tuple[str, list[str]]:
-    """The image and server flags of docker-compose.yml's `serving` service."""
-    text = COMPOSE_FILE.read_text()
-    image = re.search(
-        r"image:\s*tensorflow/serving:\$\{TF_SERVING_VERSION:-([^}]+)\}\s*$", text, re.MULTILINE
-    )
-    flags = re.findall(r"^\s+- (--[a-z_]+=\S+)\s*$", text, re.MULTILINE)
+    """The image (with the default version filled in) and server flags of docker-compose.yml's `serving`."""
+    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["serving"]
+    image = re.fullmatch(r"tensorflow/serving:\$\{TF_SERVING_VERSION:-([^}]+)\}", service["image"])
+    flags = [f for f in service["command"] if f.startswith("--")]
     assert image and flags, "docker-compose.yml lost its image pin or command flags"
     return f"tensorflow/serving:{image.group(1)}", flags
 

@@ -3,11 +3,13 @@ resolve the same way for the container and the embedded server."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 from emotion_ai import spec
 from emotion_ai_serving.config import (
     ServerOptions,
@@ -83,26 +85,36 @@ def test_compose_pins_image_and_passes_the_issue_flags():
     assert "curl" not in probe and "/dev/tcp" in probe and "AVAILABLE" in probe
 
 
+def _compose_command() -> list[str] | None:
+    """A compose validator that really works here: `docker-compose`, or `docker compose` when the docker
+    CLI has the compose plugin (a docker CLI without it answers "unknown command"), else None."""
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker"):
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, timeout=30,
+                               check=False)
+        if probe.returncode == 0:
+            return ["docker", "compose"]
+    return None
+
+
 def test_docker_compose_config_validates():
-    binary = shutil.which("docker-compose") or shutil.which("docker")
-    if binary is None:
-        pytest.skip(
-            "neither docker-compose nor docker is installed (apt-get install docker-compose)"
-        )
-    cmd = [binary, "config"] if binary.endswith("docker-compose") else [binary, "compose", "config"]
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
-    if result.returncode != 0 and "compose" in cmd and "is not a docker command" in result.stderr:
-        pytest.skip("docker CLI without the compose plugin")
+    cmd = _compose_command()
+    if cmd is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("CI must validate docker-compose.yml: .ci/run installs docker-compose (Debian package)")
+        pytest.skip("no compose validator: neither docker-compose nor a docker CLI with the compose plugin "
+                    "(apt-get install docker-compose)")
+    result = subprocess.run([*cmd, "config"], cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert "8501" in result.stdout and "tensorflow/serving:" in result.stdout
-    gpu = subprocess.run(
-        [*cmd[:-1], "--profile", "gpu", "config", "--services"],
-        check=False,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    rendered = yaml.safe_load(result.stdout)
+    service = rendered["services"]["serving"]
+    assert service["image"].startswith("tensorflow/serving:2.")
+    published = {str(p.get("target") if isinstance(p, dict) else p.split(":")[-1].split("/")[0])
+                 for p in service["ports"]}
+    assert {"8500", "8501"} <= published
+    gpu = subprocess.run([*cmd, "--profile", "gpu", "config", "--services"], check=False, cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
     assert gpu.returncode == 0 and "serving-gpu" in gpu.stdout.split()
 
 
