@@ -4,8 +4,10 @@
     .venv/bin/python bench/model_latency.py models_export/keypoints/3 --batch-sizes 1 8 64
 
 Calls each version's `serving_default` signature on random uint8 images of its input size (5 warm-up
-calls, then --repeats timed calls) and reports p50/p95 per call and images/s. Useful to compare the
-cost of test-time views or ensembles between versions. Writes bench/results/model_latency.json/.md.
+calls, then --repeats timed calls, the versions taking turns so that a change in machine load
+touches all of them alike) and reports p50/p95 per call, p50 per face and images/s, and each
+version's time per face relative to the first listed version of the same model at the same batch
+size. Writes bench/results/model_latency.json/.md.
 """
 
 from __future__ import annotations
@@ -24,18 +26,20 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 
 
-def time_calls(signature, images: np.ndarray, repeats: int) -> list[float]:
-    """Seconds per call of the signature on `images` after 5 warm-up calls."""
+def time_calls(signatures: list, images: list[np.ndarray], repeats: int) -> list[list[float]]:
+    """Seconds per call of each signature on its images, after 5 warm-up calls each; round-robin."""
     import tensorflow as tf
 
-    inputs = {spec.INPUT_KEY: tf.constant(images)}
-    for _ in range(5):
-        signature(**inputs)
-    seconds = []
+    inputs = [{spec.INPUT_KEY: tf.constant(x)} for x in images]
+    for signature, x in zip(signatures, inputs, strict=True):
+        for _ in range(5):
+            signature(**x)
+    seconds: list[list[float]] = [[] for _ in signatures]
     for _ in range(repeats):
-        start = time.perf_counter()
-        signature(**inputs)
-        seconds.append(time.perf_counter() - start)
+        for i, (signature, x) in enumerate(zip(signatures, inputs, strict=True)):
+            start = time.perf_counter()
+            signature(**x)
+            seconds[i].append(time.perf_counter() - start)
     return seconds
 
 
@@ -45,12 +49,13 @@ def markdown(doc: dict) -> str:
         "",
         f"Command: `{doc['command']}`; {doc['machine']}",
         "",
-        "| model | batch | p50 ms | p95 ms | images/s |",
-        "|---|---:|---:|---:|---:|",
+        "| model | batch | p50 ms | p95 ms | ms per face | images/s | per face vs first of its model |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in doc["results"]:
         lines.append(f"| {r['model']} | {r['batch']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} "
-                     f"| {r['images_per_second']:.0f} |")
+                     f"| {r['ms_per_face']:.2f} | {r['images_per_second']:.0f} | {r['relative_to_first']:.3f} "
+                     f"(1/{1 / r['relative_to_first']:.1f}) |")
     return "\n".join([*lines, ""])
 
 
@@ -65,17 +70,23 @@ def main() -> int:
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
+    signatures = [tf.saved_model.load(str(folder)).signatures[spec.SIGNATURE_NAME] for folder in args.versions]
+    sizes = [s.structured_input_signature[1][spec.INPUT_KEY].shape[1] for s in signatures]
+    names = [display_path(folder, REPO) for folder in args.versions]
     results = []
-    for folder in args.versions:
-        signature = tf.saved_model.load(str(folder)).signatures[spec.SIGNATURE_NAME]
-        size = signature.structured_input_signature[1][spec.INPUT_KEY].shape[1]
-        name = display_path(folder, REPO)
-        for batch in args.batch_sizes:
-            images = rng.integers(0, 256, (batch, size, size, 1), dtype=np.uint8)
-            seconds = np.array(time_calls(signature, images, args.repeats))
-            results.append({"model": name, "batch": batch, "p50_ms": float(np.median(seconds) * 1e3),
-                            "p95_ms": float(np.percentile(seconds, 95) * 1e3),
-                            "images_per_second": float(batch / np.median(seconds))})
+    for batch in args.batch_sizes:
+        images = [rng.integers(0, 256, (batch, size, size, 1), dtype=np.uint8) for size in sizes]
+        first: dict[str, float] = {}  # model name → ms per face of its first listed version
+        for name, folder, seconds in zip(names, args.versions, time_calls(signatures, images, args.repeats),
+                                         strict=True):
+            p50 = float(np.median(seconds))
+            per_face = p50 * 1e3 / batch
+            model = folder.resolve().parent.name
+            first.setdefault(model, per_face)
+            results.append({"model": name, "batch": batch, "p50_ms": p50 * 1e3,
+                            "p95_ms": float(np.percentile(seconds, 95) * 1e3), "ms_per_face": per_face,
+                            "images_per_second": batch / p50, "relative_to_first": per_face / first[model]})
+    results.sort(key=lambda r: (names.index(r["model"]), r["batch"]))
     doc = {
         "command": "python bench/model_latency.py " + " ".join(sys.argv[1:]),
         "machine": machine_info()["summary"],

@@ -87,8 +87,9 @@ TRAINED_ROOT = REPO / "models_export"
 
 
 def has_models(root: Path) -> bool:
+    """Both models have at least one version folder with a SavedModel."""
     return all(
-        (root / m / "1" / "saved_model.pb").is_file()
+        any((v / "saved_model.pb").is_file() for v in (root / m).glob("[0-9]*"))
         for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)
     )
 

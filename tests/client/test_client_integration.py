@@ -106,7 +106,7 @@ def test_missing_model_or_version_is_model_not_found(server, protocol, astronaut
 def test_astronaut_one_face_with_plausible_eyes(server, model_root, astronaut_bgr):
     _, trained = model_root
     if not trained:
-        pytest.skip("needs the trained keypoints model at models_export/keypoints/1 (absent)")
+        pytest.skip("needs the trained models in models_export/ (absent)")
     for protocol in PROTOCOLS:
         with server.client(protocol) as client:
             pred = client.predict(astronaut_bgr)

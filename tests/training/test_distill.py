@@ -110,3 +110,22 @@ def test_distilled_keypoints_run_regresses_the_teacher_where_labels_are_missing(
     with np.load(cached) as z:
         assert z["outputs"].ndim == 3 and z["outputs"].shape[1:] == (15, 2)
         assert np.isfinite(z["outputs"]).all()
+
+
+def test_cli_train_defaults_are_the_python_api_defaults() -> None:
+    import argparse
+    from dataclasses import asdict
+
+    from emotion_ai_training.cli import _add_train, train_config_from_args
+    from emotion_ai_training.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    _add_train(parser.add_subparsers(dest="command"))
+    for task in ("emotion", "keypoints"):
+        from_cli = train_config_from_args(parser.parse_args(["train", task, "--data", "d", "--name", "n"]))
+        from_api = TrainConfig(task=task, data="d", run_dir=str(Path("runs") / "n"), cache_dir="cache")
+        assert asdict(from_cli) == asdict(from_api)
+    given = train_config_from_args(parser.parse_args(["train", "keypoints", "--lr", "0.01", "--keypoints-loss", "mse",
+                                                      "--arch", "keypoints_small", "--alpha", "0.3"]))
+    assert (given.learning_rate, given.keypoints_loss, given.arch, given.distill_alpha) == (0.01, "mse",
+                                                                                             "keypoints_small", 0.3)

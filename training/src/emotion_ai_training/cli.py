@@ -7,6 +7,10 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from emotion_ai_training.train import TrainConfig
 
 log = logging.getLogger("emotion_ai_training")
 
@@ -14,56 +18,87 @@ DEFAULT_DATA = {"emotion": "../shared/data/fer2013.csv.gz", "keypoints": "../sha
 TASKS = tuple(DEFAULT_DATA)
 
 
+#: `train` options that set a TrainConfig field: flag → (field, type, choices). Their defaults are
+#: TrainConfig's (one source for the CLI and the Python API).
+_TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
+    "--epochs": ("epochs", int, None),
+    "--batch-size": ("batch_size", int, None),
+    "--lr": ("learning_rate", float, None),
+    "--weight-decay": ("weight_decay", float, None),
+    "--patience": ("patience", int, None),
+    "--seed": ("seed", int, None),
+    "--precision": ("precision", str, ("mixed_bfloat16", "float32")),
+    "--classes": ("classes", int, (7, 5)),
+    "--dropout": ("dropout", float, None),
+    "--erase": ("erase_probability", float, None),
+    "--label-smoothing": ("label_smoothing", float, None),
+    "--keypoints-loss": ("keypoints_loss", str, ("l1", "mse")),
+    "--arch": ("arch", str, None),
+    "--alpha": ("distill_alpha", float, None),
+    "--temperature": ("temperature", float, None),
+    "--limit": ("limit", int, None),
+    "--init-from": ("init_from", str, None),
+}
+_TRAIN_HELP = {
+    "--epochs": "epochs of the cosine schedule; with --resume, changes the run's length",
+    "--lr": "peak learning rate (cosine schedule, linear warmup)",
+    "--patience": "early stopping on the validation metric",
+    "--classes": "emotion: 7 classes or the 5-class subset",
+    "--dropout": "dropout before the head (default: the architecture's)",
+    "--erase": "random-erasing probability in augmentation (default: the task's augmentation)",
+    "--label-smoothing": "emotion cross-entropy label smoothing",
+    "--keypoints-loss": "masked loss for keypoints",
+    "--arch": "named architecture (emotion-ai-train model-info lists them; default: the task's)",
+    "--alpha": "teacher weight in distillation (default: train.DISTILL_ALPHA, 0.9 emotion, 0.5 keypoints)",
+    "--temperature": "emotion distillation temperature",
+    "--limit": "use at most N training rows (0 = all)",
+    "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras",
+}
+
+
 def _add_train(sub) -> None:
+    from dataclasses import fields
+
+    from emotion_ai_training.train import TrainConfig
+
+    defaults = {f.name: f.default for f in fields(TrainConfig)}
     p = sub.add_parser("train", help="train a model (checkpoint every epoch; --resume continues)")
     p.add_argument("task", choices=TASKS)
     p.add_argument("--data", help="dataset file or folder (default: the copy in ../shared/data)")
     p.add_argument("--name", help="run name under --runs (default: the task name)")
     p.add_argument("--runs", default="runs", help="folder holding runs (default: runs)")
-    p.add_argument("--epochs", type=int,
-                   help="epochs of the cosine schedule (default 30); with --resume, changes the run's length")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3, help="peak learning rate (cosine schedule, linear warmup)")
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--patience", type=int, default=10, help="early stopping on the validation metric")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="mixed_bfloat16", choices=("mixed_bfloat16", "float32"))
-    p.add_argument("--classes", type=int, default=7, choices=(7, 5), help="emotion: 7 classes or the 5-class subset")
-    p.add_argument("--dropout", type=float, help="dropout before the head (default: the architecture's, 0.4 emotion)")
-    p.add_argument("--erase", type=float, dest="erase_probability",
-                   help="random-erasing probability in augmentation (default: 0.5 emotion, 0 keypoints)")
-    p.add_argument("--label-smoothing", type=float, default=0.1, help="emotion cross-entropy label smoothing")
-    p.add_argument("--keypoints-loss", default="l1", choices=("l1", "mse"), help="masked loss for keypoints")
-    p.add_argument("--arch", help="named architecture (emotion-ai-train model-info lists them); default: the task's")
+    for flag, (name, kind, choices) in _TRAIN_FIELDS.items():
+        default = defaults[name]
+        text = _TRAIN_HELP.get(flag, name.replace("_", " "))
+        if default not in (None, "") and "default" not in text:
+            text += f" (default: {default})"
+        p.add_argument(flag, dest=name, type=kind, choices=choices, help=text)
     p.add_argument("--teacher", nargs="+", metavar="MODEL",
                    help="distil from these exported SavedModels or .keras checkpoints (outputs averaged, cached)")
-    p.add_argument("--alpha", type=float, dest="distill_alpha",
-                   help="teacher weight in distillation (default 0.9 emotion, 0.5 keypoints)")
-    p.add_argument("--temperature", type=float, help="emotion distillation temperature (default 4)")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     p.add_argument("--strict", action="store_true", help="fail on bad dataset rows instead of skipping them")
-    p.add_argument("--limit", type=int, default=0, help="use at most N training rows")
-    p.add_argument("--cache-dir", default="cache", help="where parsed datasets are cached as .npz")
+    p.add_argument("--cache-dir", default=defaults["cache_dir"] or "cache",
+                   help="where parsed datasets and teacher outputs are cached (default: cache)")
     p.add_argument("--resume", action="store_true", help="continue runs/<name> from its last checkpoint")
-    p.add_argument("--init-from", default="", metavar="KERAS",
-                   help="start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras")
     p.add_argument("--preview", metavar="PNG", help="write a grid of augmented samples and exit")
 
 
-def _cmd_train(args) -> int:
-    from emotion_ai_training.train import TrainConfig, train
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of a parsed `train` command line: options not given keep TrainConfig's defaults."""
+    from emotion_ai_training.train import TrainConfig
 
-    data = args.data or DEFAULT_DATA[args.task]
-    cfg = TrainConfig(
-        task=args.task, data=data, run_dir=str(Path(args.runs) / (args.name or args.task)),
-        **({} if args.epochs is None else {"epochs": args.epochs}),  # else TrainConfig's default
-        batch_size=args.batch_size, learning_rate=args.lr, weight_decay=args.weight_decay, patience=args.patience,
-        seed=args.seed, precision=args.precision, classes=args.classes, keypoints_loss=args.keypoints_loss,
-        tiny=args.tiny, strict=args.strict, limit=args.limit, init_from=args.init_from, cache_dir=args.cache_dir,
-        dropout=args.dropout, erase_probability=args.erase_probability, label_smoothing=args.label_smoothing,
-        arch=args.arch or "", teacher=list(args.teacher or []), distill_alpha=args.distill_alpha,
-        **({} if args.temperature is None else {"temperature": args.temperature}),
+    given = {name: getattr(args, name) for name, _, _ in _TRAIN_FIELDS.values() if getattr(args, name) is not None}
+    return TrainConfig(
+        task=args.task, data=args.data or DEFAULT_DATA[args.task],
+        run_dir=str(Path(args.runs) / (args.name or args.task)), tiny=args.tiny, strict=args.strict,
+        cache_dir=args.cache_dir, teacher=list(args.teacher or []), **given,
     )
+
+
+def _cmd_train(args) -> int:
+    from emotion_ai_training.train import train
+
+    cfg = train_config_from_args(args)
     if args.preview:
         return _preview(cfg, Path(args.preview))
     run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs)

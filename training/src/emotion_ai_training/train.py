@@ -54,7 +54,7 @@ class TrainConfig:
     seed: int = 0
     precision: str = "mixed_bfloat16"
     classes: int = 7  # emotion: 7, or 5 for the angry/disgust/happy/sad/surprise subset
-    keypoints_loss: str = "mse"  # "mse" or "l1" (masked either way); runs from before the option used mse
+    keypoints_loss: str = "l1"  # "l1" or "mse" (masked either way)
     tiny: bool = False  # seconds-long smoke configuration
     strict: bool = False  # fail on bad dataset rows instead of skipping them
     limit: int = 0  # use at most this many training rows (0 = all)
