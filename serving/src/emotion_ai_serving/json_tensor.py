@@ -266,6 +266,9 @@ def json_to_array(value: Any, spec: InputSpec, may_contain_bools: bool = True) -
         arr = np.empty(len(flat), dtype=object)
         arr[:] = flat
         return arr.reshape(shape)
+    if spec.dtype_name in _INT_RANGES and spec.dtype_name != "uint64":
+        # Only the int32 range is checked (as TF Serving); narrower types wrap like its static_cast.
+        return np.asarray(flat, dtype=np.int64).astype(spec.np_dtype).reshape(shape)
     return np.asarray(flat, dtype=spec.np_dtype).reshape(shape)
 
 
@@ -278,12 +281,12 @@ def _instances_to_tensors(
 ) -> dict[str, np.ndarray]:
     """FillTensorMapFromInstancesList."""
     first = instances[0]
-    if not isinstance(first, dict) and len(specs) > 1:
+    named = isinstance(first, dict) and not is_b64_object(first)  # a b64 object is a value
+    if not named and len(specs) > 1:
         raise invalid_argument(
             "instances is a plain list, but expecting list of objects as multiple input tensors "
             "required as per tensorinfo_map"
         )
-    named = isinstance(first, dict) and not is_b64_object(first)
     if not named:
         ((name, spec),) = specs.items()
         if not any(isinstance(e, dict) and not is_b64_object(e) for e in instances):

@@ -1,0 +1,48 @@
+"""Inputs found by `bench/fuzz.py` that once escaped the typed errors, and a seconds-long fuzzing smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from emotion_ai_serving.errors import ServingError
+from emotion_ai_serving.json_tensor import InputSpec, parse_json_object, predict_tensors_from_json
+
+REPO = Path(__file__).resolve().parents[2]
+UINT8 = InputSpec("uint8", np.uint8)
+
+
+def test_b64_instances_for_a_multi_input_signature_are_a_serving_error() -> None:
+    # Found by the rest target: ValueError (tuple unpacking) instead of TF Serving's message.
+    doc = parse_json_object(b'{"instances": [{"b64": "AAAA"}]}')
+    with pytest.raises(ServingError, match="instances is a plain list, but expecting list of objects"):
+        predict_tensors_from_json(doc, {"image": UINT8, "extra": InputSpec("float", np.float32)})
+
+
+@pytest.mark.parametrize("may_contain_bools", [True, False])
+def test_uint8_values_past_255_wrap_on_both_paths(may_contain_bools: bool) -> None:
+    # Found by the rest target: OverflowError on the element-by-element path. TF Serving checks only
+    # the int32 range for uint8 and casts, so 11111 becomes 11111 % 256 on every path.
+    doc = parse_json_object(b'{"inputs": {"image": [[[[[0], [11111]]]]]}}')
+    tensors, row_format = predict_tensors_from_json(doc, {"image": UINT8}, may_contain_bools)
+    assert not row_format
+    assert tensors["image"].dtype == np.uint8
+    assert tensors["image"].ravel().tolist() == [0, 11111 % 256]
+
+
+def test_fuzzing_smoke_run_finds_nothing(tmp_path: Path) -> None:
+    pytest.importorskip("atheris")
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "fuzz.py"), "--seconds", "4", "--out", str(tmp_path),
+         "--artifacts", str(tmp_path / "artifacts")],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((tmp_path / "fuzz.json").read_text())["results"]
+    assert [r["target"] for r in results] == ["rest", "image"]
+    for r in results:
+        assert r["executions"] > 100 and r["findings"] == [] and r["exit_code"] == 0
