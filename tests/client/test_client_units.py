@@ -30,6 +30,8 @@ from emotion_ai.tensors import json_to_numpy, make_tensor_proto, tensor_proto_to
 from emotion_ai.tracking import IoUTracker, iou
 from emotion_ai.transport import ModelRef, RetryableError, RetryPolicy, with_retries
 
+from .conftest import FakeTransport
+
 
 def test_client_imports_without_tensorflow():
     code = (
@@ -404,3 +406,34 @@ def test_iou_tracker_keeps_ids_and_forgets_old_tracks():
     tr.update([])
     assert tr.active == 0
     assert tr.update([(0, 0, 50, 50)]) == [3]
+
+
+def test_options_and_keyword_options_are_never_mixed_silently():
+    from emotion_ai import EmotionClient
+    from emotion_ai.client import ClientOptions
+
+    options = ClientOptions(timeout=4.0)
+    with pytest.raises(TypeError, match=r"not both .*timeout"):
+        EmotionClient(options=options, timeout=1.0)
+    with pytest.raises(TypeError, match="grpc_port"):
+        EmotionClient(options=options, grpc_port=1)
+    client = EmotionClient.from_options(options, transport=FakeTransport())
+    try:
+        assert client.options is options and client.options.timeout == 4.0
+    finally:
+        client.close()
+    defaults = EmotionClient(transport=FakeTransport())
+    try:
+        assert defaults.options == ClientOptions()
+    finally:
+        defaults.close()
+
+
+def test_cli_connection_defaults_are_the_client_options_defaults():
+    from emotion_ai.cli import build_parser
+    from emotion_ai.client import ClientOptions
+
+    args = build_parser().parse_args(["status"])
+    d = ClientOptions()
+    assert (args.host, args.protocol, args.grpc_port, args.rest_port, args.timeout) == (
+        d.host, d.protocol, d.grpc_port, d.rest_port, d.timeout)

@@ -20,7 +20,7 @@ import cv2
 from tqdm import tqdm
 
 from . import spec
-from .client import EmotionClient
+from .client import ClientOptions, EmotionClient
 from .errors import EmotionAIError, InvalidImageError
 from .result import Face, Prediction, draw_faces
 from .tracking import IoUTracker
@@ -45,12 +45,13 @@ def _err(message: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("server")
-    g.add_argument("--host", default="localhost", help="server host (default: localhost)")
-    g.add_argument("--protocol", choices=("grpc", "rest"), default="grpc", help="default: grpc")
-    g.add_argument("--grpc-port", type=int, default=8500, help="default: 8500")
-    g.add_argument("--rest-port", type=int, default=8501, help="default: 8501")
+    d = ClientOptions  # the one place the connection defaults are defined
+    g.add_argument("--host", default=d.host, help=f"server host (default: {d.host})")
+    g.add_argument("--protocol", choices=("grpc", "rest"), default=d.protocol, help=f"default: {d.protocol}")
+    g.add_argument("--grpc-port", type=int, default=d.grpc_port, help=f"default: {d.grpc_port}")
+    g.add_argument("--rest-port", type=int, default=d.rest_port, help=f"default: {d.rest_port}")
     g.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds per server call (default: 10)"
+        "--timeout", type=float, default=d.timeout, help=f"seconds per server call (default: {d.timeout:g})"
     )
 
     parser = argparse.ArgumentParser(

@@ -94,35 +94,33 @@ class EmotionClient:
             for face in client.predict("photo.jpg").faces:
                 print(face.box, face.emotion, face.keypoints["left_eye_center"])
 
-    Keyword arguments are the fields of `ClientOptions`; pass `options=` instead to reuse one.
+    Keyword arguments are the fields of `ClientOptions` (defaults there); pass `options=` instead to
+    reuse one (`EmotionClient.from_options`), never both.
     """
 
     def __init__(
         self,
-        host: str = "localhost",
+        host: str | None = None,
         *,
-        protocol: Protocol_ = "grpc",
-        grpc_port: int = 8500,
-        rest_port: int = 8501,
-        timeout: float = 10.0,
-        retries: int = 3,
+        protocol: Protocol_ | None = None,
+        grpc_port: int | None = None,
+        rest_port: int | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
         models: Mapping[str, ModelOption] | None = None,
         detector: FaceDetector | None = None,
         options: ClientOptions | None = None,
         transport: Transport | None = None,
         **more_options: Any,
     ):
+        given = {k: v for k, v in {"host": host, "protocol": protocol, "grpc_port": grpc_port,
+                                   "rest_port": rest_port, "timeout": timeout, "retries": retries,
+                                   "models": models}.items() if v is not None} | more_options
+        if options is not None and given:
+            raise TypeError(f"EmotionClient takes options= or keyword options, not both (got options= and "
+                            f"{', '.join(sorted(given))})")
         if options is None:
-            options = ClientOptions(
-                host=host,
-                protocol=protocol,
-                grpc_port=grpc_port,
-                rest_port=rest_port,
-                timeout=timeout,
-                retries=retries,
-                models=models if models is not None else default_models(),
-                **more_options,
-            )
+            options = ClientOptions(**given)
         self.options = options
         self.models: dict[str, ModelRef] = dict(options.models)  # type: ignore[arg-type]
         self.detector: FaceDetector = detector if detector is not None else HaarFaceDetector()
@@ -141,6 +139,12 @@ class EmotionClient:
         else:
             self.transport = RestTransport(options.host, options.rest_port, policy=policy)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emotion-ai")
+
+    @classmethod
+    def from_options(cls, options: ClientOptions, *, detector: FaceDetector | None = None,
+                     transport: Transport | None = None) -> EmotionClient:
+        """A client configured by a `ClientOptions` (e.g. one shared by several clients)."""
+        return cls(options=options, detector=detector, transport=transport)
 
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
