@@ -437,3 +437,29 @@ def test_cli_connection_defaults_are_the_client_options_defaults():
     d = ClientOptions()
     assert (args.host, args.protocol, args.grpc_port, args.rest_port, args.timeout) == (
         d.host, d.protocol, d.grpc_port, d.rest_port, d.timeout)
+
+
+@pytest.mark.parametrize("doc", [
+    {"outputs": {"scores": [[1.0], [1.0, 2.0]]}},      # ragged
+    {"predictions": [{"scores": [1.0]}, {"other": 1}]},  # rows with different keys
+    {"predictions": {"scores": 1}},                     # not a list of rows
+])
+def test_malformed_rest_predict_replies_are_server_errors(doc):
+    with pytest.raises(ServerError, match="malformed predict reply"):
+        parse_predict_response(doc)
+
+
+def test_malformed_grpc_tensor_is_a_server_error():
+    from emotion_ai.grpc_transport import GrpcTransport
+
+    proto = pb.TensorProto(dtype=pb.DT_FLOAT, tensor_shape=pb.TensorShapeProto(dim=[pb.TensorShapeProto.Dim(size=3)]))
+    proto.float_val.extend([1.0, 2.0])  # 2 values for 3 elements
+    with pytest.raises(ValueError):
+        tensor_proto_to_numpy(proto)
+    transport = GrpcTransport("127.0.0.1:9")
+    transport._call = lambda *a, **k: pb.PredictResponse(outputs={"scores": proto})
+    try:
+        with pytest.raises(ServerError, match="malformed predict reply"):
+            transport.predict(ModelRef("emotion"), {"image": np.zeros((1, 48, 48, 1), np.uint8)}, 1.0)
+    finally:
+        transport.close()

@@ -116,7 +116,10 @@ class GrpcTransport:
         response = self._call(
             self._predict, request, model, timeout, f"predict {model.describe()} at"
         )
-        return {key: tensor_proto_to_numpy(t) for key, t in response.outputs.items()}
+        try:
+            return {key: tensor_proto_to_numpy(t) for key, t in response.outputs.items()}
+        except (TypeError, ValueError) as exc:
+            raise ServerError(f"malformed predict reply from {self.target}: {exc}") from exc
 
     def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
         request = pb.GetModelMetadataRequest(

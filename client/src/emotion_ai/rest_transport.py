@@ -217,6 +217,13 @@ def parse_predict_response(doc: Any) -> dict[str, np.ndarray]:
     """
     if not isinstance(doc, dict):
         raise ServerError(f"predict reply is not a JSON object: {str(doc)[:200]}")
+    try:
+        return _predict_outputs(doc)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+        raise ServerError(f"malformed predict reply ({type(exc).__name__}: {exc}): {str(doc)[:200]}") from exc
+
+
+def _predict_outputs(doc: dict[str, Any]) -> dict[str, np.ndarray]:
     if "outputs" in doc:
         out = doc["outputs"]
         if isinstance(out, dict) and not ("b64" in out and len(out) == 1):
