@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grpc-port", type=int, default=d.grpc_port, help=f"default: {d.grpc_port}")
     g.add_argument("--rest-port", type=int, default=d.rest_port, help=f"default: {d.rest_port}")
     g.add_argument(
+        "--endpoint", action="append", dest="endpoints", metavar="HOST:PORT",
+        help="a replica of the chosen protocol (repeat for several: round robin with failover; "
+        "gRPC also takes dns:///name:port); replaces --host and the port",
+    )
+    g.add_argument(
         "--timeout", type=float, default=d.timeout, help=f"seconds per server call (default: {d.timeout:g})"
     )
 
@@ -90,6 +95,7 @@ def _client(args: argparse.Namespace) -> EmotionClient:
         grpc_port=args.grpc_port,
         rest_port=args.rest_port,
         timeout=args.timeout,
+        endpoints=tuple(args.endpoints or ()),
     )
 
 

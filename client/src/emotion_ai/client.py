@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -11,6 +12,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import spec
+from .balancer import BalancedTransport
 from .detect import Detection, FaceDetector, HaarFaceDetector
 from .errors import EmotionAIError, ServerError, ServerUnavailableError
 from .grpc_transport import MAX_MESSAGE_BYTES, GrpcTransport
@@ -19,6 +21,8 @@ from .preprocess import CropTransform, model_inputs, to_gray
 from .rest_transport import RestTransport
 from .result import Face, Prediction
 from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus, all_available
+
+_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}")
 
 Protocol_ = Literal["grpc", "rest"]
 ModelOption = str | ModelRef | Mapping[str, Any]
@@ -55,6 +59,10 @@ class ClientOptions:
         max_pixels: refuse images larger than this many pixels.
         max_message_bytes: gRPC send/receive message limit.
         batch_images: how many images `predict_batch` sends to the models in one request.
+        endpoints: replicas as `host:port` of the chosen protocol (instead of host + port); with
+            several, calls are spread over them round robin and fail over to the next one when one
+            refuses, times out or does not serve the model yet (`balancer.BalancedTransport`). gRPC also
+            takes one `dns:///name:port` target, balanced per call over every address it resolves to.
     """
 
     host: str = "localhost"
@@ -70,8 +78,16 @@ class ClientOptions:
     max_pixels: int = MAX_PIXELS
     max_message_bytes: int = MAX_MESSAGE_BYTES
     batch_images: int = 8
+    endpoints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.endpoints = tuple(self.endpoints)
+        for endpoint in self.endpoints:
+            if endpoint.startswith("dns:"):
+                if self.protocol != "grpc" or len(self.endpoints) != 1:
+                    raise ValueError(f"{endpoint!r}: a dns: target is for gRPC, as the only endpoint")
+            elif not _HOST_PORT.fullmatch(endpoint):
+                raise ValueError(f"endpoint {endpoint!r} is not host:port (e.g. 10.0.0.5:8500, [::1]:8501)")
         if self.protocol not in ("grpc", "rest"):
             raise ValueError(f"protocol must be 'grpc' or 'rest', not {self.protocol!r}")
         if self.timeout <= 0:
@@ -130,15 +146,21 @@ class EmotionClient:
         self.transport: Transport
         if transport is not None:  # e.g. an in-process or test transport instead of a server
             self.transport = transport
-        elif options.protocol == "grpc":
-            self.transport = GrpcTransport(
-                f"{options.host}:{options.grpc_port}",
-                policy=policy,
-                max_message_bytes=options.max_message_bytes,
-            )
+        elif len(options.endpoints) > 1:
+            single = RetryPolicy(retries=0)  # the balancer retries, on the other endpoints first
+            self.transport = BalancedTransport(
+                [self._transport(e, single) for e in options.endpoints], options.endpoints, policy=policy)
         else:
-            self.transport = RestTransport(options.host, options.rest_port, policy=policy)
+            default = f"{options.host}:{options.grpc_port if options.protocol == 'grpc' else options.rest_port}"
+            self.transport = self._transport((options.endpoints or (default,))[0], policy)
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emotion-ai")
+
+    def _transport(self, endpoint: str, policy: RetryPolicy) -> Transport:
+        """The transport of `options.protocol` to one endpoint (`host:port`, or a gRPC `dns:` target)."""
+        if self.options.protocol == "grpc":
+            return GrpcTransport(endpoint, policy=policy, max_message_bytes=self.options.max_message_bytes)
+        host, port = endpoint.rsplit(":", 1)
+        return RestTransport(host.strip("[]"), int(port), policy=policy)
 
     @classmethod
     def from_options(cls, options: ClientOptions, *, detector: FaceDetector | None = None,

@@ -77,6 +77,8 @@ class GrpcTransport:
             ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
+        if target.startswith("dns:"):  # every address the name resolves to (a headless Service), per call
+            options.append(("grpc.lb_policy_name", "round_robin"))
         self._channel = grpc.insecure_channel(target, options=options)
         self._predict = self._channel.unary_unary(
             PREDICT,

@@ -1,0 +1,137 @@
+"""Client-side load balancing and failover over several TF Serving replicas.
+
+`BalancedTransport` holds one transport per endpoint and sends each call to the next healthy one
+(round robin). An endpoint that refuses, times out or does not (yet) serve the model is skipped for a
+cooldown that doubles while it keeps failing (a restarted server is tried again once it has passed),
+and the call moves on to the next endpoint inside the same deadline: every TF Serving call the client
+makes is idempotent, so repeating it elsewhere is safe. Per-endpoint counts are kept for monitoring.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ModelNotFoundError, RequestTimeoutError, ServerUnavailableError
+from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus
+
+log = logging.getLogger(__name__)
+
+#: Failures that say "this replica cannot answer now", so another one should be tried.
+FAILOVER_ERRORS = (ServerUnavailableError, RequestTimeoutError, ModelNotFoundError)
+
+
+@dataclass
+class EndpointStats:
+    """What one endpoint did: calls answered, calls failed over, and when it may be tried again."""
+
+    name: str
+    ok: int = 0
+    failed: int = 0
+    down_until: float = 0.0
+    cooldown: float = 0.0
+
+
+class BalancedTransport:
+    """Round robin over endpoints with failover inside each call's deadline (thread-safe)."""
+
+    def __init__(self, transports: Sequence[Transport], names: Sequence[str], *, policy: RetryPolicy | None = None,
+                 cooldown: float = 0.25, max_cooldown: float = 2.0, clock: Callable[[], float] = time.monotonic):
+        if not transports or len(transports) != len(names):
+            raise ValueError("BalancedTransport needs one name per transport, and at least one")
+        self.transports = list(transports)
+        self.stats = [EndpointStats(n) for n in names]
+        self.base_cooldown, self.max_cooldown, self.clock = cooldown, max_cooldown, clock
+        self.policy = policy or RetryPolicy()
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Answered and failed-over calls per endpoint."""
+        with self._lock:
+            return {s.name: {"ok": s.ok, "failed": s.failed} for s in self.stats}
+
+    def _order(self) -> list[int]:
+        """Endpoints to try: the healthy ones rotated one step per call (so they share the load
+        evenly while others are down), then those cooling down, soonest back first."""
+        with self._lock:
+            k = self._next
+            self._next += 1
+            now = self.clock()
+            healthy = [i for i, s in enumerate(self.stats) if s.down_until <= now]
+            resting = sorted((i for i, s in enumerate(self.stats) if s.down_until > now),
+                             key=lambda i: self.stats[i].down_until)
+        if healthy:
+            k %= len(healthy)
+            healthy = healthy[k:] + healthy[:k]
+        return healthy + resting
+
+    def _mark(self, i: int, ok: bool) -> None:
+        with self._lock:
+            s = self.stats[i]
+            if ok:
+                s.ok += 1
+                s.cooldown, s.down_until = 0.0, 0.0
+                return
+            s.failed += 1
+            s.cooldown = min(self.max_cooldown, max(self.base_cooldown, 2 * s.cooldown))
+            s.down_until = self.clock() + s.cooldown
+
+    def _call(self, method: str, *args: Any, timeout: float) -> Any:
+        """Try every endpoint once per round; after a round where all failed, back off and go again
+        (policy.retries more rounds at most), all inside the deadline."""
+        deadline = self.clock() + timeout
+        errors: list[Exception] = []
+        for round_ in range(self.policy.retries + 1):
+            found, result = self._round(method, args, deadline, errors)
+            if found:
+                return result
+            delay = min(self.policy.max_backoff, self.policy.backoff * (2**round_))
+            if round_ == self.policy.retries or self.clock() + delay >= deadline:
+                break
+            self.policy.sleep(delay)
+        not_found = [e for e in errors if isinstance(e, ModelNotFoundError)]
+        if not_found and len(not_found) == len(errors):
+            raise not_found[-1]
+        if not errors:
+            raise RequestTimeoutError(f"{method}: no time left for any endpoint (timeout {timeout:g} s)")
+        names = ", ".join(dict.fromkeys(s.name for s in self.stats))
+        raise ServerUnavailableError(f"{method}: no endpoint could answer ({names}); last: {errors[-1]}")
+
+    def _round(self, method: str, args: tuple, deadline: float, errors: list[Exception]) -> tuple[bool, Any]:
+        order = self._order()
+        for n, i in enumerate(order):
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                break
+            # Leave time for the endpoints after this one: a replica that hangs must not eat the deadline.
+            budget = remaining if n == len(order) - 1 else remaining / 2
+            try:
+                result = getattr(self.transports[i], method)(*args, timeout=budget)
+            except FAILOVER_ERRORS as exc:
+                self._mark(i, ok=False)
+                errors.append(exc)
+                log.debug("%s on %s failed (%s); trying the next endpoint", method, self.stats[i].name, exc)
+                continue
+            self._mark(i, ok=True)
+            return True, result
+        return False, None
+
+    def predict(self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
+        return self._call("predict", model, inputs, timeout=timeout)
+
+    def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
+        return self._call("metadata", model, timeout=timeout)
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        return self._call("status", model, timeout=timeout)
+
+    def close(self) -> None:
+        for t in self.transports:
+            t.close()
