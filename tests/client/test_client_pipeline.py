@@ -156,7 +156,15 @@ def test_cli_predict_json_schema_csv_annotate_and_exit_codes(
     assert [f"score_{label}" for label in FAKE_LABELS] == header[8:15]
     assert header[15:] == list(spec.KEYPOINT_COLUMNS)
     assert len(rows) == 3  # header + a.jpg's face + b.png's empty row
-    assert sorted(p.name for p in ann.iterdir()) == ["a.jpg", "b.jpg"]
+    assert sorted(p.name for p in ann.iterdir()) == ["a.jpg", "b.png.jpg"]
+    # A second run never overwrites; --recursive keeps relative paths, so x/a.jpg and y/a.jpg stay apart.
+    for sub in ("x", "y"):
+        (folder / sub).mkdir()
+        (folder / sub / "a.jpg").write_bytes(astronaut_jpeg)
+    assert cli_mod.main(["predict", str(folder), "--recursive", "--annotate", str(ann)]) == 1
+    capsys.readouterr()
+    written = sorted(str(p.relative_to(ann)) for p in ann.rglob("*.jpg"))
+    assert written == ["a-1.jpg", "a.jpg", "b.png-1.jpg", "b.png.jpg", "x/a.jpg", "y/a.jpg"]
 
     assert cli_mod.main(["predict", str(folder / "a.jpg")]) == 0
     assert "1 face(s)" in capsys.readouterr().out
@@ -212,3 +220,74 @@ def test_cli_video_timeline_with_tracks(cli_with_fake, astronaut_bgr, tmp_path):
 
 def test_fake_transport_is_only_a_transport():
     assert isinstance(FakeTransport(), FakeTransport)
+
+
+class _GridDetector:
+    """Reports `n` faces in a grid (a crowd), whatever the image."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def detect(self, image):
+        from emotion_ai.detect import Detection
+
+        return [Detection(box=(10 + 30 * (i % 20), 10 + 30 * (i // 20), 24, 24), score=1.0) for i in range(self.n)]
+
+
+def test_crowds_are_split_into_bounded_requests_and_merged_in_order(astronaut_bgr):
+    from emotion_ai import EmotionClient
+
+    from .conftest import FAKE_LABELS, FakeTransport
+
+    transport = FakeTransport()
+    client = EmotionClient(timeout=5, transport=transport, detector=_GridDetector(70), max_faces_per_request=32)
+    try:
+        pred = client.predict(astronaut_bgr)
+    finally:
+        client.close()
+    assert len(pred.faces) == 70
+    assert sorted(shape[0] for _, shape in transport.calls) == [6, 6, 32, 32, 32, 32]
+    # face j was face j % 32 of its request, and FakeTransport gives face i of a request label i % 7
+    assert [f.emotion for f in pred.faces] == [FAKE_LABELS[(j % 32) % 7] for j in range(70)]
+
+
+def test_cli_folder_run_reports_a_timed_out_file_and_goes_on(cli_with_fake, astronaut_jpeg, tmp_path, capsys):
+    from emotion_ai.errors import RequestTimeoutError
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("a.jpg", "b.jpg"):
+        (folder / name).write_bytes(astronaut_jpeg)
+    real = cli_with_fake.transport.predict
+    calls = []
+
+    def first_image_times_out(model, inputs, timeout):
+        calls.append(model.name)
+        if len(calls) <= 2:  # both model calls of the first image
+            raise RequestTimeoutError("emotion: the request exceeded its deadline")
+        return real(model, inputs, timeout)
+
+    cli_with_fake.transport.predict = first_image_times_out
+    assert cli_mod.main(["predict", str(folder), "--json"]) == 1
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["image"].endswith("b.jpg") for line in out.splitlines()] == [True]
+    assert "failed" in err and "a.jpg" in err and "--timeout" in err
+
+
+def test_predict_batch_returns_server_errors_per_image(fake_client, astronaut_bgr):
+    from emotion_ai.errors import ServerError
+
+    real = fake_client.transport.predict
+
+    def fails_for_crowds(model, inputs, timeout):
+        if inputs["image"].shape[0] > 1:  # the grouped request, and any image with several faces
+            raise ServerError("batch too large", code="RESOURCE_EXHAUSTED")
+        return real(model, inputs, timeout)
+
+    fake_client.transport.predict = fails_for_crowds
+    crowd = np.concatenate([astronaut_bgr, astronaut_bgr], axis=1)  # two faces
+    results = fake_client.predict_batch([astronaut_bgr, crowd, astronaut_bgr], errors="return")
+    assert [type(r).__name__ for r in results] == ["Prediction", "ServerError", "Prediction"]
+    assert len(results[0].faces) == 1
+    with pytest.raises(ServerError):
+        fake_client.predict_batch([astronaut_bgr, crowd], errors="raise")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from . import spec
 from .client import ClientOptions, EmotionClient
-from .errors import EmotionAIError, InvalidImageError
+from .errors import EmotionAIError, InvalidImageError, ModelNotFoundError, RequestTimeoutError, ServerError
 from .result import Face, Prediction, draw_faces
 from .tracking import IoUTracker
 from .transport import all_available
@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--csv", metavar="FILE", help="write one row per face to FILE")
-    p.add_argument("--annotate", metavar="OUT_DIR", help="write annotated images to OUT_DIR")
+    p.add_argument("--annotate", metavar="OUT_DIR",
+                   help="write annotated images to OUT_DIR (relative paths kept, nothing overwritten)")
+    p.add_argument("--recursive", "-r", action="store_true", help="also search the folders' subfolders")
 
     v = sub.add_parser(
         "video", parents=[conn], help="per-frame timeline of a video with face tracks"
@@ -100,20 +102,37 @@ def _client(args: argparse.Namespace) -> EmotionClient:
 
 
 # -- predict ---------------------------------------------------------------------------------------
-def expand_inputs(inputs: list[str]) -> tuple[list[Path], bool]:
-    """Files to process (folders expanded to their sorted image files); was a folder given?"""
-    files: list[Path] = []
+def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[tuple[Path, Path]], bool]:
+    """(file, name relative to the folder it was found in) to process, folders expanded to their sorted
+    image files (and those of their subfolders with `recursive`); was a folder given?"""
+    files: list[tuple[Path, Path]] = []
     had_dir = False
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             had_dir = True
+            found = p.rglob("*") if recursive else p.iterdir()
             files.extend(
-                sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+                (f, f.relative_to(p))
+                for f in sorted(found)
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
             )
         else:
-            files.append(p)
+            files.append((p, Path(p.name)))
     return files, had_dir
+
+
+def annotated_path(out_dir: Path, relative: Path) -> Path:
+    """Where the annotated copy of an input goes: its relative path under `out_dir`, as JPEG (`a.jpg`
+    stays `a.jpg`, `b.png` becomes `b.png.jpg`), never over an existing file (`-1`, `-2`, ... added)."""
+    name = relative.name if relative.suffix.lower() in (".jpg", ".jpeg") else relative.name + ".jpg"
+    target = out_dir / relative.parent / name
+    n = 0
+    while target.exists():
+        n += 1
+        target = out_dir / relative.parent / f"{Path(name).stem}-{n}{Path(name).suffix}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    return target
 
 
 def face_row(face: Face, labels: list[str]) -> dict[str, Any]:
@@ -178,7 +197,7 @@ def _summary(pred: Prediction) -> str:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    files, had_dir = expand_inputs(args.inputs)
+    files, had_dir = expand_inputs(args.inputs, args.recursive)
     if not files:
         _err("no image files to process")
         return EXIT_SOME_FAILED
@@ -199,12 +218,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 files, desc="images", unit="img", file=sys.stderr, disable=None if had_dir else True
             )
         )
-        for path in bar:
+        for path, relative in bar:
             try:
                 pred = client.predict(path)
             except InvalidImageError as exc:
                 failed += 1
                 _err(f"skipped {exc}" if str(path) in str(exc) else f"skipped {path}: {exc}")
+                continue
+            except ModelNotFoundError:
+                raise  # the server does not serve what was asked: every file would fail the same way
+            except (RequestTimeoutError, ServerError) as exc:
+                failed += 1
+                hint = " (a larger --timeout gives each request more time)" if isinstance(
+                    exc, RequestTimeoutError) else ""
+                _err(f"failed {path}: {exc}{hint}")
                 continue
             _out(pred.to_json() if args.json else _summary(pred))
             if sink is not None:
@@ -214,7 +241,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 else:
                     sink.add({"image": str(path), "face": ""}, None)
             if out_dir is not None:
-                pred.save(out_dir / f"{path.stem}.jpg")
+                pred.save(annotated_path(out_dir, relative))
         if sink is not None:
             sink.close()
     return EXIT_SOME_FAILED if failed else EXIT_OK

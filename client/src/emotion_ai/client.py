@@ -59,6 +59,9 @@ class ClientOptions:
         max_pixels: refuse images larger than this many pixels.
         max_message_bytes: gRPC send/receive message limit.
         batch_images: how many images `predict_batch` sends to the models in one request.
+        max_faces_per_request: faces per model request; a crowd (or a batch of crowds) is split
+            into several bounded requests, each with its own `timeout`, instead of one that grows
+            without limit and misses its deadline.
         endpoints: replicas as `host:port` of the chosen protocol (instead of host + port); with
             several, calls are spread over them round robin and fail over to the next one when one
             refuses, times out or does not serve the model yet (`balancer.BalancedTransport`). gRPC also
@@ -78,6 +81,7 @@ class ClientOptions:
     max_pixels: int = MAX_PIXELS
     max_message_bytes: int = MAX_MESSAGE_BYTES
     batch_images: int = 8
+    max_faces_per_request: int = 32
     endpoints: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -94,6 +98,8 @@ class ClientOptions:
             raise ValueError("timeout must be positive")
         if self.retries < 0:
             raise ValueError("retries must be >= 0")
+        if self.max_faces_per_request < 1 or self.batch_images < 1:
+            raise ValueError("max_faces_per_request and batch_images must be at least 1")
         models = default_models()
         for key, value in dict(self.models).items():
             if key not in models:
@@ -229,20 +235,32 @@ class EmotionClient:
     ) -> list[Prediction | EmotionAIError]:
         """`predict` for many images; faces of `batch_images` images share one request per model.
 
-        With errors="return", an image that fails yields its exception in its place instead of
-        stopping the batch (server errors still fail the whole group).
+        With errors="return", an image that fails (unreadable, or a server error for its faces) yields
+        its exception in its place instead of stopping the batch: a group whose request fails is
+        retried image by image, so one bad image does not cost the others their results.
         """
         results: list[Any] = []
         group: list[_Staged] = []
         slots: list[int] = []
 
         def flush() -> None:
-            if group:
+            if not group:
+                return
+            try:
                 self._infer(group)
                 for i, st in zip(slots, group, strict=True):
                     results[i] = st.prediction()
-                group.clear()
-                slots.clear()
+            except EmotionAIError:
+                if errors == "raise":
+                    raise
+                for i, st in zip(slots, group, strict=True):
+                    try:
+                        self._infer([st])
+                        results[i] = st.prediction()
+                    except EmotionAIError as exc:
+                        results[i] = exc
+            group.clear()
+            slots.clear()
 
         for image in images:
             try:
@@ -313,7 +331,13 @@ class EmotionClient:
             s.timings["emotion"] = t_em
             start += n
 
+    def _chunks(self, batch: np.ndarray) -> list[np.ndarray]:
+        step = self.options.max_faces_per_request
+        return [batch[i : i + step] for i in range(0, len(batch), step)]
+
     def _run_keypoints(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) > self.options.max_faces_per_request:
+            return np.concatenate([self._run_keypoints(c) for c in self._chunks(batch)])
         ref = self.models["keypoints"]
         outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
         kp = _pick_output(outputs, spec.KEYPOINTS_OUTPUT_KEY, ref)
@@ -327,6 +351,9 @@ class EmotionClient:
             ) from exc
 
     def _run_emotion(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(batch) > self.options.max_faces_per_request:
+            parts = [self._run_emotion(c) for c in self._chunks(batch)]
+            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         ref = self.models["emotion"]
         outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
         scores = np.asarray(_pick_output(outputs, spec.SCORES_OUTPUT_KEY, ref), dtype=np.float64)
