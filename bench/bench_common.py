@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from emotion_ai.local_server import LocalServer
+from emotion_ai_serving.local_server import LocalServer
 
 REPO = Path(__file__).resolve().parents[1]
 

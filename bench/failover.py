@@ -24,7 +24,7 @@ import numpy as np
 from bench_common import write_results
 from emotion_ai import EmotionClient
 from emotion_ai.errors import EmotionAIError
-from emotion_ai.local_server import LocalServer
+from emotion_ai_serving.local_server import LocalServer
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent

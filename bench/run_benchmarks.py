@@ -40,8 +40,8 @@ import tensorflow as tf
 from bench_common import latest_version, write_results
 from emotion_ai import EmotionClient, spec
 from emotion_ai.cli import main as emotion_ai_cli
-from emotion_ai.local_server import LocalServer
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
+from emotion_ai_serving.local_server import LocalServer
 from emotion_ai_training.testing import make_export_tree
 from machine import machine_info
 from photos import astronaut_bgr, four_face_jpeg, one_face_jpeg  # bench/ is on sys.path as a script

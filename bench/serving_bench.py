@@ -25,7 +25,7 @@ import requests
 import tensorflow as tf
 from bench_common import latest_version, write_results
 from emotion_ai import spec
-from emotion_ai.local_server import LocalServer
+from emotion_ai_serving.local_server import LocalServer
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[1]

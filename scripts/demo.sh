@@ -25,5 +25,6 @@ for _ in $(seq 1 240); do
   sleep 0.5
 done
 .venv/bin/emotion-ai status --grpc-port "$GRPC_PORT" >&2
-.venv/bin/emotion-ai predict out/astronaut.png --json --annotate out --grpc-port "$GRPC_PORT"
-echo "demo: annotated image written to out/astronaut.jpg" >&2
+rm -rf out/annotated  # --annotate never overwrites: start the demo's output afresh
+.venv/bin/emotion-ai predict out/astronaut.png --json --annotate out/annotated --grpc-port "$GRPC_PORT"
+echo "demo: annotated image written to out/annotated/astronaut.png" >&2

@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 from emotion_ai import EmotionClient, spec
-from emotion_ai.local_server import LocalServer, serve_executable
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
+from emotion_ai_serving.local_server import LocalServer, serve_executable
 
 #: Labels in an order different from spec.EMOTION_LABELS: the client must use the model's `classes`.
 FAKE_LABELS = ("neutral", "happy", "sad", "angry", "surprise", "fear", "disgust")

@@ -156,15 +156,15 @@ def test_cli_predict_json_schema_csv_annotate_and_exit_codes(
     assert [f"score_{label}" for label in FAKE_LABELS] == header[8:15]
     assert header[15:] == list(spec.KEYPOINT_COLUMNS)
     assert len(rows) == 3  # header + a.jpg's face + b.png's empty row
-    assert sorted(p.name for p in ann.iterdir()) == ["a.jpg", "b.png.jpg"]
+    assert sorted(p.name for p in ann.iterdir()) == ["a.jpg", "b.png"]
     # A second run never overwrites; --recursive keeps relative paths, so x/a.jpg and y/a.jpg stay apart.
     for sub in ("x", "y"):
         (folder / sub).mkdir()
         (folder / sub / "a.jpg").write_bytes(astronaut_jpeg)
     assert cli_mod.main(["predict", str(folder), "--recursive", "--annotate", str(ann)]) == 1
     capsys.readouterr()
-    written = sorted(str(p.relative_to(ann)) for p in ann.rglob("*.jpg"))
-    assert written == ["a-1.jpg", "a.jpg", "b.png-1.jpg", "b.png.jpg", "x/a.jpg", "y/a.jpg"]
+    written = sorted(str(p.relative_to(ann)) for p in ann.rglob("*") if p.is_file())
+    assert written == ["a-1.jpg", "a.jpg", "b-1.png", "b.png", "x/a.jpg", "y/a.jpg"]
 
     assert cli_mod.main(["predict", str(folder / "a.jpg")]) == 0
     assert "1 face(s)" in capsys.readouterr().out

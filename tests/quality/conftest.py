@@ -14,8 +14,8 @@ import pytest
 import requests
 from emotion_ai import spec
 from emotion_ai._proto import tfs_pb2 as pb
-from emotion_ai.local_server import LocalServer
 from emotion_ai.tensors import make_tensor_proto
+from emotion_ai_serving.local_server import LocalServer
 
 from .quality_support import Case, build_corpus
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from emotion_ai import EmotionClient
 from emotion_ai.errors import InvalidImageError
-from emotion_ai.local_server import LocalServer, free_port
+from emotion_ai_serving.local_server import LocalServer, free_port
 
 CASE_NAMES = [
     "empty", "text_as_jpg", "truncated_jpeg", "truncated_png", "corrupt_jpeg_header",

@@ -99,7 +99,7 @@ def test_client_endpoint_validation():
 @pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
 def test_failover_bench_kills_and_restarts_a_replica_without_a_failed_request(tmp_path, protocol):
-    from emotion_ai.local_server import serve_executable
+    from emotion_ai_serving.local_server import serve_executable
 
     if serve_executable() is None:
         pytest.skip("emotion-ai-serve is not installed")

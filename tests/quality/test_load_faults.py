@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from emotion_ai import spec
 from emotion_ai.errors import EmotionAIError, ServerUnavailableError
-from emotion_ai.local_server import LocalServer
+from emotion_ai_serving.local_server import LocalServer
 
 from .conftest import make_models
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from emotion_ai import spec
-from emotion_ai.local_server import LocalServer
+from emotion_ai_serving.local_server import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("EMOTION_AI_MODELS", REPO / "models_export"))

@@ -21,7 +21,7 @@ import grpc
 import pytest
 import requests
 import yaml
-from emotion_ai.local_server import LocalServer
+from emotion_ai_serving.local_server import LocalServer
 
 REPO = Path(__file__).resolve().parents[2]
 SERVING_DIR = REPO / "serving"

@@ -17,7 +17,7 @@ import pytest
 import requests
 import tensorflow as tf
 from emotion_ai import spec
-from emotion_ai.local_server import LocalServer, port_open
+from emotion_ai_serving.local_server import LocalServer, port_open
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
 from .conftest import SERVING_DIR

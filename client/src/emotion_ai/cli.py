@@ -122,10 +122,13 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[tupl
     return files, had_dir
 
 
+_WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
 def annotated_path(out_dir: Path, relative: Path) -> Path:
-    """Where the annotated copy of an input goes: its relative path under `out_dir`, as JPEG (`a.jpg`
-    stays `a.jpg`, `b.png` becomes `b.png.jpg`), never over an existing file (`-1`, `-2`, ... added)."""
-    name = relative.name if relative.suffix.lower() in (".jpg", ".jpeg") else relative.name + ".jpg"
+    """Where the annotated copy of an input goes: its relative path under `out_dir`, in its own format
+    where OpenCV writes it (else `<name>.jpg`), never over an existing file (`-1`, `-2`, ... added)."""
+    name = relative.name if relative.suffix.lower() in _WRITABLE_SUFFIXES else relative.name + ".jpg"
     target = out_dir / relative.parent / name
     n = 0
     while target.exists():

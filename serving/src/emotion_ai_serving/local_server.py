@@ -1,10 +1,10 @@
-"""Start the project's embedded server (`emotion-ai-serve`, from the serving package) for local use.
+"""Start the embedded server (`emotion-ai-serve`) in a subprocess, for tests, benchmarks and local use.
 
     with LocalServer("models_export") as server:
         with server.client("grpc") as client:
             print(client.predict("photo.jpg").faces)
 
-Only needed for development, tests and benchmarks; the client itself talks to any TF Serving.
+It lives next to the server it launches; the client itself talks to any TF Serving.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import spec
-from .client import EmotionClient
-from .errors import EmotionAIError
-from .transport import all_available
+from emotion_ai import spec
+from emotion_ai.client import EmotionClient
+from emotion_ai.errors import EmotionAIError
+from emotion_ai.transport import all_available
 
 
 def free_port() -> int:
