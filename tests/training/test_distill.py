@@ -89,6 +89,15 @@ def test_distilled_emotion_run_trains_resumes_and_exports_the_same_contract(tmp_
         "scores": (tf.float32, [None, 7]), "classes": (tf.string, [None, 7])}
     card = json.loads((out / "emotion" / "1" / "model_card.json").read_text())
     assert card["training"]["config"]["teacher"] == [str(teacher)]
+    # The library call: evaluation output goes where the caller says (nowhere with eval_dir=None).
+    from emotion_ai_training.export import export_runs
+
+    evals = tmp_path / "evals"
+    assert export_runs([runs / "s"], out, eval_dir=evals) == out / "emotion" / "2"
+    assert (evals / "emotion-2" / "metrics.json").is_file()
+    third = export_runs([runs / "s"], out, eval_dir=None)
+    assert "accuracy" in json.loads((third / "model_card.json").read_text())["validation_metrics"]
+    assert sorted(p.name for p in evals.iterdir()) == ["emotion-2"]
     assert card["training"]["config"]["distill_alpha"] == 0.8
 
     # A teacher with other classes than the student's is refused with a clear error (exit code 2).

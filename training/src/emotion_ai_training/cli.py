@@ -185,65 +185,16 @@ def _add_export(sub) -> None:
     p.add_argument("--weights-dtype", default="float32", choices=("float32", "float16"),
                    help="storage type of the weights (float16 halves the size; compute stays float32)")
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
-
-
-def _ensemble_configs(run_dirs: list[Path]) -> list[dict]:
-    """Each run's config.json; all runs must share the task, label set and training data."""
-    configs = []
-    for run_dir in run_dirs:
-        path = run_dir / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
-        configs.append(json.loads(path.read_text()))
-    first = configs[0]
-    for run_dir, config in zip(run_dirs[1:], configs[1:], strict=True):
-        for key in ("task", "classes", "data_sha256"):
-            if config.get(key) != first.get(key):
-                raise ValueError(f"{run_dir} cannot join an ensemble with {run_dirs[0]}: "
-                                 f"{key} {config.get(key)!r} != {first.get(key)!r}")
-    return configs
+    p.add_argument("--eval-dir", default="runs/eval",
+                   help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
 
 
 def _cmd_export(args) -> int:
-    import keras
+    from emotion_ai_training.export import export_runs
 
-    from emotion_ai_training.data import load_task
-    from emotion_ai_training.evaluate import evaluate
-    from emotion_ai_training.export import export_model
-    from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
-
-    run_dirs = [Path(r) for r in args.run_dirs]
-    configs = _ensemble_configs(run_dirs)
-    cfgs = [TrainConfig(**config) for config in configs]
-    keras.mixed_precision.set_global_policy("float32")
-    models, members = [], []
-    for run_dir, config, cfg in zip(run_dirs, configs, cfgs, strict=True):
-        state = json.loads((run_dir / "state.json").read_text())
-        model = build_model(cfg)
-        copy_weights(run_dir / args.checkpoint, model)
-        models.append(model)
-        members.append({"run": run_dir.name, "checkpoint": args.checkpoint, "epochs_trained": state["epoch"],
-                        "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if args.checkpoint == "best.keras"
-                                             else state["epoch"]),
-                        "train_seconds": state.get("train_seconds"), "config": config})
-    cfg = cfgs[0]
-    dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
-    card = {
-        "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
-                          "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
-        "training": members[0] if len(members) == 1 else members,
-    }
-    base_dir = Path(args.out) / cfg.task
-
-    def validation_metrics(folder: Path, version: int) -> dict:
-        metrics = evaluate(cfg.task, folder, cfg.data, Path("runs/eval") / f"{cfg.task}-{version}", seed=cfg.seed,
-                           dataset=dataset, name=str(base_dir / str(version)))
-        return {k: v for k, v in metrics.items() if k not in ("model", "data")}
-
-    target = export_model(models, cfg.task, base_dir, version=args.version,
-                          labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=args.flip_tta,
-                          shift_tta=args.shift_tta, weights_dtype=args.weights_dtype, card=card,
-                          evaluate=None if args.no_evaluate else validation_metrics)
+    target = export_runs([Path(r) for r in args.run_dirs], args.out, version=args.version,
+                         checkpoint=args.checkpoint, flip_tta=args.flip_tta, shift_tta=args.shift_tta,
+                         weights_dtype=args.weights_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir)
     sys.stdout.write(f"{target}\n")
     return 0
 

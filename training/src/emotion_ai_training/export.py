@@ -16,6 +16,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,74 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported %s version %d to %s", kind, version, target)
     return target
+
+
+# ------------------------------------------------------------------------------------------ runs → version
+
+
+def _ensemble_configs(run_dirs: Sequence[Path]) -> list[dict]:
+    """Each run's config.json; all runs must share the task, label set and training data."""
+    configs = []
+    for run_dir in run_dirs:
+        path = run_dir / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
+        configs.append(json.loads(path.read_text()))
+    first = configs[0]
+    for run_dir, config in zip(run_dirs[1:], configs[1:], strict=True):
+        for key in ("task", "classes", "data_sha256"):
+            if config.get(key) != first.get(key):
+                raise ValueError(f"{run_dir} cannot join an ensemble with {run_dirs[0]}: "
+                                 f"{key} {config.get(key)!r} != {first.get(key)!r}")
+    return configs
+
+
+def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export", *, version: int | None = None,
+                checkpoint: str = "best.keras", flip_tta: bool = False, shift_tta: int = 0,
+                weights_dtype: str = "float32", evaluate: bool = True,
+                eval_dir: str | Path | None = "runs/eval") -> Path:
+    """Export training runs as `out/<task>/<version>/` (several runs of one task: one ensemble).
+
+    Rebuilds each run's architecture in float32, loads `checkpoint`, writes the SavedModel and a model
+    card listing every member (run, epochs, configuration with teacher/α/T for distilled runs) and,
+    with `evaluate`, its validation metrics; the evaluation's JSON and confusion matrix go to
+    `eval_dir/<task>-<version>/` (nowhere when None).
+    """
+    from emotion_ai_training.data import load_task
+    from emotion_ai_training.evaluate import evaluate as evaluate_model
+    from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
+
+    run_dirs = [Path(r) for r in run_dirs]
+    configs = _ensemble_configs(run_dirs)
+    cfgs = [TrainConfig(**config) for config in configs]
+    keras.mixed_precision.set_global_policy("float32")
+    models, members = [], []
+    for run_dir, config, cfg in zip(run_dirs, configs, cfgs, strict=True):
+        state = json.loads((run_dir / "state.json").read_text())
+        model = build_model(cfg)
+        copy_weights(run_dir / checkpoint, model)
+        models.append(model)
+        members.append({"run": run_dir.name, "checkpoint": checkpoint, "epochs_trained": state["epoch"],
+                        "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if checkpoint == "best.keras"
+                                             else state["epoch"]),
+                        "train_seconds": state.get("train_seconds"), "config": config})
+    cfg = cfgs[0]
+    dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
+    card = {
+        "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
+                          "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
+        "training": members[0] if len(members) == 1 else members,
+    }
+    base_dir = Path(out) / cfg.task
+
+    def validation_metrics(folder: Path, number: int) -> dict:
+        with tempfile.TemporaryDirectory() as scratch:
+            where = Path(eval_dir) / f"{cfg.task}-{number}" if eval_dir is not None else Path(scratch)
+            metrics = evaluate_model(cfg.task, folder, cfg.data, where, seed=cfg.seed, dataset=dataset,
+                                     name=str(base_dir / str(number)))
+        return {k: v for k, v in metrics.items() if k not in ("model", "data")}
+
+    return export_model(models, cfg.task, base_dir, version=version,
+                        labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=flip_tta,
+                        shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
+                        evaluate=validation_metrics if evaluate else None)
