@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from emotion_ai import spec
 from emotion_ai_serving.local_server import LocalServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -19,8 +20,8 @@ def add_server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models", type=Path, default=REPO / "models_export", help="export root to serve")
     p.add_argument("--no-server", action="store_true", help="use a server that is already running")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--grpc-port", type=int, default=8500)
-    p.add_argument("--rest-port", type=int, default=8501)
+    p.add_argument("--grpc-port", type=int, default=spec.GRPC_PORT)
+    p.add_argument("--rest-port", type=int, default=spec.REST_PORT)
 
 
 @contextmanager

@@ -70,8 +70,8 @@ class ClientOptions:
 
     host: str = "localhost"
     protocol: Protocol_ = "grpc"
-    grpc_port: int = 8500
-    rest_port: int = 8501
+    grpc_port: int = spec.GRPC_PORT
+    rest_port: int = spec.REST_PORT
     timeout: float = 10.0
     retries: int = 3
     backoff: float = 0.1

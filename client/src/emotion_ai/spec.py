@@ -81,6 +81,11 @@ KEYPOINTS_OUTPUT_KEY = "keypoints"
 SCORES_OUTPUT_KEY = "scores"
 CLASSES_OUTPUT_KEY = "classes"
 
+# TF Serving's default ports (tensorflow_model_server --port / --rest_api_port): the client's, the
+# embedded server's and the benchmarks' defaults.
+GRPC_PORT = 8500
+REST_PORT = 8501
+
 
 @dataclass(frozen=True)
 class CropGeometry:

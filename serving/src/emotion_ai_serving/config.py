@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from emotion_ai import spec
 from google.protobuf import (
     descriptor_pb2,
     descriptor_pool,
@@ -35,8 +36,8 @@ DEFAULT_PROMETHEUS_PATH = "/monitoring/prometheus/metrics"
 class ServerOptions:
     """Command-line options, named after tensorflow_model_server's flags."""
 
-    port: int = 8500
-    rest_api_port: int = 8501
+    port: int = spec.GRPC_PORT
+    rest_api_port: int = spec.REST_PORT
     host: str = "127.0.0.1"
     model_config_file: str | None = None
     model_name: str = "default"
