@@ -7,6 +7,7 @@ from `emotion_ai_training.testing.make_export_tree` (tests that need trained wei
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -160,3 +161,16 @@ def test_server_stopped_raises_unavailable_within_deadline(model_root, astronaut
     finally:
         for client in clients:
             client.close()
+
+
+def test_a_client_on_the_other_protocols_port_is_told_so(server):
+    from emotion_ai import EmotionClient
+    from emotion_ai.errors import ServerUnavailableError
+
+    crossed = {"rest": {"rest_port": server.grpc_port}, "grpc": {"grpc_port": server.rest_port}}
+    hints = {"rest": "speaks gRPC (HTTP/2), not REST", "grpc": "speaks HTTP/1.1 (REST?), not gRPC"}
+    for protocol, ports in crossed.items():
+        with EmotionClient("127.0.0.1", protocol=protocol, timeout=5, **ports) as client, pytest.raises(
+            ServerUnavailableError, match=re.escape(hints[protocol])
+        ):
+            client.status()

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 
 from ._proto import tfs_pb2 as pb
-from .errors import ModelNotFoundError, RequestTimeoutError, ServerError
+from .errors import ModelNotFoundError, RequestTimeoutError, ServerError, ServerUnavailableError
 from .tensors import dtype_name, make_tensor_proto, tensor_proto_to_numpy
 from .transport import (
     ModelRef,
@@ -101,6 +101,12 @@ class GrpcTransport:
             try:
                 return method(request, timeout=remaining)
             except grpc.RpcError as err:
+                details = err.details() or ""
+                if "http1.x server" in details or "Failed parsing HTTP/2" in details:
+                    raise ServerUnavailableError(
+                        f"{what} {self.target}: that port speaks HTTP/1.1 (REST?), not gRPC: use protocol='rest' for "
+                        "this port, or TF Serving's gRPC port (--port, 8500 by default)"
+                    ) from err
                 if err.code() == grpc.StatusCode.UNAVAILABLE:
                     raise RetryableError(err.details() or "UNAVAILABLE") from err
                 raise map_rpc_error(err, model) from err

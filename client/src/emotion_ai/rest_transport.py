@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from .errors import ModelNotFoundError, RequestTimeoutError, ServerError
+from .errors import ModelNotFoundError, RequestTimeoutError, ServerError, ServerUnavailableError
 from .tensors import json_to_numpy
 from .transport import (
     ModelRef,
@@ -128,6 +128,11 @@ class RestTransport:
                 raise RetryableError(exc.strerror or str(exc)) from exc
             except http.client.HTTPException as exc:
                 conn.close()
+                if isinstance(exc, http.client.BadStatusLine) and str(exc.line).startswith("\x00\x00"):
+                    raise ServerUnavailableError(
+                        f"{what} {self.base_url}: that port speaks gRPC (HTTP/2), not REST: use protocol='grpc' "
+                        "for this port, or TF Serving's REST port (--rest_api_port, 8501 by default)"
+                    ) from exc
                 raise ServerError(f"malformed HTTP reply ({exc!r})") from exc
             if closing:
                 conn.close()
