@@ -463,3 +463,26 @@ def test_malformed_grpc_tensor_is_a_server_error():
             transport.predict(ModelRef("emotion"), {"image": np.zeros((1, 48, 48, 1), np.uint8)}, 1.0)
     finally:
         transport.close()
+
+
+def test_cli_environment_defaults_and_model_flags(monkeypatch):
+    from emotion_ai import cli
+
+    monkeypatch.setenv("EMOTION_AI_HOST", "serving.internal")
+    monkeypatch.setenv("EMOTION_AI_PROTOCOL", "rest")
+    monkeypatch.setenv("EMOTION_AI_REST_PORT", "18501")
+    args = cli.build_parser().parse_args(["status", "--emotion-version", "5", "--keypoints-label", "stable"])
+    assert (args.host, args.protocol, args.rest_port) == ("serving.internal", "rest", 18501)
+    client = cli._client(args)
+    try:
+        assert client.models["emotion"] == ModelRef("emotion", version=5)
+        assert client.models["keypoints"] == ModelRef("keypoints", version_label="stable")
+        assert client.options.host == "serving.internal" and client.options.protocol == "rest"
+    finally:
+        client.close()
+    assert cli.build_parser().parse_args(["status", "--host", "other"]).host == "other"  # flags win
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(["status", "--emotion-version", "5", "--emotion-label", "x"])
+    monkeypatch.setenv("EMOTION_AI_GRPC_PORT", "not-a-port")
+    with pytest.raises(SystemExit, match="EMOTION_AI_GRPC_PORT"):
+        cli.build_parser()

@@ -10,6 +10,7 @@ import csv
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -19,12 +20,12 @@ from typing import IO, Any
 import cv2
 from tqdm import tqdm
 
-from . import spec
+from . import __version__, spec
 from .client import ClientOptions, EmotionClient
 from .errors import EmotionAIError, InvalidImageError, ModelNotFoundError, RequestTimeoutError, ServerError
 from .result import Face, Prediction, draw_faces
 from .tracking import IoUTracker
-from .transport import all_available
+from .transport import ModelRef, all_available
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp"}
@@ -46,10 +47,14 @@ def build_parser() -> argparse.ArgumentParser:
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("server")
     d = ClientOptions  # the one place the connection defaults are defined
-    g.add_argument("--host", default=d.host, help=f"server host (default: {d.host})")
-    g.add_argument("--protocol", choices=("grpc", "rest"), default=d.protocol, help=f"default: {d.protocol}")
-    g.add_argument("--grpc-port", type=int, default=d.grpc_port, help=f"default: {d.grpc_port}")
-    g.add_argument("--rest-port", type=int, default=d.rest_port, help=f"default: {d.rest_port}")
+    env = os.environ.get
+    host, protocol = env("EMOTION_AI_HOST", d.host), env("EMOTION_AI_PROTOCOL", d.protocol)
+    grpc_port, rest_port = _env_int("EMOTION_AI_GRPC_PORT", d.grpc_port), _env_int("EMOTION_AI_REST_PORT", d.rest_port)
+    g.add_argument("--host", default=host, help=f"server host (env EMOTION_AI_HOST; default: {host})")
+    g.add_argument("--protocol", choices=("grpc", "rest"), default=protocol,
+                   help=f"env EMOTION_AI_PROTOCOL; default: {protocol}")
+    g.add_argument("--grpc-port", type=int, default=grpc_port, help=f"env EMOTION_AI_GRPC_PORT; default: {grpc_port}")
+    g.add_argument("--rest-port", type=int, default=rest_port, help=f"env EMOTION_AI_REST_PORT; default: {rest_port}")
     g.add_argument(
         "--endpoint", action="append", dest="endpoints", metavar="HOST:PORT",
         help="a replica of the chosen protocol (repeat for several: round robin with failover; "
@@ -58,11 +63,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--timeout", type=float, default=d.timeout, help=f"seconds per server call (default: {d.timeout:g})"
     )
+    m = conn.add_argument_group("models (default: the newest version the server serves)")
+    for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL):
+        one = m.add_mutually_exclusive_group()
+        one.add_argument(f"--{key}-version", type=int, metavar="N", help=f"pin {key} version N")
+        one.add_argument(f"--{key}-label", metavar="LABEL", help=f"use {key}'s version label (e.g. stable)")
 
     parser = argparse.ArgumentParser(
         prog="emotion-ai", description="Face keypoints and facial expressions via TF Serving."
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("predict", parents=[conn], help="analyse images or folders of images")
@@ -98,7 +109,19 @@ def _client(args: argparse.Namespace) -> EmotionClient:
         rest_port=args.rest_port,
         timeout=args.timeout,
         endpoints=tuple(args.endpoints or ()),
+        models={key: ModelRef(key, version=getattr(args, f"{key}_version"), version_label=getattr(args, f"{key}_label"))
+                for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)},
     )
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise SystemExit(f"emotion-ai: {name}={value!r} is not a port number") from None
 
 
 # -- predict ---------------------------------------------------------------------------------------
