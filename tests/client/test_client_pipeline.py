@@ -218,10 +218,6 @@ def test_cli_video_timeline_with_tracks(cli_with_fake, astronaut_bgr, tmp_path):
     assert cli_mod.main(["video", str(tmp_path / "missing.mp4")]) == 1
 
 
-def test_fake_transport_is_only_a_transport():
-    assert isinstance(FakeTransport(), FakeTransport)
-
-
 class _GridDetector:
     """Reports `n` faces in a grid (a crowd), whatever the image."""
 
@@ -236,8 +232,6 @@ class _GridDetector:
 
 def test_crowds_are_split_into_bounded_requests_and_merged_in_order(astronaut_bgr):
     from emotion_ai import EmotionClient
-
-    from .conftest import FAKE_LABELS, FakeTransport
 
     transport = FakeTransport()
     client = EmotionClient(timeout=5, transport=transport, detector=_GridDetector(70), max_faces_per_request=32)

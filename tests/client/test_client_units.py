@@ -359,14 +359,19 @@ def test_retries_are_bounded_with_backoff():
     assert sleeps == [0.1, 0.2, 0.4] and len(attempts) == 4
     # a backoff that would overrun the deadline stops early
     sleeps.clear()
+
+    def real_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        time.sleep(seconds)
+
     with pytest.raises(ServerUnavailableError):
         with_retries(
             attempt,
-            timeout=0.15,
-            policy=RetryPolicy(retries=5, backoff=0.1, sleep=sleeps.append),
+            timeout=0.25,
+            policy=RetryPolicy(retries=5, backoff=0.1, sleep=real_sleep),
             what="p",
         )
-    assert sleeps in ([0.1], [])
+    assert sleeps == [0.1]  # 0.1 s in, the next backoff (0.2 s) would pass the 0.25 s deadline
     # success after a retry
     state = {"n": 0}
 
