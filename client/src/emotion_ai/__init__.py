@@ -5,7 +5,7 @@ with EmotionClient(host="localhost", protocol="grpc") as client:
     prediction = client.predict("photo.jpg")
 """
 
-from .client import ClientOptions, EmotionClient
+from .client import EmotionClient
 from .detect import Detection, FaceDetector, HaarFaceDetector, YuNetFaceDetector
 from .errors import (
     EmotionAIError,
@@ -15,6 +15,7 @@ from .errors import (
     ServerError,
     ServerUnavailableError,
 )
+from .options import ClientOptions
 from .result import Face, Prediction
 from .transport import ModelRef, SignatureInfo, TensorSpec, VersionStatus
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -15,97 +14,13 @@ from . import spec
 from .balancer import BalancedTransport
 from .detect import Detection, FaceDetector, HaarFaceDetector
 from .errors import EmotionAIError, ServerError, ServerUnavailableError
-from .grpc_transport import MAX_MESSAGE_BYTES, GrpcTransport
-from .images import MAX_PIXELS, ColorOrder, ImageInput, load_image
+from .grpc_transport import GrpcTransport
+from .images import ColorOrder, ImageInput, load_image
+from .options import ClientOptions, ModelOption, Protocol_
 from .preprocess import CropTransform, model_inputs, to_gray
 from .rest_transport import RestTransport
 from .result import Face, Prediction
 from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus, all_available
-
-_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}")
-
-Protocol_ = Literal["grpc", "rest"]
-ModelOption = str | ModelRef | Mapping[str, Any]
-
-
-def default_models() -> dict[str, ModelRef]:
-    """The served models of the export contract: "keypoints" and "emotion", latest version."""
-    return {"keypoints": ModelRef(spec.KEYPOINTS_MODEL), "emotion": ModelRef(spec.EMOTION_MODEL)}
-
-
-def _model_ref(value: ModelOption) -> ModelRef:
-    if isinstance(value, ModelRef):
-        return value
-    if isinstance(value, str):
-        return ModelRef(value)
-    return ModelRef(**dict(value))
-
-
-@dataclass
-class ClientOptions:
-    """Settings of an `EmotionClient` (all have defaults that match a local TF Serving).
-
-    Attributes:
-        host: server host name or address.
-        protocol: "grpc" or "rest".
-        grpc_port / rest_port: TF Serving's `--port` / `--rest_api_port`.
-        timeout: seconds allowed for each server call, retries included (every call has a deadline).
-        retries: retries after UNAVAILABLE / refused connection / HTTP 503, with backoff.
-        backoff: first backoff in seconds (doubles each retry, capped at 2 s).
-        models: "keypoints" and "emotion" -> model name, `ModelRef` (name, version or version_label,
-            signature_name) or a dict of those fields.
-        keypoints_crop / emotion_crop: crop geometry overrides (default: `spec.KEYPOINTS_CROP` /
-            `spec.EMOTION_CROP`, calibrated for the Haar detector).
-        max_pixels: refuse images larger than this many pixels.
-        max_message_bytes: gRPC send/receive message limit.
-        batch_images: how many images `predict_batch` sends to the models in one request.
-        max_faces_per_request: faces per model request; a crowd (or a batch of crowds) is split
-            into several bounded requests, each with its own `timeout`, instead of one that grows
-            without limit and misses its deadline.
-        endpoints: replicas as `host:port` of the chosen protocol (instead of host + port); with
-            several, calls are spread over them round robin and fail over to the next one when one
-            refuses, times out or does not serve the model yet (`balancer.BalancedTransport`). gRPC also
-            takes one `dns:///name:port` target, balanced per call over every address it resolves to.
-    """
-
-    host: str = "localhost"
-    protocol: Protocol_ = "grpc"
-    grpc_port: int = spec.GRPC_PORT
-    rest_port: int = spec.REST_PORT
-    timeout: float = 10.0
-    retries: int = 3
-    backoff: float = 0.1
-    models: Mapping[str, ModelOption] = field(default_factory=default_models)
-    keypoints_crop: spec.CropGeometry | None = None
-    emotion_crop: spec.CropGeometry | None = None
-    max_pixels: int = MAX_PIXELS
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    batch_images: int = 8
-    max_faces_per_request: int = 32
-    endpoints: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        self.endpoints = tuple(self.endpoints)
-        for endpoint in self.endpoints:
-            if endpoint.startswith("dns:"):
-                if self.protocol != "grpc" or len(self.endpoints) != 1:
-                    raise ValueError(f"{endpoint!r}: a dns: target is for gRPC, as the only endpoint")
-            elif not _HOST_PORT.fullmatch(endpoint):
-                raise ValueError(f"endpoint {endpoint!r} is not host:port (e.g. 10.0.0.5:8500, [::1]:8501)")
-        if self.protocol not in ("grpc", "rest"):
-            raise ValueError(f"protocol must be 'grpc' or 'rest', not {self.protocol!r}")
-        if self.timeout <= 0:
-            raise ValueError("timeout must be positive")
-        if self.retries < 0:
-            raise ValueError("retries must be >= 0")
-        if self.max_faces_per_request < 1 or self.batch_images < 1:
-            raise ValueError("max_faces_per_request and batch_images must be at least 1")
-        models = default_models()
-        for key, value in dict(self.models).items():
-            if key not in models:
-                raise ValueError(f"unknown model key {key!r}; use 'keypoints' and/or 'emotion'")
-            models[key] = _model_ref(value)
-        self.models = models
 
 
 class EmotionClient:
