@@ -17,7 +17,7 @@ tf = pytest.importorskip("tensorflow")
 
 
 def test_masked_mse_ignores_missing_coordinates() -> None:
-    from emotion_ai_training.train import MaskedRMSE, masked_mse
+    from emotion_ai_training.losses import MaskedRMSE, masked_mse
 
     y_true = np.array([[[1.0, 2.0], [np.nan, np.nan]]], np.float32)
     y_pred = np.array([[[2.0, 4.0], [100.0, 100.0]]], np.float32)
