@@ -6,9 +6,10 @@
 Starts --replicas `emotion-ai-serve` processes on loopback, points one `EmotionClient(endpoints=[...])`
 at all of them and runs --workers threads of full predictions (detection, keypoints and emotion) on a
 small face photo in three phases of --seconds / 3 each: all replicas up; replica 1 killed (SIGKILL, no
-graceful shutdown); replica 1 started again on the same ports (the phase starts once its models are
-AVAILABLE; the start-up time in between also runs under load). Reports requests, failed requests, p50
-and p99 latency, and each endpoint's answered and failed-over calls, before and after the restart.
+graceful shutdown); replica 1 started again on the same ports (the phase starts once replica 1 answers
+calls again, at most 30 s after its models are AVAILABLE; the time in between also runs under load).
+Reports requests, failed requests, p50 and p99 latency, how long the restarted replica took to be used
+again, and each endpoint's answered and failed-over calls, and those answered after the restart.
 Writes bench/results/failover.json/.md; exit code 1 when any request failed.
 """
 
@@ -39,13 +40,29 @@ def face_photo() -> np.ndarray:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
+def _seconds(value: float | None) -> str:
+    return "never (within 30 s)" if value is None else f"{value:.1f} s"
+
+
+def _back_in_rotation(transport, endpoint: str, before: dict, limit: float) -> float | None:
+    """Seconds until the restarted endpoint answers a call again (its cooldown and gRPC's reconnect
+    backoff have passed), or None after `limit` seconds."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        if transport.counts()[endpoint]["ok"] > before[endpoint]["ok"]:
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    return None
+
+
 def markdown(doc: dict) -> str:
     lines = ["# Failover: client-side balancing over replicas, one killed and restarted", "",
              f"Command: `{doc['command']}`", "",
              f"{doc['replicas']} replicas, {doc['protocol']}, {doc['workers']} workers, {doc['seconds']} s: "
              f"**{doc['requests']} requests, {doc['failed']} failed**, p50 {doc['p50_ms']:.0f} ms, "
              f"p99 {doc['p99_ms']:.0f} ms. Replica 1 killed at {doc['killed_at_s']:.1f} s, "
-             f"serving again at {doc['restarted_at_s']:.1f} s.", "",
+             f"AVAILABLE again at {doc['restarted_at_s']:.1f} s, answering calls again "
+             f"{_seconds(doc['back_in_rotation_s'])} later.", "",
              "| endpoint | calls answered | calls failed over | answered after the restart |",
              "|---|---:|---:|---:|"]
     for name, c in doc["endpoints"].items():
@@ -103,6 +120,7 @@ def main() -> int:
             servers[1].start()  # same ports; returns once both models are AVAILABLE
             restarted_at = time.monotonic() - start
             before = client.transport.counts()
+            back = _back_in_rotation(client.transport, endpoints[1], before, limit=30.0)
             time.sleep(phase)
             stop.set()
             for t in threads:
@@ -119,7 +137,7 @@ def main() -> int:
         "requests": len(latencies) + len(errors), "failed": len(errors),
         "p50_ms": float(np.percentile(ms, 50)) if ms.size else 0.0,
         "p99_ms": float(np.percentile(ms, 99)) if ms.size else 0.0,
-        "killed_at_s": killed_at, "restarted_at_s": restarted_at,
+        "killed_at_s": killed_at, "restarted_at_s": restarted_at, "back_in_rotation_s": back,
         "endpoints": {name: after[name] | {"ok_after_restart": after[name]["ok"] - before[name]["ok"]}
                       for name in after},
         "errors": errors[:50],
