@@ -75,7 +75,7 @@ class FakeTransport:
 
 @pytest.fixture
 def fake_client():
-    """An EmotionClient (default Haar detector) whose transport is a FakeTransport."""
+    """An EmotionClient (default detector) whose transport is a FakeTransport."""
     client = EmotionClient(timeout=5, transport=FakeTransport())
     yield client
     client.close()

@@ -47,7 +47,7 @@ def test_several_faces_left_to_right_one_request_per_model(fake_client, astronau
     assert calls == [("emotion", (2, 48, 48, 1)), ("keypoints", (2, 96, 96, 1))]
     assert len(fake_client.transport.threads) == 2
     for i, face in enumerate(pred.faces):
-        t = square_for_box(face.box, spec.KEYPOINTS_CROP, spec.KEYPOINTS_INPUT_SIZE)
+        t = square_for_box(face.box, fake_client.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE)
         expect = t.to_original(np.array([10.0 + i, 20.0 + i]))
         assert face.keypoints["nose_tip"] == pytest.approx(tuple(expect))
         assert face.emotion == FAKE_LABELS[i]  # labels from the model's classes, in its order
@@ -196,24 +196,25 @@ def test_cli_video_timeline_with_tracks(cli_with_fake, astronaut_bgr, tmp_path):
         )
         == 0
     )
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert sorted({r["frame"] for r in rows}) == [0, 2, 4]
-    per_frame = [{r["track_id"] for r in rows if r["frame"] == f} for f in (0, 2, 4)]
+    frames = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [f["frame"] for f in frames] == [0, 2, 4]  # one object per analysed frame
+    per_frame = [{face["track_id"] for face in f["faces"]} for f in frames]
     steady = set.intersection(*per_frame)
     assert len(steady) == 2  # both faces keep their track id across frames
     for tid in steady:
-        xs = [r["box"][0] for r in rows if r["track_id"] == tid]
+        xs = [face["box"][0] for f in frames for face in f["faces"] if face["track_id"] == tid]
         assert max(xs) - min(xs) < 20
-    for r in rows:
-        assert r["time"] == pytest.approx(r["frame"] / 10)
-        assert set(r) >= {"box", "emotion", "scores", "keypoints"}
+    for f in frames:
+        assert f["time"] == pytest.approx(f["frame"] / 10)
+        for face in f["faces"]:
+            assert set(face) >= {"box", "emotion", "scores", "keypoints", "smoothed_scores", "smoothed_emotion"}
     cap = cv2.VideoCapture(str(ann))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
     cap.release()
     csv_out = tmp_path / "t.csv"
     assert cli_mod.main(["video", str(video), "--out", str(csv_out)]) == 0
     header = csv_out.read_text().splitlines()[0].split(",")
-    assert header[:3] == ["frame", "time", "track_id"]
+    assert header[:3] == ["frame", "time", "face"] and "track_id" in header and "smoothed_happy" in header
     assert len(csv_out.read_text().splitlines()) >= 1 + 6 * 2
     assert cli_mod.main(["video", str(tmp_path / "missing.mp4")]) == 1
 

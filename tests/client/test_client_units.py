@@ -196,7 +196,7 @@ def test_synthetic_points_round_trip_within_half_pixel(box):
     ]
     assert len(truth) >= 2
     yy, xx = np.mgrid[0:h, 0:w]
-    for geometry in (spec.KEYPOINTS_CROP, spec.EMOTION_CROP):
+    for geometry in [g for c in spec.CROPS.values() for g in (c.keypoints, c.emotion)]:
         size = spec.KEYPOINTS_INPUT_SIZE
         t = square_for_box(box, geometry, size)
         for px, py in truth:
@@ -218,7 +218,7 @@ def test_crop_pads_by_edge_replication_and_batches():
     np.testing.assert_array_equal(crop[0, 20:], np.arange(0, 20))
     far = crop_square(gray, CropTransform(left=500, top=500, side=30, size=10))
     assert far.shape == (10, 10) and (far == 99).all()
-    batch, tfs = model_inputs(gray, [(10, 10, 30, 30), (50, 20, 40, 40)], spec.EMOTION_CROP, 48)
+    batch, tfs = model_inputs(gray, [(10, 10, 30, 30), (50, 20, 40, 40)], spec.CROPS["haar"].emotion, 48)
     assert batch.shape == (2, 48, 48, 1) and batch.dtype == np.uint8 and len(tfs) == 2
 
 
@@ -491,3 +491,12 @@ def test_cli_environment_defaults_and_model_flags(monkeypatch):
     monkeypatch.setenv("EMOTION_AI_GRPC_PORT", "not-a-port")
     with pytest.raises(SystemExit, match="EMOTION_AI_GRPC_PORT"):
         cli.build_parser()
+
+
+@pytest.mark.parametrize("doc", [[1, 2], {"model_version_status": [3]}, {"model_version_status": [{"version": "x"}]}])
+def test_malformed_status_reply_is_a_server_error(doc):
+    from emotion_ai.errors import ServerError
+    from emotion_ai.rest_transport import parse_status_response
+
+    with pytest.raises(ServerError, match="malformed model status"):
+        parse_status_response(doc)

@@ -5,8 +5,9 @@ with EmotionClient(host="localhost", protocol="grpc") as client:
     prediction = client.predict("photo.jpg")
 """
 
+from .aio import AsyncEmotionClient
 from .client import EmotionClient
-from .detect import Detection, FaceDetector, HaarFaceDetector, YuNetFaceDetector
+from .detect import Detection, FaceDetector, HaarFaceDetector, MtcnnFaceDetector, YuNetFaceDetector, make_detector
 from .errors import (
     EmotionAIError,
     InvalidImageError,
@@ -17,9 +18,11 @@ from .errors import (
 )
 from .options import ClientOptions
 from .result import Face, Prediction
+from .streaming import StreamOptions, TrackSummary
 from .transport import ModelRef, SignatureInfo, TensorSpec, VersionStatus
 
 __all__ = [
+    "AsyncEmotionClient",
     "ClientOptions",
     "Detection",
     "EmotionAIError",
@@ -30,13 +33,17 @@ __all__ = [
     "InvalidImageError",
     "ModelNotFoundError",
     "ModelRef",
+    "MtcnnFaceDetector",
     "Prediction",
     "RequestTimeoutError",
     "ServerError",
     "ServerUnavailableError",
     "SignatureInfo",
+    "StreamOptions",
     "TensorSpec",
+    "TrackSummary",
     "VersionStatus",
     "YuNetFaceDetector",
+    "make_detector",
 ]
 __version__ = "0.1.0"

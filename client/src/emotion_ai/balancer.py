@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,13 +38,14 @@ class EndpointStats:
     cooldown: float = 0.0
 
 
-class BalancedTransport:
-    """Round robin over endpoints with failover inside each call's deadline (thread-safe)."""
+class EndpointRotation:
+    """Which endpoint to try next, health marks and failover decisions (thread-safe); the calls
+    themselves are made by `BalancedTransport` (sync) or `aio_transport.AsyncBalancedTransport`."""
 
-    def __init__(self, transports: Sequence[Transport], names: Sequence[str], *, policy: RetryPolicy | None = None,
+    def __init__(self, transports: Sequence[Any], names: Sequence[str], *, policy: RetryPolicy | None = None,
                  cooldown: float = 0.25, max_cooldown: float = 2.0, clock: Callable[[], float] = time.monotonic):
         if not transports or len(transports) != len(names):
-            raise ValueError("BalancedTransport needs one name per transport, and at least one")
+            raise ValueError(f"{type(self).__name__} needs one name per transport, and at least one")
         self.transports = list(transports)
         self.stats = [EndpointStats(n) for n in names]
         self.base_cooldown, self.max_cooldown, self.clock = cooldown, max_cooldown, clock
@@ -83,45 +84,63 @@ class BalancedTransport:
             s.cooldown = min(self.max_cooldown, max(self.base_cooldown, 2 * s.cooldown))
             s.down_until = self.clock() + s.cooldown
 
+    def _plan(self, deadline: float) -> Iterator[tuple[int, float]]:
+        """One round: (endpoint index, time budget) for each endpoint to try, while time is left."""
+        order = self._order()
+        for n, i in enumerate(order):
+            remaining = deadline - self.clock()
+            if remaining <= 0:
+                return
+            # Leave time for the endpoints after this one: a replica that hangs must not eat the deadline.
+            yield i, (remaining if n == len(order) - 1 else remaining / 2)
+
+    def _failed(self, i: int, method: str, exc: Exception, errors: list[Exception]) -> None:
+        self._mark(i, ok=False)
+        errors.append(exc)
+        log.debug("%s on %s failed (%s); trying the next endpoint", method, self.stats[i].name, exc)
+
+    def _backoff(self, round_: int, deadline: float) -> float | None:
+        """Seconds to wait after round `round_` failed everywhere, or None to give up."""
+        delay = min(self.policy.max_backoff, self.policy.backoff * (2**round_))
+        if round_ == self.policy.retries or self.clock() + delay >= deadline:
+            return None
+        return delay
+
+    def _failure(self, method: str, errors: list[Exception], timeout: float) -> Exception:
+        """The error of a call no endpoint could answer."""
+        not_found = [e for e in errors if isinstance(e, ModelNotFoundError)]
+        if not_found and len(not_found) == len(errors):
+            return not_found[-1]
+        if not errors:
+            return RequestTimeoutError(f"{method}: no time left for any endpoint (timeout {timeout:g} s)")
+        names = ", ".join(dict.fromkeys(s.name for s in self.stats))
+        return ServerUnavailableError(f"{method}: no endpoint could answer ({names}); last: {errors[-1]}")
+
+
+class BalancedTransport(EndpointRotation):
+    """Round robin over endpoints with failover inside each call's deadline (thread-safe)."""
+
+    transports: list[Transport]
+
     def _call(self, method: str, *args: Any, timeout: float) -> Any:
         """Try every endpoint once per round; after a round where all failed, back off and go again
         (policy.retries more rounds at most), all inside the deadline."""
         deadline = self.clock() + timeout
         errors: list[Exception] = []
         for round_ in range(self.policy.retries + 1):
-            found, result = self._round(method, args, deadline, errors)
-            if found:
+            for i, budget in self._plan(deadline):
+                try:
+                    result = getattr(self.transports[i], method)(*args, timeout=budget)
+                except FAILOVER_ERRORS as exc:
+                    self._failed(i, method, exc, errors)
+                    continue
+                self._mark(i, ok=True)
                 return result
-            delay = min(self.policy.max_backoff, self.policy.backoff * (2**round_))
-            if round_ == self.policy.retries or self.clock() + delay >= deadline:
+            delay = self._backoff(round_, deadline)
+            if delay is None:
                 break
             self.policy.sleep(delay)
-        not_found = [e for e in errors if isinstance(e, ModelNotFoundError)]
-        if not_found and len(not_found) == len(errors):
-            raise not_found[-1]
-        if not errors:
-            raise RequestTimeoutError(f"{method}: no time left for any endpoint (timeout {timeout:g} s)")
-        names = ", ".join(dict.fromkeys(s.name for s in self.stats))
-        raise ServerUnavailableError(f"{method}: no endpoint could answer ({names}); last: {errors[-1]}")
-
-    def _round(self, method: str, args: tuple, deadline: float, errors: list[Exception]) -> tuple[bool, Any]:
-        order = self._order()
-        for n, i in enumerate(order):
-            remaining = deadline - self.clock()
-            if remaining <= 0:
-                break
-            # Leave time for the endpoints after this one: a replica that hangs must not eat the deadline.
-            budget = remaining if n == len(order) - 1 else remaining / 2
-            try:
-                result = getattr(self.transports[i], method)(*args, timeout=budget)
-            except FAILOVER_ERRORS as exc:
-                self._mark(i, ok=False)
-                errors.append(exc)
-                log.debug("%s on %s failed (%s); trying the next endpoint", method, self.stats[i].name, exc)
-                continue
-            self._mark(i, ok=True)
-            return True, result
-        return False, None
+        raise self._failure(method, errors, timeout)
 
     def predict(self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
         return self._call("predict", model, inputs, timeout=timeout)

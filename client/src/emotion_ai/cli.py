@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,9 +23,10 @@ from tqdm import tqdm
 
 from . import __version__, spec
 from .client import ClientOptions, EmotionClient
+from .detect import DEFAULT_DETECTOR, DETECTORS, FaceDetector, make_detector
 from .errors import EmotionAIError, InvalidImageError, ModelNotFoundError, RequestTimeoutError, ServerError
 from .result import Face, Prediction, draw_faces
-from .tracking import IoUTracker
+from .streaming import FaceStream, StreamOptions, TrackSummary, prefetch
 from .transport import ModelRef, all_available
 
 IMAGE_SUFFIXES = frozenset(
@@ -76,7 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("predict", parents=[conn], help="analyse images or folders of images")
+    det = argparse.ArgumentParser(add_help=False)
+    g = det.add_argument_group("face detector")
+    g.add_argument("--detector", default=DEFAULT_DETECTOR, metavar="NAME",
+                   help=f"{' | '.join(DETECTORS)} | yunet:MODEL.onnx (default: {DEFAULT_DETECTOR})")
+    g.add_argument("--min-face-size", type=float, metavar="PX", help="smallest face searched, in pixels")
+    g.add_argument("--max-side", type=int, metavar="PX", help="detect on a copy at most this large (boxes mapped back)")
+    g.add_argument("--min-score", type=float, help="detection score a face needs, in [0, 1]")
+
+    p = sub.add_parser("predict", parents=[conn, det], help="analyse images or folders of images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
     p.add_argument("--csv", metavar="FILE", help="write one row per face to FILE")
@@ -84,25 +94,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write annotated images to OUT_DIR (relative paths kept, nothing overwritten)")
     p.add_argument("--recursive", "-r", action="store_true", help="also search the folders' subfolders")
 
-    v = sub.add_parser(
-        "video", parents=[conn], help="per-frame timeline of a video with face tracks"
-    )
-    v.add_argument("input", metavar="IN")
-    v.add_argument(
-        "--out", metavar="FILE", help="timeline .csv or .jsonl (default: JSON lines on stdout)"
-    )
+    v = sub.add_parser("video", parents=[conn, det], help="per-frame timeline of a video with face tracks")
+    v.add_argument("input", metavar="IN", help="video file, camera index (0) or stream URL (rtsp://...)")
+    v.add_argument("--out", metavar="FILE", help="timeline .csv (a row per face) or .jsonl (an object per frame); "
+                   "default: JSON lines on stdout")
     v.add_argument("--annotated", metavar="OUT.mp4", help="write an annotated video")
-    v.add_argument(
-        "--every", type=int, default=1, metavar="N", help="analyse every Nth frame (default: 1)"
-    )
+    v.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth frame (default: 1)")
+    s_opts = StreamOptions()
+    v.add_argument("--detect-every", type=int, default=s_opts.detect_every, metavar="N",
+                   help=f"run the face detector every N frames, follow faces by their keypoints between "
+                   f"(default: {s_opts.detect_every})")
+    v.add_argument("--smoothing", type=float, default=s_opts.smoothing, metavar="SECONDS",
+                   help=f"time constant of the per-track score smoothing (default: {s_opts.smoothing:g})")
+    v.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    v.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much wall time")
+    v.add_argument("--summary", metavar="FILE.json", help="also write the per-track summary as JSON")
 
     s = sub.add_parser("status", parents=[conn], help="models and versions on the server")
     s.add_argument("--json", action="store_true", help="print the status as JSON")
     return parser
 
 
+def _detector(args: argparse.Namespace) -> FaceDetector:
+    """The detector the flags ask for (a knob the detector does not have is a usage error)."""
+    names = {"min_face_size": "min_face_size", "max_side": "max_side", "min_score": "min_score"}
+    knobs = {k: getattr(args, a) for k, a in names.items() if getattr(args, a, None) is not None}
+    if args.detector == "haar" and "min_face_size" in knobs:
+        knobs["min_size"] = round(knobs.pop("min_face_size"))
+    try:
+        return make_detector(args.detector, **knobs)
+    except (TypeError, ValueError, FileNotFoundError) as exc:
+        raise EmotionAIError(f"--detector {args.detector}: {exc}") from exc
+
+
 def _client(args: argparse.Namespace) -> EmotionClient:
     return EmotionClient(
+        detector=_detector(args) if hasattr(args, "detector") else None,
         host=args.host,
         protocol=args.protocol,
         grpc_port=args.grpc_port,
@@ -161,46 +188,24 @@ def annotated_path(out_dir: Path, relative: Path) -> Path:
     return target
 
 
-def face_row(face: Face, labels: list[str]) -> dict[str, Any]:
-    """Flat CSV fields of one face: box, score, emotion, score_<label>, <keypoint>_x/_y."""
-    row: dict[str, Any] = dict(
-        zip(("x", "y", "w", "h"), (round(v, 2) for v in face.box), strict=True)
-    )
-    row["detection_score"] = round(face.detection_score, 4)
-    row["emotion"] = face.emotion
-    for label in labels:
-        row[f"score_{label}"] = round(face.scores.get(label, math.nan), 6)
-    for name in spec.KEYPOINT_NAMES:
-        x, y = face.keypoints[name]
-        row[f"{name}_x"], row[f"{name}_y"] = round(x, 2), round(y, 2)
-    return row
-
-
 class CsvSink:
-    """Rows of `lead` columns + face columns; the header waits for the first face's labels."""
+    """CSV rows (`Prediction.to_rows()`); the header comes from the first row with face columns, so rows
+    of images or frames without a face before it wait in memory until the model's labels are known."""
 
-    def __init__(self, stream: IO[str], lead: list[str]):
+    def __init__(self, stream: IO[str]):
         self.stream = stream
-        self.lead = lead
         self._writer: csv.DictWriter | None = None
-        self._labels: list[str] = []
         self._pending: list[dict[str, Any]] = []
 
-    def add(self, lead: dict[str, Any], face: Face | None) -> None:
-        if face is not None and self._writer is None:
-            self._labels = list(face.scores)
-            self._open()
-        row = dict(lead)
-        if face is not None:
-            row.update(face_row(face, self._labels))
+    def add(self, row: dict[str, Any]) -> None:
+        if self._writer is None and "emotion" in row:
+            self._open(list(row))
         if self._writer is None:
             self._pending.append(row)
         else:
             self._writer.writerow(row)
 
-    def _open(self) -> None:
-        fields = [*self.lead, "x", "y", "w", "h", "detection_score", "emotion"]
-        fields += [f"score_{label}" for label in self._labels] + list(spec.KEYPOINT_COLUMNS)
+    def _open(self, fields: list[str]) -> None:
         self._writer = csv.DictWriter(self.stream, fieldnames=fields, extrasaction="ignore")
         self._writer.writeheader()
         for row in self._pending:
@@ -208,8 +213,8 @@ class CsvSink:
         self._pending.clear()
 
     def close(self) -> None:
-        if self._writer is None:
-            self._open()
+        if self._writer is None:  # no face at all: the lead columns only
+            self._open(list(self._pending[0]) if self._pending else [])
 
 
 def _summary(pred: Prediction) -> str:
@@ -235,7 +240,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
             stream = stack.enter_context(
                 open(args.csv, "w", newline="", encoding="utf-8", errors="backslashreplace")
             )
-            sink = CsvSink(stream, ["image", "face"])
+            sink = CsvSink(stream)
         out_dir = Path(args.annotate) if args.annotate else None
         if out_dir is not None:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -261,11 +266,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 continue
             _out(pred.to_json() if args.json else _summary(pred))
             if sink is not None:
-                if pred.faces:
-                    for i, face in enumerate(pred.faces):
-                        sink.add({"image": str(path), "face": i}, face)
-                else:
-                    sink.add({"image": str(path), "face": ""}, None)
+                for row in pred.to_rows():
+                    sink.add(row)
             if out_dir is not None:
                 pred.save(annotated_path(out_dir, relative))
         if sink is not None:
@@ -274,71 +276,94 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 # -- video -----------------------------------------------------------------------------------------
-def _frames(cap: Any) -> Iterator[Any]:
-    while True:
+def open_capture(source: str) -> tuple[Any, bool]:
+    """`cv2.VideoCapture` of a file, a camera index ("0") or a stream URL ("rtsp://..."); is it live?"""
+    if source.isdigit():
+        return cv2.VideoCapture(int(source)), True
+    if "://" in source:
+        return cv2.VideoCapture(source), True
+    if not Path(source).is_file():
+        raise FileNotFoundError(f"{source}: no such file")
+    return cv2.VideoCapture(source), False
+
+
+def _frames(cap: Any, max_frames: int | None, duration: float | None) -> Iterator[Any]:
+    """Frames of `cap`, at most `max_frames` of them and for at most `duration` seconds of wall time."""
+    end = time.monotonic() + duration if duration else math.inf
+    count = 0
+    while (max_frames is None or count < max_frames) and time.monotonic() < end:
         ok, frame = cap.read()
         if not ok:
             return
+        count += 1
         yield frame
 
 
+class _LazyFile:
+    """A text file created on the first write, so a run that fails before any output leaves none."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._file: IO[str] | None = None
+
+    def write(self, text: str) -> int:
+        if self._file is None:
+            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
+        return self._file.write(text)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+
+
 def cmd_video(args: argparse.Namespace) -> int:
-    if args.every < 1:
-        _err("--every must be at least 1")
+    if args.every < 1 or args.detect_every < 1:
+        _err("--every and --detect-every must be at least 1")
         return EXIT_ERROR
-    if not Path(args.input).is_file():
-        _err(f"{args.input}: no such file")
+    try:
+        cap, live = open_capture(args.input)
+    except FileNotFoundError as exc:
+        _err(str(exc))
         return EXIT_SOME_FAILED
-    cap = cv2.VideoCapture(args.input)
     if not cap.isOpened():
-        _err(f"{args.input}: not a video OpenCV can read")
+        _err(f"{args.input}: not a video, camera or stream OpenCV can read")
         return EXIT_SOME_FAILED
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    fps = fps if math.isfinite(fps) and fps > 0 else 25.0
-    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
+    fps = fps if math.isfinite(fps) and 0 < fps < 1000 else (None if live else 25.0)
+    total = None if live else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     out_path = Path(args.out) if args.out else None
-    fmt = "csv" if out_path is not None and out_path.suffix.lower() == ".csv" else "jsonl"
-    tracker = IoUTracker(max_age=max(3, 10 // args.every))
     writer = None
+    summary = TrackSummary()
+    options = StreamOptions(detect_every=args.detect_every, smoothing=args.smoothing)
     try:
         with ExitStack() as stack:
             client = stack.enter_context(_client(args))
-            stream: IO[str] = (
-                stack.enter_context(open(out_path, "w", newline="", encoding="utf-8"))
-                if out_path is not None
-                else sys.stdout
-            )
-            sink = CsvSink(stream, ["frame", "time", "track_id"]) if fmt == "csv" else None
-            bar = stack.enter_context(
-                tqdm(total=total, desc="frames", unit="frame", file=sys.stderr)
-            )
+            client.wait_until_available(timeout=args.timeout)  # fail before any output is written
+            out: Any = sys.stdout
+            if out_path is not None:
+                out = _LazyFile(out_path)
+                stack.callback(out.close)
+            sink = CsvSink(out) if out_path is not None and out_path.suffix.lower() == ".csv" else None
+            bar = stack.enter_context(tqdm(total=total, desc="frames", unit="frame", file=sys.stderr))
+            tracker = FaceStream(client, options, fps=fps)
             faces: list[Face] = []
-            labels: list[str] = []
-            for index, frame in enumerate(_frames(cap)):
+            for index, frame in enumerate(prefetch(_frames(cap, args.max_frames, args.duration), options.prefetch)):
                 if index % args.every == 0:
-                    pred = client.predict(frame)
+                    pred = tracker.process(frame, index)
                     faces = pred.faces
-                    ids = tracker.update([f.box for f in faces])
-                    labels = [
-                        f"#{i} {f.emotion} {f.scores.get(f.emotion, 0):.2f}"
-                        for i, f in zip(ids, faces, strict=True)
-                    ]
-                    t = round(index / fps, 4)
-                    for tid, face in zip(ids, faces, strict=True):
-                        lead = {"frame": index, "time": t, "track_id": tid}
-                        if sink is not None:
-                            sink.add(lead, face)
-                        else:
-                            stream.write(json.dumps({**lead, **face.to_dict()}) + "\n")
+                    summary.add(pred)
+                    if sink is not None:
+                        for row in pred.to_rows():
+                            sink.add(row)
+                    else:
+                        out.write(pred.to_json() + "\n")
                 if args.annotated:
                     if writer is None:
                         h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(
-                            args.annotated, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h)
-                        )
+                        writer = cv2.VideoWriter(args.annotated, cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, (w, h))
                         if not writer.isOpened():
                             raise EmotionAIError(f"cannot write {args.annotated}")
-                    writer.write(draw_faces(frame, faces, labels))
+                    writer.write(draw_faces(frame, faces))
                 bar.update(1)
             if sink is not None:
                 sink.close()
@@ -346,6 +371,12 @@ def cmd_video(args: argparse.Namespace) -> int:
         cap.release()
         if writer is not None:
             writer.release()
+    rows = summary.rows()
+    for r in rows:
+        _err(f"track {r['track_id']}: frames {r['first_frame']}-{r['last_frame']} ({r['frames']} analysed), "
+             f"mostly {r['dominant']}")
+    if args.summary:
+        Path(args.summary).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     return EXIT_OK
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -12,7 +12,7 @@ import numpy as np
 
 from . import spec
 from .balancer import BalancedTransport
-from .detect import Detection, FaceDetector, HaarFaceDetector
+from .detect import Detection, FaceDetector, crops_for, make_detector
 from .errors import EmotionAIError, ServerError, ServerUnavailableError
 from .grpc_transport import GrpcTransport
 from .images import ColorOrder, ImageInput, load_image
@@ -20,6 +20,7 @@ from .options import ClientOptions, ModelOption, Protocol_
 from .preprocess import CropTransform, model_inputs, to_gray
 from .rest_transport import RestTransport
 from .result import Face, Prediction
+from .streaming import FaceStream, StreamOptions
 from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus, all_available
 
 
@@ -32,7 +33,8 @@ class EmotionClient:
                 print(face.box, face.emotion, face.keypoints["left_eye_center"])
 
     Keyword arguments are the fields of `ClientOptions` (defaults there); pass `options=` instead to
-    reuse one (`EmotionClient.from_options`), never both.
+    reuse one (`EmotionClient.from_options`), never both. `detector` is a name ("mtcnn", the default,
+    "haar", "yunet:PATH") or any object with `detect(image)` (see `emotion_ai.detect`).
     """
 
     def __init__(
@@ -45,7 +47,7 @@ class EmotionClient:
         timeout: float | None = None,
         retries: int | None = None,
         models: Mapping[str, ModelOption] | None = None,
-        detector: FaceDetector | None = None,
+        detector: str | FaceDetector | None = None,
         options: ClientOptions | None = None,
         transport: Transport | None = None,
         **more_options: Any,
@@ -60,9 +62,10 @@ class EmotionClient:
             options = ClientOptions(**given)
         self.options = options
         self.models: dict[str, ModelRef] = dict(options.models)  # type: ignore[arg-type]
-        self.detector: FaceDetector = detector if detector is not None else HaarFaceDetector()
-        self.keypoints_crop = options.keypoints_crop or spec.KEYPOINTS_CROP
-        self.emotion_crop = options.emotion_crop or spec.EMOTION_CROP
+        self.detector: FaceDetector = make_detector(detector)
+        crops = crops_for(self.detector)
+        self.keypoints_crop = options.keypoints_crop or crops.keypoints
+        self.emotion_crop = options.emotion_crop or crops.emotion
         policy = RetryPolicy(retries=options.retries, backoff=options.backoff)
         self.transport: Transport
         if transport is not None:  # e.g. an in-process or test transport instead of a server
@@ -84,7 +87,7 @@ class EmotionClient:
         return RestTransport(host.strip("[]"), int(port), policy=policy)
 
     @classmethod
-    def from_options(cls, options: ClientOptions, *, detector: FaceDetector | None = None,
+    def from_options(cls, options: ClientOptions, *, detector: str | FaceDetector | None = None,
                      transport: Transport | None = None) -> EmotionClient:
         """A client configured by a `ClientOptions` (e.g. one shared by several clients)."""
         return cls(options=options, detector=detector, transport=transport)
@@ -193,6 +196,24 @@ class EmotionClient:
         flush()
         return results
 
+    def stream(
+        self,
+        frames: Iterable[ImageInput],
+        *,
+        fps: float | None = None,
+        options: StreamOptions | None = None,
+        color: ColorOrder = "bgr",
+    ) -> Iterator[Prediction]:
+        """A `Prediction` per frame of a video, in order, lazily: faces carry a stable `track_id` and
+        `smoothed_scores`; `Prediction.detected` says whether the detector ran on that frame.
+
+        `frames` is any iterable of images (e.g. frames read from `cv2.VideoCapture`); it is read a few
+        frames ahead in a thread. `fps` gives the frames' timestamps (index / fps) for smoothing; without
+        it, arrival time is used (live streams). `options` is a `StreamOptions` (detection interval,
+        smoothing time constant, occlusion tolerance).
+        """
+        return FaceStream(self, options, fps).run(frames, color)
+
     # -- internals -------------------------------------------------------------------------------
     def _stage(self, image: ImageInput, color: ColorOrder) -> _Staged:
         t0 = time.perf_counter()
@@ -200,70 +221,43 @@ class EmotionClient:
         t1 = time.perf_counter()
         detections = sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
         t2 = time.perf_counter()
+        source = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else None
+        timings = {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3}
+        return self._stage_faces(bgr, detections, source=source, t_start=t0, timings=timings)
+
+    def _stage_faces(self, bgr: np.ndarray, detections: list[Detection], *, source: str | None,
+                     t_start: float, timings: dict[str, float]) -> _Staged:
+        """Model inputs for faces already located in `bgr` (by the detector, or by tracking)."""
+        t = time.perf_counter()
         boxes = [d.box for d in detections]
         gray = to_gray(bgr)
         kp_batch, kp_tf = model_inputs(gray, boxes, self.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE)
         em_batch, _ = model_inputs(gray, boxes, self.emotion_crop, spec.EMOTION_INPUT_SIZE)
-        t3 = time.perf_counter()
-        source = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else None
-        return _Staged(
-            image=bgr,
-            source=source,
-            detections=detections,
-            kp_batch=kp_batch,
-            em_batch=em_batch,
-            kp_transforms=kp_tf,
-            t_start=t0,
-            timings={
-                "decode": (t1 - t0) * 1e3,
-                "detect": (t2 - t1) * 1e3,
-                "preprocess": (t3 - t2) * 1e3,
-            },
-        )
+        timings["preprocess"] = (time.perf_counter() - t) * 1e3
+        return _Staged(image=bgr, source=source, detections=detections, kp_batch=kp_batch, em_batch=em_batch,
+                       kp_transforms=kp_tf, t_start=t_start, timings=timings)
 
     def _infer(self, staged: list[_Staged]) -> None:
         """One keypoints and one emotion request (run concurrently) for all faces in `staged`."""
-        with_faces = [s for s in staged if s.detections]
-        for s in staged:
-            s.timings.setdefault("keypoints", 0.0)
-            s.timings.setdefault("emotion", 0.0)
-        if not with_faces:
+        batches = model_batches(staged)
+        if batches is None:
             return
-        kp_in = np.concatenate([s.kp_batch for s in with_faces])
-        em_in = np.concatenate([s.em_batch for s in with_faces])
+        with_faces, kp_in, em_in = batches
         kp_future = self._pool.submit(_timed, self._run_keypoints, kp_in)
         em_future = self._pool.submit(_timed, self._run_emotion, em_in)
         keypoints, t_kp = kp_future.result()
         (scores, classes), t_em = em_future.result()
-        start = 0
-        for s in with_faces:
-            n = len(s.detections)
-            s.faces = merge_faces(
-                s.detections, s.kp_transforms, keypoints[start : start + n],
-                scores[start : start + n], classes[start : start + n],
-            )  # fmt: skip
-            s.timings["keypoints"] = t_kp
-            s.timings["emotion"] = t_em
-            start += n
+        assign_faces(with_faces, keypoints, scores, classes, t_kp=t_kp, t_em=t_em)
 
     def _chunks(self, batch: np.ndarray) -> list[np.ndarray]:
-        step = self.options.max_faces_per_request
-        return [batch[i : i + step] for i in range(0, len(batch), step)]
+        return face_chunks(batch, self.options.max_faces_per_request)
 
     def _run_keypoints(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) > self.options.max_faces_per_request:
             return np.concatenate([self._run_keypoints(c) for c in self._chunks(batch)])
         ref = self.models["keypoints"]
         outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
-        kp = _pick_output(outputs, spec.KEYPOINTS_OUTPUT_KEY, ref)
-        n = batch.shape[0]
-        try:
-            return np.asarray(kp, dtype=np.float64).reshape(n, len(spec.KEYPOINT_NAMES), 2)
-        except ValueError as exc:
-            raise ServerError(
-                f"{ref.describe()} returned keypoints of shape {np.shape(kp)}, expected "
-                f"[{n}, {len(spec.KEYPOINT_NAMES)}, 2]"
-            ) from exc
+        return keypoints_output(outputs, ref, batch.shape[0])
 
     def _run_emotion(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if len(batch) > self.options.max_faces_per_request:
@@ -271,9 +265,7 @@ class EmotionClient:
             return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
         ref = self.models["emotion"]
         outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
-        scores = np.asarray(_pick_output(outputs, spec.SCORES_OUTPUT_KEY, ref), dtype=np.float64)
-        classes = np.asarray(_pick_output(outputs, spec.CLASSES_OUTPUT_KEY, ref))
-        return check_emotion_outputs(scores, classes, batch.shape[0], ref)
+        return emotion_output(outputs, ref, batch.shape[0])
 
 
 @dataclass
@@ -315,6 +307,56 @@ def _pick_output(outputs: dict[str, np.ndarray], key: str, ref: ModelRef) -> np.
     if key != spec.CLASSES_OUTPUT_KEY and len(outputs) == 1:
         return next(iter(outputs.values()))  # REST omits the name of a signature's only output
     raise ServerError(f"{ref.describe()} returned outputs {sorted(outputs)}, expected {key!r}")
+
+
+def model_batches(staged: list[_Staged]) -> tuple[list[_Staged], np.ndarray, np.ndarray] | None:
+    """(images with faces, keypoints-model batch, emotion-model batch) for one request per model, or
+    None when no image has a face; every image's model timings start at 0."""
+    for s in staged:
+        s.timings.setdefault("keypoints", 0.0)
+        s.timings.setdefault("emotion", 0.0)
+    with_faces = [s for s in staged if s.detections]
+    if not with_faces:
+        return None
+    return (with_faces, np.concatenate([s.kp_batch for s in with_faces]),
+            np.concatenate([s.em_batch for s in with_faces]))
+
+
+def assign_faces(with_faces: list[_Staged], keypoints: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+                 *, t_kp: float, t_em: float) -> None:
+    """Split the model outputs for `model_batches` back over its images as `Face`s (`merge_faces`)."""
+    start = 0
+    for s in with_faces:
+        n = len(s.detections)
+        s.faces = merge_faces(s.detections, s.kp_transforms, keypoints[start : start + n],
+                              scores[start : start + n], classes[start : start + n])
+        s.timings["keypoints"] = t_kp
+        s.timings["emotion"] = t_em
+        start += n
+
+
+def face_chunks(batch: np.ndarray, step: int) -> list[np.ndarray]:
+    """`batch` split into requests of at most `step` faces (`max_faces_per_request`)."""
+    return [batch[i : i + step] for i in range(0, len(batch), step)]
+
+
+def keypoints_output(outputs: dict[str, np.ndarray], ref: ModelRef, n: int) -> np.ndarray:
+    """The [n, 15, 2] keypoints of a keypoints-model reply, or ServerError."""
+    kp = _pick_output(outputs, spec.KEYPOINTS_OUTPUT_KEY, ref)
+    try:
+        return np.asarray(kp, dtype=np.float64).reshape(n, len(spec.KEYPOINT_NAMES), 2)
+    except ValueError as exc:
+        raise ServerError(
+            f"{ref.describe()} returned keypoints of shape {np.shape(kp)}, expected "
+            f"[{n}, {len(spec.KEYPOINT_NAMES)}, 2]"
+        ) from exc
+
+
+def emotion_output(outputs: dict[str, np.ndarray], ref: ModelRef, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(scores [n, K], classes [n, K]) of an emotion-model reply, or ServerError."""
+    scores = np.asarray(_pick_output(outputs, spec.SCORES_OUTPUT_KEY, ref), dtype=np.float64)
+    classes = np.asarray(_pick_output(outputs, spec.CLASSES_OUTPUT_KEY, ref))
+    return check_emotion_outputs(scores, classes, n, ref)
 
 
 def check_emotion_outputs(

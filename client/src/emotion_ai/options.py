@@ -44,8 +44,8 @@ class ClientOptions:
         backoff: first backoff in seconds (doubles each retry, capped at 2 s).
         models: "keypoints" and "emotion" -> model name, `ModelRef` (name, version or version_label,
             signature_name) or a dict of those fields.
-        keypoints_crop / emotion_crop: crop geometry overrides (default: `spec.KEYPOINTS_CROP` /
-            `spec.EMOTION_CROP`, calibrated for the Haar detector).
+        keypoints_crop / emotion_crop: crop geometry overrides (default: `spec.CROPS[detector.name]`,
+            calibrated for each detector).
         max_pixels: refuse images larger than this many pixels.
         max_message_bytes: gRPC send/receive message limit.
         batch_images: how many images `predict_batch` sends to the models in one request.

@@ -65,6 +65,34 @@ def map_http_error(status: int, body: bytes, model: ModelRef, content_type: str 
     return ServerError(message, http_status=status)
 
 
+def decode_reply(status: int, data: bytes, model: ModelRef, content_type: str) -> Any:
+    """The JSON document of a 2xx reply; `RetryableError` for 503, `map_http_error` for other statuses."""
+    if status == 503:
+        raise RetryableError(f"HTTP 503: {error_text(data)}")
+    if not 200 <= status < 300:
+        raise map_http_error(status, data, model, content_type)
+    try:
+        return json.loads(data)  # Python's json accepts NaN / Infinity / -Infinity
+    except ValueError as exc:
+        raise ServerError(f"reply is not JSON: {error_text(data)}", http_status=status) from exc
+
+
+def grpc_port_error(where: str) -> ServerUnavailableError:
+    """The error for a reply that is an HTTP/2 frame: the port is a gRPC port."""
+    return ServerUnavailableError(
+        f"{where}: that port speaks gRPC (HTTP/2), not REST: use protocol='grpc' "
+        "for this port, or TF Serving's REST port (--rest_api_port, 8501 by default)"
+    )
+
+
+def predict_body(model: ModelRef, inputs: dict[str, np.ndarray]) -> bytes:
+    """The JSON body of a predict request, in the columnar `{"inputs": ...}` form."""
+    payload: dict[str, Any] = {"inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()}}
+    if model.signature_name:
+        payload["signature_name"] = model.signature_name
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
 class RestTransport:
     """Calls TF Serving's REST API at http://host:port (thread-safe)."""
 
@@ -129,25 +157,13 @@ class RestTransport:
             except http.client.HTTPException as exc:
                 conn.close()
                 if isinstance(exc, http.client.BadStatusLine) and str(exc.line).startswith("\x00\x00"):
-                    raise ServerUnavailableError(
-                        f"{what} {self.base_url}: that port speaks gRPC (HTTP/2), not REST: use protocol='grpc' "
-                        "for this port, or TF Serving's REST port (--rest_api_port, 8501 by default)"
-                    ) from exc
+                    raise grpc_port_error(f"{what} {self.base_url}") from exc
                 raise ServerError(f"malformed HTTP reply ({exc!r})") from exc
             if closing:
                 conn.close()
             else:
                 self._release(conn)
-            if status == 503:
-                raise RetryableError(f"HTTP 503: {error_text(data)}")
-            if not 200 <= status < 300:
-                raise map_http_error(status, data, model, ctype)
-            try:
-                return json.loads(data)  # Python's json accepts NaN / Infinity / -Infinity
-            except ValueError as exc:
-                raise ServerError(
-                    f"reply is not JSON: {error_text(data)}", http_status=status
-                ) from exc
+            return decode_reply(status, data, model, ctype)
 
         return with_retries(
             attempt, timeout=timeout, policy=self.policy, what=f"{what} {self.base_url}"
@@ -156,14 +172,10 @@ class RestTransport:
     def predict(
         self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float
     ) -> dict[str, np.ndarray]:
-        payload: dict[str, Any] = {"inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()}}
-        if model.signature_name:
-            payload["signature_name"] = model.signature_name
-        body = json.dumps(payload, separators=(",", ":")).encode()
         doc = self._request(
             "POST",
             model_path(model) + ":predict",
-            body=body,
+            body=predict_body(model, inputs),
             model=model,
             timeout=timeout,
             what=f"predict {model.describe()} at",
@@ -179,11 +191,7 @@ class RestTransport:
             timeout=timeout,
             what=f"metadata {model.describe()} at",
         )
-        try:
-            sigs = doc["metadata"]["signature_def"]["signature_def"]
-        except (KeyError, TypeError) as exc:
-            raise ServerError(f"metadata reply has no signature_def: {str(doc)[:200]}") from exc
-        return {name: _signature_info(sd) for name, sd in sigs.items()}
+        return parse_metadata_response(doc)
 
     def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
         doc = self._request(
@@ -194,18 +202,7 @@ class RestTransport:
             timeout=timeout,
             what=f"status {model.describe()} at",
         )
-        out = []
-        for s in doc.get("model_version_status", []):
-            st = s.get("status") or {}
-            out.append(
-                VersionStatus(
-                    version=int(s.get("version", 0)),
-                    state=str(s.get("state", "UNKNOWN")),
-                    error_code=str(st.get("error_code", "OK")),
-                    error_message=str(st.get("error_message", "")),
-                )
-            )
-        return out
+        return parse_status_response(doc)
 
     def close(self) -> None:
         with self._lock:
@@ -226,6 +223,34 @@ def parse_predict_response(doc: Any) -> dict[str, np.ndarray]:
         return _predict_outputs(doc)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
         raise ServerError(f"malformed predict reply ({type(exc).__name__}: {exc}): {str(doc)[:200]}") from exc
+
+
+def parse_metadata_response(doc: Any) -> dict[str, SignatureInfo]:
+    """Signatures by name from a `GET .../metadata` reply."""
+    try:
+        sigs = doc["metadata"]["signature_def"]["signature_def"]
+    except (KeyError, TypeError) as exc:
+        raise ServerError(f"metadata reply has no signature_def: {str(doc)[:200]}") from exc
+    return {name: _signature_info(sd) for name, sd in sigs.items()}
+
+
+def parse_status_response(doc: Any) -> list[VersionStatus]:
+    """Version states from a `GET /v1/models/NAME` reply (a malformed one is a `ServerError`)."""
+    out = []
+    try:
+        for s in doc.get("model_version_status", []):
+            st = s.get("status") or {}
+            out.append(
+                VersionStatus(
+                    version=int(s.get("version", 0)),
+                    state=str(s.get("state", "UNKNOWN")),
+                    error_code=str(st.get("error_code", "OK")),
+                    error_message=str(st.get("error_message", "")),
+                )
+            )
+    except (AttributeError, TypeError, ValueError) as exc:
+        raise ServerError(f"malformed model status reply: {str(doc)[:200]}") from exc
+    return out
 
 
 def _predict_outputs(doc: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -35,6 +35,8 @@ class Face:
             -> (x, y) in original-image pixels.
         emotion: the label with the highest score.
         scores: label -> probability; labels come from the emotion model's `classes` output.
+        track_id: in a video stream, the face's identity across frames (None for single images).
+        smoothed_scores: in a video stream, the track's exponential moving average of `scores`.
     """
 
     box: Box
@@ -42,15 +44,46 @@ class Face:
     keypoints: dict[str, Point]
     emotion: str
     scores: dict[str, float]
+    track_id: int | None = None
+    smoothed_scores: dict[str, float] | None = None
+
+    @property
+    def smoothed_emotion(self) -> str:
+        """The label with the highest smoothed score (`emotion` when there is no smoothing)."""
+        if not self.smoothed_scores:
+            return self.emotion
+        return max(self.smoothed_scores, key=self.smoothed_scores.__getitem__)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        doc: dict[str, Any] = {
             "box": [_num(v, 2) for v in self.box],
             "detection_score": _num(self.detection_score),
             "keypoints": {k: [_num(x, 2), _num(y, 2)] for k, (x, y) in self.keypoints.items()},
             "emotion": self.emotion,
             "scores": {k: _num(v, 6) for k, v in self.scores.items()},
         }
+        if self.track_id is not None:
+            doc["track_id"] = self.track_id
+        if self.smoothed_scores is not None:
+            doc["smoothed_emotion"] = self.smoothed_emotion
+            doc["smoothed_scores"] = {k: _num(v, 6) for k, v in self.smoothed_scores.items()}
+        return doc
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat fields: x, y, w, h, detection_score, emotion, score_<label>, (track_id, smoothed_emotion,
+        smoothed_<label> in a stream), <keypoint>_x/_y."""
+        row: dict[str, Any] = dict(zip(("x", "y", "w", "h"), (_num(v, 2) for v in self.box), strict=True))
+        row["detection_score"] = _num(self.detection_score)
+        row["emotion"] = self.emotion
+        row.update({f"score_{k}": _num(v, 6) for k, v in self.scores.items()})
+        if self.track_id is not None:
+            row["track_id"] = self.track_id
+        if self.smoothed_scores is not None:
+            row["smoothed_emotion"] = self.smoothed_emotion
+            row.update({f"smoothed_{k}": _num(v, 6) for k, v in self.smoothed_scores.items()})
+        for name, (x, y) in self.keypoints.items():
+            row[f"{name}_x"], row[f"{name}_y"] = _num(x, 2), _num(y, 2)
+        return row
 
 
 @dataclass
@@ -63,6 +96,9 @@ class Prediction:
         timings_ms: milliseconds spent per stage (see `TIMING_KEYS`).
         source: the path the image came from, if any.
         image: the decoded BGR image (kept for `annotate()`; not serialised).
+        frame / timestamp: in a video stream, the frame's index and time in seconds.
+        detected: in a video stream, whether the face detector ran on this frame (else the faces
+            were followed from the previous frame's keypoints).
     """
 
     faces: list[Face]
@@ -70,18 +106,40 @@ class Prediction:
     timings_ms: dict[str, float]
     source: str | None = None
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    frame: int | None = None
+    timestamp: float | None = None
+    detected: bool = True
 
     def to_dict(self) -> dict[str, Any]:
-        """The `emotion-ai predict --json` object: image, image_size, faces, timings_ms."""
-        return {
-            "image": self.source,
+        """The `emotion-ai predict --json` object: image, image_size, faces, timings_ms (+ frame fields)."""
+        doc: dict[str, Any] = {"image": self.source} if self.frame is None else {
+            "frame": self.frame, "time": _num(self.timestamp or 0.0, 4), "detected": self.detected}
+        doc |= {
             "image_size": list(self.image_size),
             "faces": [f.to_dict() for f in self.faces],
             "timings_ms": {k: _num(v, 3) for k, v in self.timings_ms.items()},
         }
+        return doc
 
     def to_json(self, **kwargs: Any) -> str:
         return json.dumps(self.to_dict(), **kwargs)
+
+    def to_rows(self) -> list[dict[str, Any]]:
+        """One flat dict per face (`Face.to_row` fields after image/frame columns and `face`, its index);
+        an image or frame without a face gives one row with only those columns, so it is not lost."""
+        lead: dict[str, Any] = {"image": self.source} if self.frame is None else {
+            "frame": self.frame, "time": _num(self.timestamp or 0.0, 4)}
+        if not self.faces:
+            return [{**lead, "face": None}]
+        return [{**lead, "face": i, **face.to_row()} for i, face in enumerate(self.faces)]
+
+    def to_pandas(self) -> Any:
+        """`to_rows()` as a pandas DataFrame (needs pandas, which the client does not install)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:
+            raise ImportError("Prediction.to_pandas() needs pandas: pip install pandas") from exc
+        return pd.DataFrame(self.to_rows())
 
     def annotate(self, image: np.ndarray | None = None) -> np.ndarray:
         """A BGR copy of the image with each face's box, 15 keypoints and top label/score drawn."""
@@ -118,9 +176,7 @@ def draw_faces(image: np.ndarray, faces: list[Face], labels: list[str] | None = 
         for px, py in face.keypoints.values():
             if math.isfinite(px) and math.isfinite(py):
                 cv2.circle(out, (round(px), round(py)), r, _POINT_COLOR, -1, cv2.LINE_AA)
-        caption = (
-            labels[i] if labels else f"{face.emotion} {face.scores.get(face.emotion, 0.0):.2f}"
-        )
+        caption = labels[i] if labels else _caption(face)
         scale = max(0.4, w / 250)
         (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
         ty = y - 4 if y - th - 6 > 0 else y + h + th + 4
@@ -136,3 +192,11 @@ def draw_faces(image: np.ndarray, faces: list[Face], labels: list[str] | None = 
             cv2.LINE_AA,
         )
     return out
+
+
+def _caption(face: Face) -> str:
+    """`<emotion> <score>`, or `#<track> <smoothed emotion> <smoothed score>` for a tracked face."""
+    if face.track_id is None:
+        return f"{face.emotion} {face.scores.get(face.emotion, 0.0):.2f}"
+    label = face.smoothed_emotion
+    return f"#{face.track_id} {label} {(face.smoothed_scores or face.scores).get(label, 0.0):.2f}"

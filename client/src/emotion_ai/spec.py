@@ -109,8 +109,24 @@ class CropGeometry:
         return cx - side / 2, cy - side / 2, side
 
 
-# Calibrated against the default Haar detector on the training frames themselves
-# (`emotion-ai-train calibrate-crop keypoints|emotion --samples 1500`): the detector found one face in
-# 1424/1500 keypoint frames and 1105/1500 FER frames; these are the medians (scale IQR ≈ 0.96–1.08).
-KEYPOINTS_CROP = CropGeometry(scale=1.011, shift_x=0.0, shift_y=0.01)
-EMOTION_CROP = CropGeometry(scale=1.021, shift_x=0.0, shift_y=0.0)
+@dataclass(frozen=True)
+class DetectorCrops:
+    """The crop geometry of each model for one face detector's boxes."""
+
+    keypoints: CropGeometry
+    emotion: CropGeometry
+
+
+#: Crop geometry per detector (`detect.FaceDetector.name`), calibrated on the training frames themselves
+#: (`emotion-ai-train calibrate-crop keypoints|emotion --detector NAME --samples 1500`): the medians over
+#: the frames in which the detector found exactly one face (counts and spread in the README).
+CROPS: dict[str, DetectorCrops] = {
+    "haar": DetectorCrops(
+        keypoints=CropGeometry(scale=1.011, shift_x=0.0, shift_y=0.01),  # 1424/1500 frames, scale IQR 0.96-1.08
+        emotion=CropGeometry(scale=1.021, shift_x=0.0, shift_y=0.0),  # 1105/1500 frames
+    ),
+    "mtcnn": DetectorCrops(
+        keypoints=CropGeometry(scale=1.229, shift_x=0.026, shift_y=-0.002),  # 1474/1500, IQR 1.18-1.28
+        emotion=CropGeometry(scale=1.249, shift_x=0.018, shift_y=0.0),  # 1270/1500, IQR 1.15-1.37
+    ),
+}

@@ -84,6 +84,17 @@ class IoUTracker:
             out.append(tid)
         return out
 
+    def move(self, track_id: int, box: Box) -> None:
+        """Set a track's box (e.g. followed between detections), so the next `update` matches from it."""
+        for track in self._tracks:
+            if track.track_id == track_id:
+                track.box = box
+
+    @property
+    def ids(self) -> set[int]:
+        """Ids of the tracks currently kept (seen recently, or waiting out a short occlusion)."""
+        return {t.track_id for t in self._tracks}
+
     @property
     def active(self) -> int:
         """Number of tracks currently kept."""

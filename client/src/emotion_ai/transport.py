@@ -120,6 +120,47 @@ class RetryableError(Exception):
         self.reason = reason
 
 
+class RetrySchedule:
+    """When to attempt, back off or give up: the retry policy of one call, shared by `with_retries`
+    and the asyncio loop (`aio_transport.with_retries_async`), which only differ in how they wait."""
+
+    def __init__(self, *, timeout: float, policy: RetryPolicy, what: str):
+        self.timeout, self.policy, self.what = timeout, policy, what
+        self.deadline = time.monotonic() + timeout
+        self.attempts = 0
+        self.last = "no attempt made"
+
+    def remaining(self) -> float | None:
+        """Seconds left for the next attempt, or None when the deadline has passed.
+
+        Raises `RequestTimeoutError` when it passed before the first attempt could start.
+        """
+        remaining = self.deadline - time.monotonic()
+        if remaining > 0:
+            self.attempts += 1
+            return remaining
+        if self.attempts == 0:
+            raise RequestTimeoutError(f"{self.what}: no time left (timeout {self.timeout:g} s)")
+        return None
+
+    def backoff(self, exc: RetryableError) -> float | None:
+        """Seconds to wait after the failed attempt `exc`, or None to give up (retries spent, or
+        the wait would overrun the deadline)."""
+        self.last = exc.reason
+        if self.attempts > self.policy.retries:
+            return None
+        delay = min(self.policy.max_backoff, self.policy.backoff * (2 ** (self.attempts - 1)))
+        if time.monotonic() + delay >= self.deadline:
+            return None
+        log.debug("%s: %s; retry %d in %.2f s", self.what, self.last, self.attempts, delay)
+        return delay
+
+    def give_up(self) -> ServerUnavailableError:
+        return ServerUnavailableError(
+            f"{self.what}: server unavailable ({self.last}); gave up after {self.attempts} attempt(s)"
+        )
+
+
 def with_retries(
     attempt: Callable[[float], T], *, timeout: float, policy: RetryPolicy, what: str
 ) -> T:
@@ -129,25 +170,13 @@ def with_retries(
     next backoff would overrun the deadline; raises `RequestTimeoutError` when the deadline has
     already passed before an attempt could start.
     """
-    deadline = time.monotonic() + timeout
-    last = "no attempt made"
-    for n in range(policy.retries + 1):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            if n == 0:
-                raise RequestTimeoutError(f"{what}: no time left (timeout {timeout:g} s)")
-            break
+    schedule = RetrySchedule(timeout=timeout, policy=policy, what=what)
+    while (remaining := schedule.remaining()) is not None:
         try:
             return attempt(remaining)
         except RetryableError as exc:
-            last = exc.reason
-            if n == policy.retries:
+            delay = schedule.backoff(exc)
+            if delay is None:
                 break
-            delay = min(policy.max_backoff, policy.backoff * (2**n))
-            if time.monotonic() + delay >= deadline:
-                break
-            log.debug("%s: %s; retry %d in %.2f s", what, last, n + 1, delay)
             policy.sleep(delay)
-    raise ServerUnavailableError(
-        f"{what}: server unavailable ({last}); gave up after {n + 1} attempt(s)"
-    )
+    raise schedule.give_up()

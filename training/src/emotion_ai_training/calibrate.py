@@ -1,4 +1,4 @@
-"""Calibrate the client's crop geometry (spec.KEYPOINTS_CROP / spec.EMOTION_CROP) against its face detector.
+"""Calibrate the client's crop geometry (`spec.CROPS[detector]`) against a face detector.
 
 Each training frame *is* the crop the model expects. Running the client's default detector on the
 frames (padded so the detector sees context, upscaled so it sees detail) gives the detector box in
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from emotion_ai.detect import HaarFaceDetector
+from emotion_ai.detect import FaceDetector, make_detector
 from emotion_ai.spec import CropGeometry
 
 log = logging.getLogger(__name__)
@@ -28,9 +28,9 @@ class Calibration:
 
 
 def calibrate(frames: np.ndarray, upscale: float = 3.0, pad: float = 0.5,
-              detector: HaarFaceDetector | None = None) -> Calibration:
-    """Median crop geometry over the frames in which the detector finds exactly one face."""
-    detector = detector or HaarFaceDetector()
+              detector: FaceDetector | None = None) -> Calibration:
+    """Median crop geometry over the frames in which the detector (default: the client's) finds one face."""
+    detector = detector or make_detector()
     size = frames.shape[1]
     border = round(size * pad)
     scales, shifts_x, shifts_y = [], [], []

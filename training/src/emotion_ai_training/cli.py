@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
+
 if TYPE_CHECKING:
     from emotion_ai_training.train import TrainConfig
 
@@ -219,8 +221,10 @@ def _cmd_model_info(args) -> int:
 
 
 def _add_calibrate(sub) -> None:
-    p = sub.add_parser("calibrate-crop", help="measure spec.KEYPOINTS_CROP / EMOTION_CROP against the face detector")
+    p = sub.add_parser("calibrate-crop", help="measure spec.CROPS[detector] against a face detector")
     p.add_argument("task", choices=TASKS)
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=sorted(DETECTORS),
+                   help=f"face detector (default: {DEFAULT_DETECTOR})")
     p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
     p.add_argument("--samples", type=int, default=2000, help="frames to try (default: 2000)")
     p.add_argument("--cache-dir", default="cache")
@@ -228,6 +232,7 @@ def _add_calibrate(sub) -> None:
 
 def _cmd_calibrate(args) -> int:
     import numpy as np
+    from emotion_ai.detect import make_detector
 
     from emotion_ai_training.calibrate import calibrate
     from emotion_ai_training.data import load_task
@@ -235,7 +240,7 @@ def _cmd_calibrate(args) -> int:
     data = args.data or DEFAULT_DATA[args.task]
     images = load_task(args.task, data, cache_dir=args.cache_dir).images
     idx = np.random.default_rng(0).choice(len(images), min(args.samples, len(images)), replace=False)
-    result = calibrate(images[idx])
+    result = calibrate(images[idx], detector=make_detector(args.detector))
     g = result.geometry
     sys.stdout.write(f"{args.task}: CropGeometry(scale={g.scale}, shift_x={g.shift_x}, shift_y={g.shift_y})  "
                      f"# one face found in {result.detected}/{result.tried} frames, "

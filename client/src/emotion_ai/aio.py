@@ -1,0 +1,258 @@
+"""`AsyncEmotionClient`: `EmotionClient` for asyncio applications."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
+
+import numpy as np
+
+from . import spec
+from .aio_transport import AsyncBalancedTransport, AsyncGrpcTransport, AsyncRestTransport, AsyncTransport
+from .client import (
+    EmotionClient,
+    _Staged,
+    assign_faces,
+    emotion_output,
+    face_chunks,
+    keypoints_output,
+    model_batches,
+)
+from .detect import FaceDetector
+from .errors import EmotionAIError, ServerUnavailableError
+from .images import ColorOrder, ImageInput
+from .options import ClientOptions, ModelOption, Protocol_
+from .result import Prediction
+from .transport import ModelRef, RetryPolicy, SignatureInfo, VersionStatus, all_available
+
+T = TypeVar("T")
+
+
+class AsyncEmotionClient:
+    """`EmotionClient` with `async` methods, on `grpc.aio` or an asyncio HTTP/1.1 connection pool.
+
+    Example:
+        async with AsyncEmotionClient(protocol="grpc") as client:
+            predictions = await asyncio.gather(*(client.predict(p) for p in paths))
+
+    Takes the arguments of `EmotionClient` (`transport=` is an `aio_transport.AsyncTransport`) and
+    behaves like it: the same results, errors, deadlines (`timeout` per server call, retries
+    included), retries and endpoint failover. Decoding, detection and cropping run in worker threads;
+    the keypoints and emotion requests of an image run concurrently; cancelling a call cancels its
+    requests. Use one client within one event loop.
+    """
+
+    def __init__(
+        self,
+        host: str | None = None,
+        *,
+        protocol: Protocol_ | None = None,
+        grpc_port: int | None = None,
+        rest_port: int | None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        models: Mapping[str, ModelOption] | None = None,
+        detector: str | FaceDetector | None = None,
+        options: ClientOptions | None = None,
+        transport: AsyncTransport | None = None,
+        **more_options: Any,
+    ):
+        # The sync client's detector, crop geometry and image staging, so both clients preprocess alike;
+        # it never calls a server.
+        self._pipeline = EmotionClient(
+            host, protocol=protocol, grpc_port=grpc_port, rest_port=rest_port, timeout=timeout, retries=retries,
+            models=models, detector=detector, options=options, transport=_NoServer(), **more_options,
+        )  # fmt: skip
+        self.options = options = self._pipeline.options
+        self.models: dict[str, ModelRef] = self._pipeline.models
+        self.detector: FaceDetector = self._pipeline.detector
+        policy = RetryPolicy(retries=options.retries, backoff=options.backoff)
+        self.transport: AsyncTransport
+        if transport is not None:
+            self.transport = transport
+        elif len(options.endpoints) > 1:
+            single = RetryPolicy(retries=0)  # the balancer retries, on the other endpoints first
+            self.transport = AsyncBalancedTransport(
+                [self._transport(e, single) for e in options.endpoints], options.endpoints, policy=policy)
+        else:
+            default = f"{options.host}:{options.grpc_port if options.protocol == 'grpc' else options.rest_port}"
+            self.transport = self._transport((options.endpoints or (default,))[0], policy)
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emotion-ai-aio")
+
+    def _transport(self, endpoint: str, policy: RetryPolicy) -> AsyncTransport:
+        if self.options.protocol == "grpc":
+            return AsyncGrpcTransport(endpoint, policy=policy, max_message_bytes=self.options.max_message_bytes)
+        host, port = endpoint.rsplit(":", 1)
+        return AsyncRestTransport(host.strip("[]"), int(port), policy=policy)
+
+    @classmethod
+    def from_options(cls, options: ClientOptions, *, detector: str | FaceDetector | None = None,
+                     transport: AsyncTransport | None = None) -> AsyncEmotionClient:
+        """A client configured by a `ClientOptions` (e.g. one shared by several clients)."""
+        return cls(options=options, detector=detector, transport=transport)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close connections and worker threads."""
+        await self.transport.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pipeline.close()
+
+    async def __aenter__(self) -> AsyncEmotionClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- server information ----------------------------------------------------------------------
+    async def status(self) -> dict[str, list[VersionStatus]]:
+        """Version states of both models, keyed "keypoints" / "emotion"."""
+        keys = list(self.models)
+        states = await _gather(*(self.transport.status(self.models[k], self.options.timeout) for k in keys))
+        return dict(zip(keys, states, strict=True))
+
+    async def metadata(self, key: str) -> dict[str, SignatureInfo]:
+        """Signature definitions of the "keypoints" or "emotion" model."""
+        return await self.transport.metadata(self.models[key], self.options.timeout)
+
+    async def wait_until_available(self, timeout: float = 30.0, interval: float = 0.2) -> None:
+        """Wait until both models report a version AVAILABLE, or raise ServerUnavailableError."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while True:
+            try:
+                states = await self.status()
+                if all_available(states):
+                    return
+                last = str(states)
+            except EmotionAIError as exc:
+                last = str(exc)
+            if time.monotonic() + interval > deadline:
+                raise ServerUnavailableError(f"models not AVAILABLE within {timeout:g} s: {last}")
+            await asyncio.sleep(interval)
+
+    # -- prediction ------------------------------------------------------------------------------
+    async def predict(self, image: ImageInput, *, color: ColorOrder = "bgr") -> Prediction:
+        """`EmotionClient.predict`: keypoints and expression of every face in `image`."""
+        staged = await self._stage(image, color)
+        await self._infer([staged])
+        return staged.prediction()
+
+    async def predict_batch(
+        self,
+        images: Iterable[ImageInput],
+        *,
+        color: ColorOrder = "bgr",
+        errors: Literal["raise", "return"] = "raise",
+    ) -> list[Prediction | EmotionAIError]:
+        """`EmotionClient.predict_batch`: faces of `batch_images` images share one request per model;
+        with errors="return" a failed image yields its exception in its place (a failed group is
+        retried image by image)."""
+        results: list[Any] = []
+        group: list[_Staged] = []
+        slots: list[int] = []
+
+        async def flush() -> None:
+            if not group:
+                return
+            try:
+                await self._infer(group)
+                for i, st in zip(slots, group, strict=True):
+                    results[i] = st.prediction()
+            except EmotionAIError:
+                if errors == "raise":
+                    raise
+                for i, st in zip(slots, group, strict=True):
+                    try:
+                        await self._infer([st])
+                        results[i] = st.prediction()
+                    except EmotionAIError as exc:
+                        results[i] = exc
+            group.clear()
+            slots.clear()
+
+        for image in images:
+            try:
+                staged = await self._stage(image, color)
+            except EmotionAIError as exc:
+                if errors == "raise":
+                    raise
+                results.append(exc)
+                continue
+            results.append(None)  # replaced once its group has run
+            slots.append(len(results) - 1)
+            group.append(staged)
+            if len(group) >= self.options.batch_images:
+                await flush()
+        await flush()
+        return results
+
+    # -- internals -------------------------------------------------------------------------------
+    async def _stage(self, image: ImageInput, color: ColorOrder) -> _Staged:
+        """Decode, detect and crop in a worker thread (the event loop stays free)."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._pipeline._stage, image, color)
+
+    async def _infer(self, staged: list[_Staged]) -> None:
+        """One keypoints and one emotion request (run concurrently) for all faces in `staged`."""
+        batches = model_batches(staged)
+        if batches is None:
+            return
+        with_faces, kp_in, em_in = batches
+        (keypoints, t_kp), ((scores, classes), t_em) = await _gather(
+            _timed(self._run_keypoints(kp_in)), _timed(self._run_emotion(em_in)))
+        assign_faces(with_faces, keypoints, scores, classes, t_kp=t_kp, t_em=t_em)
+
+    async def _run_keypoints(self, batch: np.ndarray) -> np.ndarray:
+        ref = self.models["keypoints"]
+        parts = [
+            keypoints_output(await self.transport.predict(ref, {spec.INPUT_KEY: c}, self.options.timeout), ref, len(c))
+            for c in face_chunks(batch, self.options.max_faces_per_request)
+        ]
+        return np.concatenate(parts)
+
+    async def _run_emotion(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ref = self.models["emotion"]
+        parts = [
+            emotion_output(await self.transport.predict(ref, {spec.INPUT_KEY: c}, self.options.timeout), ref, len(c))
+            for c in face_chunks(batch, self.options.max_faces_per_request)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class _NoServer:
+    """The sync transport of `AsyncEmotionClient._pipeline`, which only stages images."""
+
+    def predict(self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
+        raise NotImplementedError(_NO_SERVER)
+
+    def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
+        raise NotImplementedError(_NO_SERVER)
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        raise NotImplementedError(_NO_SERVER)
+
+    def close(self) -> None:
+        pass
+
+
+_NO_SERVER = "AsyncEmotionClient calls the server through its async transport"
+
+
+async def _timed(aw: Awaitable[T]) -> tuple[T, float]:
+    t = time.perf_counter()
+    out = await aw
+    return out, (time.perf_counter() - t) * 1e3
+
+
+async def _gather(*aws: Awaitable[Any]) -> list[Any]:
+    """`asyncio.gather` that cancels the other awaitables as soon as one fails (none is left running)."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise

@@ -1,0 +1,254 @@
+"""Video: stable track ids, per-track smoothed scores, and landmark tracking between detections.
+
+The detector runs every `detect_every` frames. In between, each visible face is cropped where its
+previous keypoints say it now is (the box is placed relative to the keypoints as it was at the last
+detection), as MediaPipe's face tracking does; a face whose new keypoints jumped or changed scale by
+more than `max_drift` is looked for again by the detector at once. Memory is constant: only the
+current tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .detect import Detection
+from .images import ColorOrder, ImageInput, load_image
+from .result import Box, Face, Prediction
+from .tracking import IoUTracker
+
+if TYPE_CHECKING:
+    from .client import EmotionClient
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How `EmotionClient.stream` follows faces.
+
+    Attributes:
+        detect_every: run the face detector on every Nth frame (1 = every frame); between, faces are
+            followed from their keypoints and new faces appear at the next detection.
+        smoothing: time constant in seconds of the per-track exponential moving average of the
+            scores (0 = none): after `smoothing` seconds a change of expression is 63 % through.
+        max_missed: frames a face may go unseen (occlusion, missed detection) and keep its track id.
+        max_drift: re-detect when a followed face's keypoint centre moved by more than this fraction
+            of its box, or their spread changed by more than this fraction, since the previous frame.
+        prefetch: frames read ahead in a background thread (decoding overlaps the requests).
+    """
+
+    detect_every: int = 5
+    smoothing: float = 0.3
+    max_missed: int = 10
+    max_drift: float = 0.25
+    prefetch: int = 4
+
+    def __post_init__(self) -> None:
+        if self.detect_every < 1 or self.max_missed < 0 or self.prefetch < 1:
+            raise ValueError("detect_every and prefetch must be >= 1 and max_missed >= 0")
+        if self.smoothing < 0 or not 0 < self.max_drift < 1:
+            raise ValueError("smoothing must be >= 0 and max_drift in (0, 1)")
+
+
+@dataclass
+class _Track:
+    """What is known of one visible face between frames."""
+
+    box: Box
+    score: float
+    centre: np.ndarray
+    spread: float
+    offset: tuple[float, float, float]  # (box centre - keypoint centre) / spread, box side / spread
+    smoothed: dict[str, float]
+    time: float
+
+
+def keypoint_frame(face: Face) -> tuple[np.ndarray, float] | None:
+    """Centre and RMS spread of a face's finite keypoints (None when there are too few)."""
+    pts = np.array([p for p in face.keypoints.values() if math.isfinite(p[0]) and math.isfinite(p[1])])
+    if len(pts) < 3:
+        return None
+    centre = pts.mean(axis=0)
+    spread = float(np.sqrt(((pts - centre) ** 2).sum(axis=1).mean()))
+    return (centre, spread) if spread > 0 else None
+
+
+def smooth(previous: dict[str, float] | None, scores: dict[str, float], dt: float, tau: float) -> dict[str, float]:
+    """Exponential moving average of `scores` with time constant `tau` after `dt` seconds."""
+    if not previous or tau <= 0 or previous.keys() != scores.keys():
+        return dict(scores)
+    a = 1.0 - math.exp(-max(dt, 0.0) / tau)
+    return {k: previous[k] + a * (v - previous[k]) for k, v in scores.items()}
+
+
+class FaceStream:
+    """Per-frame predictions of one video, in order (see `EmotionClient.stream`)."""
+
+    def __init__(self, client: EmotionClient, options: StreamOptions | None = None, fps: float | None = None):
+        if fps is not None and not (math.isfinite(fps) and fps > 0):
+            raise ValueError(f"fps must be a positive number, not {fps!r}")
+        self.client = client
+        self.options = options or StreamOptions()
+        self.fps = fps
+        o = self.options
+        self._tracker = IoUTracker(max_age=max(1, math.ceil(o.max_missed / o.detect_every)))
+        self._tracks: dict[int, _Track] = {}
+        self._next_detection = 0
+        self._t0: float | None = None
+
+    def run(self, frames: Iterable[ImageInput], color: ColorOrder = "bgr") -> Iterator[Prediction]:
+        """A `Prediction` for each frame of `frames`, with track ids and smoothed scores."""
+        for index, frame in enumerate(prefetch(frames, self.options.prefetch)):
+            yield self.process(frame, index, color=color)
+
+    def process(self, frame: ImageInput, index: int, color: ColorOrder = "bgr") -> Prediction:
+        """The prediction for frame number `index` (frames must come in order)."""
+        t_start = time.perf_counter()
+        bgr = load_image(frame, color=color, max_pixels=self.client.options.max_pixels)
+        now = self._timestamp(index)
+        timings = {"decode": (time.perf_counter() - t_start) * 1e3, "detect": 0.0}
+        detected = index >= self._next_detection
+        faces: list[Face] | None = [] if detected or not self._tracks else self._follow(bgr, t_start, timings)
+        if faces is None:  # a followed face looks lost: look for faces again now
+            detected = True
+        if detected:
+            faces = self._detect(bgr, t_start, timings)
+            self._next_detection = index + self.options.detect_every
+        faces = [self._update(face, now, detected) for face in faces or []]
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        h, w = bgr.shape[:2]
+        return Prediction(faces=faces, image_size=(w, h), timings_ms=timings, image=bgr,
+                          frame=index, timestamp=now, detected=detected)
+
+    def _timestamp(self, index: int) -> float:
+        if self.fps is not None:
+            return index / self.fps
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+        return time.monotonic() - self._t0
+
+    def _infer(self, bgr: np.ndarray, detections: list[Detection], t_start: float,
+               timings: dict[str, float]) -> list[Face]:
+        staged = self.client._stage_faces(bgr, detections, source=None, t_start=t_start, timings=timings)
+        self.client._infer([staged])
+        return staged.faces
+
+    def _detect(self, bgr: np.ndarray, t_start: float, timings: dict[str, float]) -> list[Face]:
+        t = time.perf_counter()
+        detections = sorted(self.client.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
+        timings["detect"] += (time.perf_counter() - t) * 1e3
+        faces = self._infer(bgr, detections, t_start, timings)
+        ids = self._tracker.update([f.box for f in faces])
+        for tid in set(self._tracks) - set(ids):
+            del self._tracks[tid]  # not seen now: kept by the tracker only, to re-identify it
+        return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
+
+    def _follow(self, bgr: np.ndarray, t_start: float, timings: dict[str, float]) -> list[Face] | None:
+        """Faces re-cropped at their tracked boxes, or None when one of them looks lost."""
+        ids = list(self._tracks)
+        detections = [Detection(self._tracks[i].box, self._tracks[i].score) for i in ids]
+        faces = self._infer(bgr, detections, t_start, timings)
+        limit = self.options.max_drift
+        for tid, face in zip(ids, faces, strict=True):
+            track, now = self._tracks[tid], keypoint_frame(face)
+            if now is None:
+                return None
+            shift = float(np.linalg.norm(now[0] - track.centre)) / max(track.box[2], 1e-6)
+            if shift > limit or abs(now[1] / track.spread - 1.0) > limit:
+                return None
+        return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
+
+    def _update(self, face: Face, now: float, detected: bool) -> Face:
+        """Record a face's track state and return it with its smoothed scores. A detector box fixes
+        where the box sits relative to the keypoints until the next detection."""
+        assert face.track_id is not None
+        old = self._tracks.get(face.track_id)
+        smoothed = smooth(old.smoothed if old else None, face.scores, now - old.time if old else 0.0,
+                          self.options.smoothing)
+        geometry = keypoint_frame(face)
+        if geometry is None:
+            self._tracks.pop(face.track_id, None)
+            return replace(face, smoothed_scores=smoothed)
+        centre, spread = geometry
+        x, y, w, h = face.box
+        if detected or old is None:
+            offset = ((x + w / 2 - centre[0]) / spread, (y + h / 2 - centre[1]) / spread, w / spread)
+        else:
+            offset = old.offset
+        side = offset[2] * spread
+        cx, cy = centre[0] + offset[0] * spread, centre[1] + offset[1] * spread
+        box = (float(cx - side / 2), float(cy - side / 2), float(side), float(side * h / max(w, 1e-6)))
+        self._tracks[face.track_id] = _Track(box, face.detection_score, centre, spread, offset, smoothed, now)
+        self._tracker.move(face.track_id, box)
+        return replace(face, smoothed_scores=smoothed)
+
+
+def prefetch(frames: Iterable[Any], depth: int) -> Iterator[Any]:
+    """Iterate `frames` from a background thread that stays at most `depth` items ahead."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for frame in frames:
+                if not put(("frame", frame)):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            put(("error", exc))
+
+    reader = threading.Thread(target=read, name="emotion-ai-frames", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        reader.join(timeout=1.0)
+
+
+@dataclass
+class TrackSummary:
+    """Per-track totals over a stream (constant memory per track): feed it every `Prediction`."""
+
+    tracks: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def add(self, prediction: Prediction) -> None:
+        for face in prediction.faces:
+            if face.track_id is None:
+                continue
+            t = self.tracks.setdefault(face.track_id, {"first_frame": prediction.frame, "frames": 0, "sums": {}})
+            t["last_frame"] = prediction.frame
+            t["frames"] += 1
+            for k, v in (face.smoothed_scores or face.scores).items():
+                t["sums"][k] = t["sums"].get(k, 0.0) + v
+
+    def rows(self) -> list[dict[str, Any]]:
+        """track_id, first_frame, last_frame, frames, dominant (highest mean smoothed score), mean_<label>."""
+        out = []
+        for tid, t in sorted(self.tracks.items()):
+            means = {k: v / t["frames"] for k, v in t["sums"].items()}
+            out.append({"track_id": tid, "first_frame": t["first_frame"], "last_frame": t["last_frame"],
+                        "frames": t["frames"], "dominant": max(means, key=means.__getitem__) if means else None,
+                        **{f"mean_{k}": round(v, 4) for k, v in means.items()}})
+        return out

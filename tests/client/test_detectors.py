@@ -1,0 +1,184 @@
+"""Face detectors: the MTCNN default on the cases a new user hit, its knobs, and the detector factory."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+from emotion_ai import EmotionClient, HaarFaceDetector, MtcnnFaceDetector, make_detector, spec
+from emotion_ai.detect import _unturn, crops_for
+from emotion_ai.mtcnn import LANDMARK_NAMES, Mtcnn, nms
+
+ASTRONAUT_FACE = (179.0, 59.0, 88.0, 113.0)  # MTCNN's box (x, y, w, h) in the 512-px photo
+
+
+@pytest.fixture(scope="module")
+def mtcnn() -> MtcnnFaceDetector:
+    return MtcnnFaceDetector()
+
+
+def _centre(box) -> np.ndarray:
+    return np.array([box[0] + box[2] / 2, box[1] + box[3] / 2])
+
+
+def _rotate(image: np.ndarray, degrees: float) -> tuple[np.ndarray, np.ndarray]:
+    h, w = image.shape[:2]
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, m, (w, h), borderMode=cv2.BORDER_REPLICATE), m
+
+
+def test_astronaut_one_face_with_landmarks_in_place(mtcnn, astronaut_bgr):
+    (face,) = mtcnn.detect(astronaut_bgr)
+    assert face.score > 0.99
+    assert np.abs(np.array(face.box) - ASTRONAUT_FACE).max() < 4
+    marks = dict(zip(LANDMARK_NAMES, face.landmarks, strict=True))
+    x, y, w, h = face.box
+    for px, py in face.landmarks:
+        assert x < px < x + w and y < py < y + h
+    assert marks["eye_left"][0] < marks["eye_right"][0]  # image left / right
+    assert marks["eye_left"][1] < marks["nose"][1] < marks["mouth_left"][1]
+
+
+@pytest.mark.parametrize("degrees", [-30, -15, 15, 30])
+def test_finds_faces_tilted_up_to_30_degrees(mtcnn, astronaut_bgr, degrees):
+    turned, m = _rotate(astronaut_bgr, degrees)
+    found = mtcnn.detect(turned)
+    assert len(found) == 1
+    expect = m @ np.append(_centre(ASTRONAUT_FACE), 1.0)
+    assert np.linalg.norm(_centre(found[0].box) - expect) < 15
+
+
+@pytest.mark.parametrize("side", [20, 24, 32])
+def test_finds_faces_from_20_pixels(mtcnn, astronaut_bgr, side):
+    factor = side / ASTRONAUT_FACE[2]
+    small = cv2.resize(astronaut_bgr, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    canvas = np.full((240, 320, 3), 120, np.uint8)
+    canvas[40 : 40 + small.shape[0], 60 : 60 + small.shape[1]] = small
+    found = mtcnn.detect(canvas)
+    assert len(found) == 1
+    expect = np.array([60, 40]) + _centre(ASTRONAUT_FACE) * factor
+    assert np.linalg.norm(_centre(found[0].box) - expect) < 0.3 * side
+    assert found[0].box[2] == pytest.approx(side, rel=0.35)
+
+
+@pytest.mark.parametrize("mean", [17, 8])
+def test_finds_faces_in_dark_photos(astronaut_bgr, mean):
+    dark = (astronaut_bgr.astype(np.float32) * mean / astronaut_bgr.mean()).clip(0, 255).astype(np.uint8)
+    found = MtcnnFaceDetector().detect(dark)
+    assert len(found) == 1
+    assert np.abs(np.array(found[0].box) - ASTRONAUT_FACE).max() < 10
+
+
+def test_equalised_copy_is_what_finds_the_darkest_face(astronaut_bgr):
+    dark = (astronaut_bgr.astype(np.float32) * 8 / astronaut_bgr.mean()).clip(0, 255).astype(np.uint8)
+    assert MtcnnFaceDetector(enhance=False).detect(dark) == []
+    assert len(MtcnnFaceDetector(enhance=True).detect(dark)) == 1
+
+
+@pytest.mark.parametrize("turn", [90, 180, 270])
+def test_sideways_and_upside_down_photos_with_orientations(astronaut_bgr, turn):
+    turned = np.ascontiguousarray(np.rot90(astronaut_bgr, turn // 90))
+    if turn != 270:  # the upright search happens to find this one sideways face too
+        assert MtcnnFaceDetector().detect(turned) == []
+    found = MtcnnFaceDetector(orientations=(0, 90, 180, 270)).detect(turned)
+    assert len(found) == 1
+    expect = _unturn(_centre(ASTRONAUT_FACE)[None], -(turn // 90) % 4, 512, 512)[0]
+    assert np.linalg.norm(_centre(found[0].box) - expect) < 20
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_unturn_inverts_rot90_on_a_non_square_image(k):
+    h, w = 30, 50
+    image = np.zeros((h, w), np.uint8)
+    points = np.array([[3, 7], [49, 0], [12, 29]])
+    for x, y in points:
+        image[y, x] = 255
+    turned = np.rot90(image, k)
+    ys, xs = np.nonzero(turned)
+    back = _unturn(np.stack([xs, ys], axis=1).astype(float), k, w, h)
+    assert sorted(map(tuple, back.round().astype(int))) == sorted(map(tuple, points))
+
+
+def test_max_side_detects_on_a_smaller_copy_and_maps_boxes_back(astronaut_bgr):
+    big = cv2.resize(astronaut_bgr, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    (face,) = MtcnnFaceDetector(max_side=512).detect(big)
+    assert np.abs(np.array(face.box) / 4 - ASTRONAUT_FACE).max() < 4
+    (reference,) = MtcnnFaceDetector().detect(astronaut_bgr)
+    assert np.abs(np.array(face.landmarks) / 4 - np.array(reference.landmarks)).max() < 3
+
+
+def test_min_face_size_and_min_score_knobs(astronaut_bgr):
+    assert MtcnnFaceDetector(min_face_size=150).detect(astronaut_bgr) == []
+    assert len(MtcnnFaceDetector(min_face_size=60).detect(astronaut_bgr)) == 1
+    assert MtcnnFaceDetector(min_score=1.0).detect(astronaut_bgr) == []
+    with pytest.raises(ValueError, match="orientations"):
+        MtcnnFaceDetector(orientations=(45,))
+    with pytest.raises(ValueError, match="min_face_size"):
+        MtcnnFaceDetector(min_face_size=0)
+
+
+@pytest.mark.parametrize("name", ["coffee", "rocket", "coins", "page", "brick"])
+def test_no_face_photos_give_no_boxes(mtcnn, name):
+    from skimage import data
+
+    image = getattr(data, name)()
+    bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else np.ascontiguousarray(image[:, :, ::-1])
+    assert mtcnn.detect(bgr) == []
+
+
+def test_gray_input_and_tiny_or_flat_images(mtcnn, astronaut_bgr):
+    assert len(mtcnn.detect(cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY))) == 1
+    assert mtcnn.detect(np.zeros((5, 7, 3), np.uint8)) == []
+    assert mtcnn.detect(np.full((300, 400, 3), 200, np.uint8)) == []
+
+
+def test_nms_keeps_the_best_of_overlapping_boxes():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 4, 4]], float)
+    scores = np.array([0.8, 0.9, 0.7, 0.6])
+    assert nms(boxes, scores, 0.5).tolist() == [1, 2, 3]
+    assert nms(boxes, scores, 0.5, "min").tolist() == [1, 2]  # the small box lies inside the first
+
+
+def test_runner_matches_the_detector_on_a_group_photo():
+    """Four faces in one 640x480 photo, each found once."""
+    from skimage import data
+
+    a = np.ascontiguousarray(data.astronaut()[:, :, ::-1])
+    cells = [cv2.resize(a[0:300, 80:380], (240, 240)), cv2.resize(a[20:320, 60:360], (240, 240))[:, ::-1]]
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    for i, (x, y) in enumerate([(20, 0), (360, 0), (20, 240), (360, 240)]):
+        canvas[y : y + 240, x : x + 240] = cells[i % 2]
+    result = Mtcnn().detect(cv2.cvtColor(canvas, cv2.COLOR_BGR2RGB))
+    assert len(result.boxes) == 4
+    assert result.landmarks.shape == (4, 5, 2)
+
+
+def test_make_detector_names_objects_and_errors():
+    assert isinstance(make_detector(), MtcnnFaceDetector)
+    assert isinstance(make_detector("haar", min_size=40), HaarFaceDetector)
+    custom = HaarFaceDetector()
+    assert make_detector(custom) is custom
+    with pytest.raises(ValueError, match="unknown detector 'hog'"):
+        make_detector("hog")
+    with pytest.raises(TypeError, match="by name"):
+        make_detector(custom, min_size=3)
+    with pytest.raises(TypeError, match="detect"):
+        make_detector(42)  # type: ignore[arg-type]
+    with pytest.raises(FileNotFoundError):
+        make_detector("yunet:/nonexistent.onnx")
+
+
+def test_each_detector_gets_its_own_crop_geometry():
+    assert crops_for(MtcnnFaceDetector()) == spec.CROPS["mtcnn"]
+    assert crops_for(HaarFaceDetector()) == spec.CROPS["haar"]
+    assert crops_for(object()) == spec.CROPS["haar"]  # type: ignore[arg-type]
+    assert spec.CROPS["mtcnn"].keypoints.scale > spec.CROPS["haar"].keypoints.scale  # MTCNN's boxes are tighter
+    with EmotionClient(detector="haar", transport=_Unused()) as client:
+        assert client.keypoints_crop == spec.CROPS["haar"].keypoints
+    with EmotionClient(transport=_Unused()) as client:
+        assert client.emotion_crop == spec.CROPS["mtcnn"].emotion
+
+
+class _Unused:
+    def close(self) -> None:
+        pass
