@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,23 @@ def server_endpoint(args: argparse.Namespace) -> Iterator[tuple[str, int, int]]:
         return
     with LocalServer(args.models) as server:
         yield "127.0.0.1", server.grpc_port, server.rest_port
+
+
+def throwaway_venv(name: str, installs: list[list[str]], probe: str, expected: str) -> Path:
+    """The Python of a venv at .cache/<name> (kept for the next run), made by this interpreter's `venv`.
+
+    Unless `python -c probe` already prints `expected` there, each entry of `installs` (pip install arguments)
+    is run in order, e.g. `[["tensorflow-cpu==2.20.0"]]`, or a `--no-deps` step after the dependencies.
+    """
+    venv = REPO / ".cache" / name
+    python = venv / "bin" / "python"
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    found = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False)
+    if found.stdout.strip() != expected:
+        for args in installs:
+            subprocess.run([str(python), "-m", "pip", "install", "-q", *args], check=True)
+    return python
 
 
 def latest_version(model_root: Path) -> Path | None:

@@ -1,6 +1,9 @@
-"""Real test photos for the benchmarks and the quality tests, made from scikit-image's astronaut."""
+"""Real test photos and clips for the benchmarks and the quality tests, made from scikit-image's photos."""
 
 from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -46,3 +49,66 @@ def four_face_jpeg() -> bytes:
     ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
     assert ok
     return buf.tobytes()
+
+
+def _jpeg(canvas: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", canvas, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return buf.tobytes()
+
+
+def six_face_jpeg() -> bytes:
+    """640x480: six astronaut head crops (150-200 px, some mirrored or dimmed) over skimage's rocket photo."""
+    head = astronaut_bgr()[8:228, 114:334]  # 220x220 around the face
+    canvas = cv2.resize(np.ascontiguousarray(data.rocket()[:, :, ::-1]), (640, 480), interpolation=cv2.INTER_AREA)
+    spots = [(10, 20, 170, False, 1.0), (230, 10, 150, True, 0.9), (440, 30, 190, False, 1.1),
+             (30, 260, 200, True, 1.0), (270, 250, 160, False, 0.8), (470, 300, 150, True, 1.05)]
+    for x, y, size, flip, gain in spots:
+        crop = cv2.convertScaleAbs(cv2.resize(head, (size, size), interpolation=cv2.INTER_AREA), alpha=gain)
+        canvas[y : y + size, x : x + size] = crop[:, ::-1] if flip else crop
+    return _jpeg(canvas)
+
+
+def twelve_face_jpeg() -> bytes:
+    """640x480 grey: the first 12 faces of skimage's LFW subset (12 people, 25x25) upscaled to 120 px, 4x3 grid."""
+    faces = data.lfw_subset()[:12]
+    canvas = np.full((480, 640, 3), 128, np.uint8)
+    for i, face in enumerate(faces):
+        row, col = divmod(i, 4)
+        y, x = row * 160 + 20, col * 160 + 20
+        big = cv2.resize((face * 255).astype(np.uint8), (120, 120), interpolation=cv2.INTER_CUBIC)
+        canvas[y : y + 120, x : x + 120] = big[:, :, None]
+    return _jpeg(canvas)
+
+
+@cache
+def _clip_face() -> np.ndarray:
+    face = astronaut_bgr()[0:400, 56:456].copy()
+    face.flags.writeable = False
+    return face
+
+
+def astronaut_clip_frame(i: int, frames: int, zoom: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """Frame `i` of `frames` (640x480 BGR): a 400x400 astronaut crop around her face, 300 px at zoom 1, its centre
+    swinging left-right once (sine) while its zoom goes from zoom[0] to zoom[1] at mid-clip and back (cosine)."""
+    period = max(frames, 2)
+    scale = zoom[0] + (zoom[1] - zoom[0]) * (1 - np.cos(2 * np.pi * i / period)) / 2
+    size = min(round(300 * scale), 480)
+    face = cv2.resize(_clip_face(), (size, size), interpolation=cv2.INTER_AREA)
+    cx = int(320 + 160 * np.sin(2 * np.pi * i / period))
+    x, y = min(max(cx - size // 2, 0), 640 - size), 240 - size // 2
+    frame = np.full((480, 640, 3), 96, np.uint8)
+    frame[y : y + size, x : x + size] = face
+    return frame
+
+
+def write_astronaut_clip(path: Path, frames: int, zoom: tuple[float, float] = (1.0, 1.0), fps: float = 25.0) -> Path:
+    """Write `astronaut_clip_frame` 0..frames-1 as a 640x480 mp4v MP4 at `fps`; returns `path`."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (640, 480))
+    assert writer.isOpened(), "OpenCV cannot write mp4v here"
+    try:
+        for i in range(frames):
+            writer.write(astronaut_clip_frame(i, frames, zoom))
+    finally:
+        writer.release()
+    return path

@@ -44,7 +44,7 @@ from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
 from emotion_ai_serving.local_server import LocalServer
 from emotion_ai_training.testing import make_export_tree
 from machine import machine_info
-from photos import astronaut_bgr, four_face_jpeg, one_face_jpeg  # bench/ is on sys.path as a script
+from photos import four_face_jpeg, one_face_jpeg, write_astronaut_clip  # bench/ is on sys.path as a script
 from serving_bench import measure
 
 BENCH = Path(__file__).resolve().parent
@@ -111,16 +111,7 @@ def face_crops(client: EmotionClient, jpeg: bytes) -> tuple[np.ndarray, np.ndarr
 
 def write_video(path: Path, frames: int) -> Path:
     """A 640x480, 25 fps MP4 of a 300x300 astronaut crop moving left to right and back."""
-    face = cv2.resize(astronaut_bgr()[0:400, 56:456], (300, 300), interpolation=cv2.INTER_AREA)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25.0, (640, 480))
-    assert writer.isOpened(), "OpenCV cannot write mp4v here"
-    for i in range(frames):
-        x = int(170 + 160 * np.sin(2 * np.pi * i / max(frames, 2)))
-        frame = np.full((480, 640, 3), 96, np.uint8)
-        frame[90:390, x : x + 300] = face
-        writer.write(frame)
-    writer.release()
-    return path
+    return write_astronaut_clip(path, frames)
 
 
 # -- measurements ----------------------------------------------------------------------------------

@@ -57,15 +57,10 @@ def run_models(folders: list[str], out: str) -> None:
 
 
 def _venv(version: str) -> Path:
-    venv = REPO / ".cache" / f"tf-serving-compat-{version}"
-    python = venv / "bin" / "python"
-    if not python.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    probe = subprocess.run([str(python), "-c", "import tensorflow as tf; print(tf.__version__)"],
-                           capture_output=True, text=True, check=False)
-    if probe.stdout.strip() != version:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", f"tensorflow-cpu=={version}"], check=True)
-    return python
+    from bench_common import throwaway_venv
+
+    return throwaway_venv(f"tf-serving-compat-{version}", [[f"tensorflow-cpu=={version}"]],
+                          "import tensorflow as tf; print(tf.__version__)", version)
 
 
 def compare(here: dict, there: dict, atol: float) -> tuple[float, list[str]]:

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from emotion_ai import spec
 from emotion_ai._proto import tfs_pb2 as pb
-from emotion_ai.client import check_emotion_outputs, merge_faces
 from emotion_ai.detect import Detection
 from emotion_ai.errors import (
     InvalidImageError,
@@ -24,6 +23,7 @@ from emotion_ai.errors import (
 )
 from emotion_ai.grpc_transport import map_rpc_error
 from emotion_ai.images import load_image, probe_size
+from emotion_ai.merge import check_emotion_outputs, merge_faces
 from emotion_ai.preprocess import CropTransform, crop_square, model_inputs, square_for_box
 from emotion_ai.rest_transport import map_http_error, model_path, parse_predict_response
 from emotion_ai.tensors import json_to_numpy, make_tensor_proto, tensor_proto_to_numpy

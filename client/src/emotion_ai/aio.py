@@ -12,18 +12,11 @@ import numpy as np
 
 from . import spec
 from .aio_transport import AsyncBalancedTransport, AsyncGrpcTransport, AsyncRestTransport, AsyncTransport
-from .client import (
-    EmotionClient,
-    _Staged,
-    assign_faces,
-    emotion_output,
-    face_chunks,
-    keypoints_output,
-    model_batches,
-)
+from .client import EmotionClient
 from .detect import FaceDetector
 from .errors import EmotionAIError, ServerUnavailableError
 from .images import ColorOrder, ImageInput
+from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
 from .options import ClientOptions, ModelOption, Protocol_
 from .result import Prediction
 from .transport import ModelRef, RetryPolicy, SignatureInfo, VersionStatus, all_available
@@ -152,7 +145,7 @@ class AsyncEmotionClient:
         with errors="return" a failed image yields its exception in its place (a failed group is
         retried image by image)."""
         results: list[Any] = []
-        group: list[_Staged] = []
+        group: list[StagedImage] = []
         slots: list[int] = []
 
         async def flush() -> None:
@@ -191,11 +184,11 @@ class AsyncEmotionClient:
         return results
 
     # -- internals -------------------------------------------------------------------------------
-    async def _stage(self, image: ImageInput, color: ColorOrder) -> _Staged:
+    async def _stage(self, image: ImageInput, color: ColorOrder) -> StagedImage:
         """Decode, detect and crop in a worker thread (the event loop stays free)."""
         return await asyncio.get_running_loop().run_in_executor(self._pool, self._pipeline._stage, image, color)
 
-    async def _infer(self, staged: list[_Staged]) -> None:
+    async def _infer(self, staged: list[StagedImage]) -> None:
         """One keypoints and one emotion request (run concurrently) for all faces in `staged`."""
         batches = model_batches(staged)
         if batches is None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -13,13 +12,14 @@ import numpy as np
 from . import spec
 from .balancer import BalancedTransport
 from .detect import Detection, FaceDetector, crops_for, make_detector
-from .errors import EmotionAIError, ServerError, ServerUnavailableError
+from .errors import EmotionAIError, ServerUnavailableError
 from .grpc_transport import GrpcTransport
 from .images import ColorOrder, ImageInput, load_image
+from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
 from .options import ClientOptions, ModelOption, Protocol_
-from .preprocess import CropTransform, model_inputs, to_gray
+from .preprocess import model_inputs, to_gray
 from .rest_transport import RestTransport
-from .result import Face, Prediction
+from .result import Prediction
 from .streaming import FaceStream, StreamOptions
 from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus, all_available
 
@@ -158,7 +158,7 @@ class EmotionClient:
         retried image by image, so one bad image does not cost the others their results.
         """
         results: list[Any] = []
-        group: list[_Staged] = []
+        group: list[StagedImage] = []
         slots: list[int] = []
 
         def flush() -> None:
@@ -215,7 +215,7 @@ class EmotionClient:
         return FaceStream(self, options, fps).run(frames, color)
 
     # -- internals -------------------------------------------------------------------------------
-    def _stage(self, image: ImageInput, color: ColorOrder) -> _Staged:
+    def _stage(self, image: ImageInput, color: ColorOrder) -> StagedImage:
         t0 = time.perf_counter()
         bgr = load_image(image, color=color, max_pixels=self.options.max_pixels)
         t1 = time.perf_counter()
@@ -226,7 +226,7 @@ class EmotionClient:
         return self._stage_faces(bgr, detections, source=source, t_start=t0, timings=timings)
 
     def _stage_faces(self, bgr: np.ndarray, detections: list[Detection], *, source: str | None,
-                     t_start: float, timings: dict[str, float]) -> _Staged:
+                     t_start: float, timings: dict[str, float]) -> StagedImage:
         """Model inputs for faces already located in `bgr` (by the detector, or by tracking)."""
         t = time.perf_counter()
         boxes = [d.box for d in detections]
@@ -234,10 +234,10 @@ class EmotionClient:
         kp_batch, kp_tf = model_inputs(gray, boxes, self.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE)
         em_batch, _ = model_inputs(gray, boxes, self.emotion_crop, spec.EMOTION_INPUT_SIZE)
         timings["preprocess"] = (time.perf_counter() - t) * 1e3
-        return _Staged(image=bgr, source=source, detections=detections, kp_batch=kp_batch, em_batch=em_batch,
+        return StagedImage(image=bgr, source=source, detections=detections, kp_batch=kp_batch, em_batch=em_batch,
                        kp_transforms=kp_tf, t_start=t_start, timings=timings)
 
-    def _infer(self, staged: list[_Staged]) -> None:
+    def _infer(self, staged: list[StagedImage]) -> None:
         """One keypoints and one emotion request (run concurrently) for all faces in `staged`."""
         batches = model_batches(staged)
         if batches is None:
@@ -268,144 +268,7 @@ class EmotionClient:
         return emotion_output(outputs, ref, batch.shape[0])
 
 
-@dataclass
-class _Staged:
-    """One image between preprocessing and inference."""
-
-    image: np.ndarray
-    source: str | None
-    detections: list[Detection]
-    kp_batch: np.ndarray
-    em_batch: np.ndarray
-    kp_transforms: list[CropTransform]
-    t_start: float
-    timings: dict[str, float]
-    faces: list[Face] = field(default_factory=list)
-
-    def prediction(self) -> Prediction:
-        timings = dict(self.timings)
-        timings["total"] = (time.perf_counter() - self.t_start) * 1e3
-        h, w = self.image.shape[:2]
-        return Prediction(
-            faces=self.faces,
-            image_size=(w, h),
-            timings_ms=timings,
-            source=self.source,
-            image=self.image,
-        )
-
-
 def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn(*args)
     return out, (time.perf_counter() - t) * 1e3
-
-
-def _pick_output(outputs: dict[str, np.ndarray], key: str, ref: ModelRef) -> np.ndarray:
-    if key in outputs:
-        return outputs[key]
-    if key != spec.CLASSES_OUTPUT_KEY and len(outputs) == 1:
-        return next(iter(outputs.values()))  # REST omits the name of a signature's only output
-    raise ServerError(f"{ref.describe()} returned outputs {sorted(outputs)}, expected {key!r}")
-
-
-def model_batches(staged: list[_Staged]) -> tuple[list[_Staged], np.ndarray, np.ndarray] | None:
-    """(images with faces, keypoints-model batch, emotion-model batch) for one request per model, or
-    None when no image has a face; every image's model timings start at 0."""
-    for s in staged:
-        s.timings.setdefault("keypoints", 0.0)
-        s.timings.setdefault("emotion", 0.0)
-    with_faces = [s for s in staged if s.detections]
-    if not with_faces:
-        return None
-    return (with_faces, np.concatenate([s.kp_batch for s in with_faces]),
-            np.concatenate([s.em_batch for s in with_faces]))
-
-
-def assign_faces(with_faces: list[_Staged], keypoints: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                 *, t_kp: float, t_em: float) -> None:
-    """Split the model outputs for `model_batches` back over its images as `Face`s (`merge_faces`)."""
-    start = 0
-    for s in with_faces:
-        n = len(s.detections)
-        s.faces = merge_faces(s.detections, s.kp_transforms, keypoints[start : start + n],
-                              scores[start : start + n], classes[start : start + n])
-        s.timings["keypoints"] = t_kp
-        s.timings["emotion"] = t_em
-        start += n
-
-
-def face_chunks(batch: np.ndarray, step: int) -> list[np.ndarray]:
-    """`batch` split into requests of at most `step` faces (`max_faces_per_request`)."""
-    return [batch[i : i + step] for i in range(0, len(batch), step)]
-
-
-def keypoints_output(outputs: dict[str, np.ndarray], ref: ModelRef, n: int) -> np.ndarray:
-    """The [n, 15, 2] keypoints of a keypoints-model reply, or ServerError."""
-    kp = _pick_output(outputs, spec.KEYPOINTS_OUTPUT_KEY, ref)
-    try:
-        return np.asarray(kp, dtype=np.float64).reshape(n, len(spec.KEYPOINT_NAMES), 2)
-    except ValueError as exc:
-        raise ServerError(
-            f"{ref.describe()} returned keypoints of shape {np.shape(kp)}, expected "
-            f"[{n}, {len(spec.KEYPOINT_NAMES)}, 2]"
-        ) from exc
-
-
-def emotion_output(outputs: dict[str, np.ndarray], ref: ModelRef, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """(scores [n, K], classes [n, K]) of an emotion-model reply, or ServerError."""
-    scores = np.asarray(_pick_output(outputs, spec.SCORES_OUTPUT_KEY, ref), dtype=np.float64)
-    classes = np.asarray(_pick_output(outputs, spec.CLASSES_OUTPUT_KEY, ref))
-    return check_emotion_outputs(scores, classes, n, ref)
-
-
-def check_emotion_outputs(
-    scores: np.ndarray, classes: np.ndarray, n: int, ref: ModelRef
-) -> tuple[np.ndarray, np.ndarray]:
-    """Validate `scores` [n, K] and `classes` [n, K] (or [K], shared by all rows) and align them."""
-    if scores.ndim != 2 or scores.shape[0] != n:
-        raise ServerError(
-            f"{ref.describe()} returned scores of shape {scores.shape}, expected [{n}, K]"
-        )
-    if classes.ndim == 1:
-        classes = np.broadcast_to(classes, scores.shape)
-    if classes.shape != scores.shape:
-        raise ServerError(
-            f"{ref.describe()} returned classes of shape {classes.shape} "
-            f"for scores of shape {scores.shape}"
-        )
-    return scores, classes.astype(str)
-
-
-def merge_faces(
-    detections: list[Detection],
-    kp_transforms: list[CropTransform],
-    keypoints: np.ndarray,
-    scores: np.ndarray,
-    classes: np.ndarray,
-) -> list[Face]:
-    """Combine detector boxes, model-space keypoints and class scores into `Face`s.
-
-    `keypoints` is [n, 15, 2] in keypoints-model pixels; it is mapped back to the original image
-    through each face's crop transform. `classes[i]` names the columns of `scores[i]`.
-    """
-    faces = []
-    for i, det in enumerate(detections):
-        pts = kp_transforms[i].to_original(keypoints[i])
-        kp = {
-            name: (float(x), float(y))
-            for name, (x, y) in zip(spec.KEYPOINT_NAMES, pts, strict=True)
-        }
-        labels = [str(c) for c in classes[i]]
-        probs = {label: float(p) for label, p in zip(labels, scores[i], strict=True)}
-        top = labels[int(np.nanargmax(scores[i]))] if np.isfinite(scores[i]).any() else labels[0]
-        faces.append(
-            Face(
-                box=tuple(float(v) for v in det.box),  # type: ignore[arg-type]
-                detection_score=float(det.score),
-                keypoints=kp,
-                emotion=top,
-                scores=probs,
-            )
-        )
-    return faces

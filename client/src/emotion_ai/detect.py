@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from . import spec
-from .mtcnn import Mtcnn
+from .mtcnn import Mtcnn, MtcnnResult, nms
 from .preprocess import to_gray
 
 Point = tuple[float, float]
@@ -164,9 +164,12 @@ class MtcnnFaceDetector:
         max_side: detect on a copy whose longer side is at most this many pixels (boxes are mapped
             back), which bounds the time on big photos; faces smaller than 12 px in that copy are lost.
         min_score: O-Net face score a detection needs.
-        orientations: image rotations searched, in degrees counter-clockwise (multiples of 90). The
-            upright search already finds faces tilted up to about ±45°; add 90, 180, 270 for sideways
-            or upside-down photos (they are searched only when the upright image has no face).
+        orientations: image rotations searched, in degrees counter-clockwise (multiples of 90); add
+            90, 180, 270 for sideways or upside-down photos (searched only when the upright image has
+            no face).
+        tilts: also search copies tilted by these angles (degrees) and merge the faces found: the
+            upright search alone misses a quarter of the faces tilted 20-30° in the detector benchmark,
+            ±25° copies find them, at three times the detection time; `tilts=()` for speed.
         enhance: when nothing is found in a dark (mean < 60) or flat (std < 25) image, search a
             contrast-equalised (CLAHE) copy too; the models still see the original pixels.
     """
@@ -180,6 +183,7 @@ class MtcnnFaceDetector:
         max_side: int = 1280,
         min_score: float = 0.95,
         orientations: tuple[int, ...] = (0,),
+        tilts: tuple[float, ...] = (-25.0, 25.0),
         enhance: bool = True,
     ):
         if min_face_size <= 0 or max_side < 32 or not 0 <= min_score <= 1:
@@ -190,6 +194,7 @@ class MtcnnFaceDetector:
         self.max_side = max_side
         self.min_score = min_score
         self.orientations = tuple(o % 360 for o in orientations)
+        self.tilts = tuple(float(t) for t in tilts)
         self.enhance = enhance
         self._net = Mtcnn()
 
@@ -204,6 +209,8 @@ class MtcnnFaceDetector:
         found: list[Detection] = []
         for turn in self.orientations:
             found = self._search(rgb, turn, scale)
+            for tilt in self.tilts:
+                found = _merge(found, self._search(rgb, turn, scale, tilt))
             if found:
                 return found
         gray = to_gray(small)
@@ -212,11 +219,30 @@ class MtcnnFaceDetector:
             found = self._search(cv2.cvtColor(clahe, cv2.COLOR_GRAY2RGB), 0, scale)
         return found
 
-    def _search(self, rgb: np.ndarray, turn: int, scale: float) -> list[Detection]:
-        """Detections in `rgb` turned by `turn` degrees, mapped back to original-image pixels."""
+    def _search(self, rgb: np.ndarray, turn: int, scale: float, tilt: float = 0.0) -> list[Detection]:
+        """Detections in `rgb` turned by `turn` degrees (then tilted by `tilt`), in original-image pixels."""
         h, w = rgb.shape[:2]
         k = turn // 90
-        result = self._net.detect(np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb)
+        turned = np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
+        if not tilt:
+            return self._collect(self._net.detect(turned), k, w, h, scale)
+        th, tw = turned.shape[:2]
+        c, s = abs(np.cos(np.radians(tilt))), abs(np.sin(np.radians(tilt)))
+        cw, ch = round(tw * c + th * s), round(tw * s + th * c)
+        m = cv2.getRotationMatrix2D((tw / 2, th / 2), tilt, 1.0)
+        m[:, 2] += ((cw - tw) / 2, (ch - th) / 2)
+        result = self._net.detect(cv2.warpAffine(turned, m, (cw, ch), borderMode=cv2.BORDER_REPLICATE))
+        back = cv2.invertAffineTransform(m)
+        untilt = lambda pts: pts @ back[:, :2].T + back[:, 2]  # noqa: E731
+        boxes = result.boxes.copy()
+        if len(boxes):  # the box stays upright and keeps its size; its centre is mapped back
+            centres = untilt((boxes[:, :2] + boxes[:, 2:]) / 2)
+            half = (boxes[:, 2:] - boxes[:, :2]) / 2
+            boxes = np.hstack([centres - half, centres + half])
+        return self._collect(MtcnnResult(boxes, result.scores, untilt(result.landmarks)), k, w, h, scale)
+
+    def _collect(self, result: MtcnnResult, k: int, w: int, h: int, scale: float) -> list[Detection]:
+        """Detections of `result` (found in `rgb` turned k quarter turns) above the score and size floors."""
         out = []
         for box, score, marks in zip(result.boxes, result.scores, result.landmarks, strict=True):
             side = max(box[2] - box[0], box[3] - box[1]) / scale
@@ -229,6 +255,16 @@ class MtcnnFaceDetector:
             out.append(Detection(tuple(float(v) for v in found), float(score),  # type: ignore[arg-type]
                                  tuple((float(x), float(y)) for x, y in points)))
         return out
+
+
+def _merge(a: list[Detection], b: list[Detection], overlap: float = 0.3) -> list[Detection]:
+    """Detections of two searches, the better one kept where two overlap."""
+    both = a + b
+    if len(both) < 2:
+        return both
+    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d.box for d in both)])
+    keep = nms(boxes, np.array([d.score for d in both]), overlap)
+    return [both[i] for i in sorted(keep)]
 
 
 def _unturn(points: np.ndarray, k: int, w: int, h: int) -> np.ndarray:

@@ -53,7 +53,7 @@ KEYPOINTS_RESNET = ResNetConfig(
     stem_width=32, stem_stride=2, stage_widths=(48, 96, 192, 256), stage_blocks=(1, 2, 2, 1),
     dropout=0.0, head="heatmap",
 )
-#: Distilled students (served since emotion v7 / keypoints v4): same blocks, a quarter to a third of the compute.
+#: Distilled students (`--teacher`): the same blocks, a quarter to a third of the compute.
 EMOTION_SMALL_RESNET = ResNetConfig(
     stem_width=32, stem_stride=2, stage_widths=(32, 64, 128, 256), stage_blocks=(2, 2, 2, 1), dropout=0.3,
 )
