@@ -248,7 +248,7 @@ def _cmd_calibrate(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emotion-ai-train", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -258,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     _add_export(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
