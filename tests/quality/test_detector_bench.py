@@ -6,11 +6,14 @@ from __future__ import annotations
 import itertools
 
 import cv2
-import detector_bench as db  # bench/ is on sys.path via quality_support (imported by conftest.py)
 import numpy as np
 import pytest
-from emotion_ai import spec
+from emotion_ai import detect, spec
 from emotion_ai.preprocess import square_for_box
+
+from .quality_support import bench_module
+
+db = bench_module("detector_bench")
 
 #: Frontal keypoints of a 96x96 frame, roughly where the dataset has them (x, y), in spec order.
 FRONTAL = np.array([
@@ -189,3 +192,22 @@ def _corners(box: db.Box) -> tuple[float, float, float, float]:
 
 def _intersect(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+@pytest.mark.parametrize("angle", [-28.0, 28.0])
+def test_mtcnn_tilt_search_finds_the_tilted_faces_the_upright_search_misses(real_faces, angle):
+    """Validation faces tilted 28°: the default (±25° copies searched too) finds them all, the upright search
+    misses some; neither draws a false box."""
+    if real_faces is None:
+        pytest.skip(f"no keypoints data at {db.DATA}")
+    image = db.load_backgrounds(("brick",))["brick"][:480, :640].copy()
+    rng = np.random.default_rng(1)
+    taken: list = []
+    faces = [db.place_face(rng, image, real_faces.images[i], real_faces.points[i], i, taken, size=70, angle=angle)
+             for i in range(0, 60, 6)]
+    scene = db.Scene(image, "brick", [f for f in faces if f is not None])
+    assert len(scene.faces) >= 6
+    (upright,) = db.run_detector(detect.MtcnnFaceDetector(tilts=()), [scene])
+    (tilted,) = db.run_detector(detect.MtcnnFaceDetector(), [scene])
+    assert None not in tilted.found and tilted.false_boxes == 0
+    assert upright.found.count(None) >= 1 and upright.false_boxes == 0

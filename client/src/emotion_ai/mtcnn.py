@@ -151,8 +151,8 @@ class Mtcnn:
             self._pnets[shape] = self._load("pnet")
         return self._pnets[shape]
 
-    def _scales(self, h: int, w: int) -> list[float]:
-        scale = PNET_CELL / max(self.min_face_size, PNET_CELL)
+    def _scales(self, h: int, w: int, min_face_size: float) -> list[float]:
+        scale = PNET_CELL / max(min_face_size, PNET_CELL)
         scales = []
         side = min(h, w) * scale
         while side >= PNET_CELL:
@@ -161,11 +161,11 @@ class Mtcnn:
             side *= self.scale_factor
         return scales
 
-    def _proposals(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _proposals(self, rgb: np.ndarray, min_face_size: float) -> tuple[np.ndarray, np.ndarray]:
         """Stage 1: P-Net over the image pyramid -> square candidate boxes and their scores."""
         h, w = rgb.shape[:2]
         boxes, scores = [], []
-        for scale in self._scales(h, w):
+        for scale in self._scales(h, w, min_face_size):
             sw, sh = int(np.ceil(w * scale)), int(np.ceil(h * scale))
             level = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
             pnet = self._pnet((sh, sw))
@@ -189,11 +189,11 @@ class Mtcnn:
         b, s = b[keep], s[keep]
         return np.fix(_square(_regress(b[:, :4], b[:, 4:], plus_one=False))), s
 
-    def detect(self, rgb: np.ndarray) -> MtcnnResult:
-        """Faces in an RGB uint8 image."""
+    def detect(self, rgb: np.ndarray, min_face_size: float | None = None) -> MtcnnResult:
+        """Faces in an RGB uint8 image (`min_face_size` overrides the attribute for this call)."""
         empty = MtcnnResult(np.empty((0, 4)), np.empty(0), np.empty((0, 5, 2)))
         with self._lock:
-            boxes, _ = self._proposals(rgb)
+            boxes, _ = self._proposals(rgb, self.min_face_size if min_face_size is None else min_face_size)
             if len(boxes) == 0:
                 return empty
             reg, prob = _batched(self._rnet, _crops(rgb, boxes, 24), ["dense_2", "softmax_1"])
