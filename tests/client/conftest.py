@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from emotion_ai import EmotionClient, spec
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
+from emotion_ai.versions import latest_version
 from emotion_ai_serving.local_server import LocalServer, serve_executable
 
 #: Labels in an order different from spec.EMOTION_LABELS: the client must use the model's `classes`.
@@ -88,10 +89,7 @@ TRAINED_ROOT = REPO / "models_export"
 
 def has_models(root: Path) -> bool:
     """Both models have at least one version folder with a SavedModel."""
-    return all(
-        any((v / "saved_model.pb").is_file() for v in (root / m).glob("[0-9]*"))
-        for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)
-    )
+    return all(latest_version(root / m, saved_model=True) for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL))
 
 
 def start_server(model_root: Path) -> LocalServer:
@@ -109,10 +107,10 @@ def model_root_for_tests(tmp_factory) -> tuple[Path, bool]:
     if override and has_models(Path(override)):
         return Path(override), False
     try:
-        from emotion_ai_training.testing import make_export_tree
+        from ..support.tiny_models import make_export_tree
     except ImportError:
         pytest.skip(
-            "no models: models_export/ is absent and emotion_ai_training.testing is not available"
+            "no models: models_export/ is absent and the training package (for tiny test models) is not installed"
         )
     return Path(make_export_tree(tmp_factory.mktemp("export"))), False
 

@@ -1,7 +1,7 @@
 """Integration: the client against a real `emotion-ai-serve` subprocess (REST and gRPC).
 
 Models: the trained export in models_export/ when present, else tiny contract-conforming models
-from `emotion_ai_training.testing.make_export_tree` (tests that need trained weights skip then).
+from `tests/support/tiny_models.make_export_tree` (tests that need trained weights skip then).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
 def make_models(root: Path, versions: tuple[int, ...] = (1,), seed: int = 0) -> Path:
-    from emotion_ai_training.testing import make_export_tree
+    from ..support.tiny_models import make_export_tree
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     return make_export_tree(root, versions=versions, seed=seed)

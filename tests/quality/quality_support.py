@@ -1,8 +1,9 @@
-"""Helpers of the reliability/security suite: listening sockets,
+"""Helpers of the reliability/security suite: the benchmark modules, listening sockets,
 the generated bad-input corpus, and small statistics.  Nothing here stands in for a server."""
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import socket
@@ -11,14 +12,29 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # the benchmark modules
-import photos
-
 STARTUP_TIMEOUT_S = 180.0
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+# -- benchmark modules -----------------------------------------------------------------------------
+def bench_module(name: str) -> ModuleType:
+    """`bench/<name>.py` as a module: the one way tests import benchmark code (`bench_module("photos")`).
+
+    bench/ is not a package: its scripts run as `python bench/<name>.py` and import their siblings by
+    plain name (`from bench_common import ...`), so bench/ is put first on sys.path (as it is for a script)
+    and the module imported normally, once per session. A same-named module found elsewhere is an error.
+    """
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    module = importlib.import_module(name)
+    if Path(module.__file__ or "").resolve().parent != BENCH:
+        raise ImportError(f"{name!r} resolved to {module.__file__}, not to a module in {BENCH}")
+    return module
 
 
 # -- listening sockets (Linux /proc) ---------------------------------------------------------------
@@ -47,7 +63,7 @@ def listening_addresses(port: int) -> set[str]:
 # -- images ----------------------------------------------------------------------------------------
 def astronaut_bgr(size: int = 320) -> np.ndarray:
     """skimage's astronaut photo (one real frontal face), BGR, resized to size x size."""
-    return cv2.resize(photos.astronaut_bgr(), (size, size), interpolation=cv2.INTER_AREA)
+    return cv2.resize(bench_module("photos").astronaut_bgr(), (size, size), interpolation=cv2.INTER_AREA)
 
 
 def encode(image: np.ndarray, ext: str = ".jpg") -> bytes:

@@ -103,7 +103,7 @@ def test_failover_bench_kills_and_restarts_a_replica_without_a_failed_request(tm
 
     if serve_executable() is None:
         pytest.skip("emotion-ai-serve is not installed")
-    from emotion_ai_training.testing import make_export_tree
+    from ..support.tiny_models import make_export_tree
 
     models = make_export_tree(tmp_path / "models")
     proc = subprocess.run(

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from emotion_ai import spec
@@ -23,11 +21,10 @@ from emotion_ai.errors import EmotionAIError, ServerUnavailableError
 from emotion_ai_serving.local_server import LocalServer
 
 from .conftest import make_models
+from .quality_support import bench_module
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-from load_test import run_load  # noqa: E402
-from photos import one_face_jpeg  # noqa: E402
+run_load = bench_module("load_test").run_load
+one_face_jpeg = bench_module("photos").one_face_jpeg
 
 LOAD_SECONDS = float(os.environ.get("EMOTION_AI_LOAD_SECONDS", "10"))
 CLIENT_TIMEOUT = 4.0

@@ -7,22 +7,22 @@ Skipped, with the reason, until models_export/{keypoints,emotion}/<version> exis
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from emotion_ai import spec
+from emotion_ai.versions import latest_version
 from emotion_ai_serving.local_server import LocalServer
+
+from .quality_support import bench_module
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = Path(os.environ.get("EMOTION_AI_MODELS", REPO / "models_export"))
-sys.path.insert(0, str(REPO / "bench"))
 
 
 def _has_version(model: str) -> bool:
-    root = MODELS / model
-    return root.is_dir() and any(p.name.isdigit() for p in root.iterdir())
+    return latest_version(MODELS / model) is not None
 
 
 pytestmark = pytest.mark.skipif(
@@ -50,10 +50,8 @@ def _check_face_geometry(face) -> None:
 
 @pytest.mark.parametrize("protocol", ["grpc", "rest"])
 def test_astronaut_is_one_smiling_face_with_plausible_keypoints(trained_server, protocol):
-    from photos import one_face_jpeg
-
     with trained_server.client(protocol, timeout=30) as client:
-        pred = client.predict(one_face_jpeg())
+        pred = client.predict(bench_module("photos").one_face_jpeg())
     assert len(pred.faces) == 1
     face = pred.faces[0]
     _check_face_geometry(face)
@@ -61,10 +59,8 @@ def test_astronaut_is_one_smiling_face_with_plausible_keypoints(trained_server, 
 
 
 def test_four_face_composite(trained_server):
-    from photos import four_face_jpeg
-
     with trained_server.client("grpc", timeout=30) as client:
-        pred = client.predict(four_face_jpeg())
+        pred = client.predict(bench_module("photos").four_face_jpeg())
     assert len(pred.faces) == 4
     for face in pred.faces:
         _check_face_geometry(face)

@@ -3,17 +3,16 @@ test clip of bench/photos.py. The fer side itself needs the fer venv and is not 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "bench"))
-import photos  # noqa: E402
-import vs_fer  # noqa: E402
+from .quality_support import bench_module
+
+photos = bench_module("photos")
+vs_fer = bench_module("vs_fer")
 
 
 def test_summarize_and_ratio() -> None:

@@ -31,7 +31,7 @@ STARTUP_TIMEOUT_S = 120
 
 def make_export_tree(root: Path) -> Path:
     """Tiny contract-following SavedModels exported by the training package."""
-    from emotion_ai_training.testing import make_export_tree as export_tree
+    from ..support.tiny_models import make_export_tree as export_tree
 
     return export_tree(root)
 

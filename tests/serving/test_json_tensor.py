@@ -5,12 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from emotion_ai_serving.errors import ServingError
-from emotion_ai_serving.json_tensor import (
-    InputSpec,
-    parse_json_object,
-    predict_tensors_from_json,
-    render_predict_response,
-)
+from emotion_ai_serving.json_render import render_predict_response
+from emotion_ai_serving.json_tensor import InputSpec, parse_json_object, predict_tensors_from_json
 
 FLOAT = InputSpec("float", np.float32)
 UINT8 = InputSpec("uint8", np.uint8)

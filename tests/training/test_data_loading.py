@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from emotion_ai.spec import EMOTION_LABELS
-from emotion_ai_training.data import DatasetError, load_emotion, load_keypoints, parse_pixel_rows
+from emotion_ai_training.data import DatasetError, load_emotion, load_keypoints
+from emotion_ai_training.dataset_files import parse_pixel_rows
 
 from .training_datagen import fer_rows, write_fer_csv, write_keypoints_csv
 

@@ -57,7 +57,7 @@ def _train(args: list[str]) -> int:
 
 
 def test_distilled_emotion_run_trains_resumes_and_exports_the_same_contract(tmp_path: Path, caplog) -> None:
-    from emotion_ai_training.testing import make_export_tree
+    from ..support.tiny_models import make_export_tree
 
     teacher = make_export_tree(tmp_path / "teachers") / "emotion" / "1"
     data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
@@ -107,7 +107,7 @@ def test_distilled_emotion_run_trains_resumes_and_exports_the_same_contract(tmp_
 
 
 def test_distilled_keypoints_run_regresses_the_teacher_where_labels_are_missing(tmp_path: Path) -> None:
-    from emotion_ai_training.testing import make_export_tree
+    from ..support.tiny_models import make_export_tree
 
     teacher = make_export_tree(tmp_path / "teachers") / "keypoints" / "1"
     data = write_keypoints_csv(tmp_path / "training.csv", 40)

@@ -21,8 +21,9 @@ import cv2
 import numpy as np
 
 from . import spec
-from .mtcnn import Mtcnn, MtcnnResult, nms
+from .mtcnn import Mtcnn, MtcnnResult
 from .preprocess import to_gray
+from .tracking import iou
 
 Point = tuple[float, float]
 
@@ -265,14 +266,14 @@ class MtcnnFaceDetector:
         return out
 
 
-def _merge(a: list[Detection], b: list[Detection], overlap: float = 0.3) -> list[Detection]:
-    """Detections of two searches, the better one kept where two overlap."""
-    both = a + b
-    if len(both) < 2:
-        return both
-    boxes = np.array([[x, y, x + w, y + h] for x, y, w, h in (d.box for d in both)])
-    keep = nms(boxes, np.array([d.score for d in both]), overlap)
-    return [both[i] for i in sorted(keep)]
+def _merge(found: list[Detection], extra: list[Detection], overlap: float = 0.3) -> list[Detection]:
+    """`found` plus the faces of `extra` that overlap none of them (the upright search's box wins: it
+    is the better-placed one for a face it found)."""
+    out = list(found)
+    for d in sorted(extra, key=lambda d: -d.score):
+        if all(iou(d.box, o.box) <= overlap for o in out):
+            out.append(d)
+    return out
 
 
 def _unturn(points: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
