@@ -17,8 +17,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench_common import display_path, latest_version, write_results
+from bench_common import display_path, write_results
 from emotion_ai import spec
+from emotion_ai.versions import has_saved_model, latest_version
 from emotion_ai_training.evaluate import evaluate
 from machine import machine_info
 
@@ -62,7 +63,7 @@ def main() -> int:
     args = p.parse_args()
 
     versions = args.versions or [latest_version(args.models / m) for m in (spec.EMOTION_MODEL, spec.KEYPOINTS_MODEL)]
-    if any(v is None or not (v / "saved_model.pb").is_file() for v in versions):
+    if any(v is None or not has_saved_model(v) for v in versions):
         raise FileNotFoundError(f"need SavedModel version folders, got {versions} (models root {args.models})")
     results = []
     with tempfile.TemporaryDirectory() as tmp:

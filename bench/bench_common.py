@@ -52,14 +52,6 @@ def throwaway_venv(name: str, installs: list[list[str]], probe: str, expected: s
     return python
 
 
-def latest_version(model_root: Path) -> Path | None:
-    """The highest numeric version folder under `model_root`, or None when there is none."""
-    if not model_root.is_dir():
-        return None
-    versions = sorted((int(p.name), p) for p in model_root.iterdir() if p.name.isdigit() and p.is_dir())
-    return versions[-1][1] if versions else None
-
-
 def display_path(path: Path, repo: Path) -> str:
     """`path` relative to the repository when it lies inside it (for result tables), else as given."""
     resolved = path.resolve()

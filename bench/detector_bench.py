@@ -49,9 +49,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from bench_common import display_path, latest_version, write_results  # bench/ is on sys.path as a script
+from bench_common import display_path, write_results  # bench/ is on sys.path as a script
 from emotion_ai import detect, spec
 from emotion_ai.preprocess import model_inputs, to_gray
+from emotion_ai.versions import latest_version
 from emotion_ai_training.data import load_keypoints
 from machine import machine_info
 

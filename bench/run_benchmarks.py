@@ -37,15 +37,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import tensorflow as tf
-from bench_common import latest_version, write_results
+from bench_common import write_results
 from emotion_ai import EmotionClient, spec
 from emotion_ai.cli import main as emotion_ai_cli
 from emotion_ai.transport import ModelRef, SignatureInfo, VersionStatus
+from emotion_ai.versions import latest_version
 from emotion_ai_serving.local_server import LocalServer
-from emotion_ai_training.testing import make_export_tree
 from machine import machine_info
 from photos import four_face_jpeg, one_face_jpeg, write_astronaut_clip  # bench/ is on sys.path as a script
 from serving_bench import measure
+from tiny_models import make_export_tree
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -319,7 +320,7 @@ def main() -> int:
     else:
         models = make_export_tree(tmp / "models")
         described = (
-            f"tiny untrained test models (emotion_ai_training.testing.make_export_tree); "
+            f"tiny untrained test models (tests/support/tiny_models.make_export_tree); "
             f"{args.models} has no versions yet"
         )
     print(f"models: {described}", flush=True)

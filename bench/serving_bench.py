@@ -23,8 +23,9 @@ import grpc
 import numpy as np
 import requests
 import tensorflow as tf
-from bench_common import latest_version, write_results
+from bench_common import write_results
 from emotion_ai import spec
+from emotion_ai.versions import latest_version
 from emotion_ai_serving.local_server import LocalServer
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
 
@@ -126,11 +127,11 @@ def main() -> int:
     source = str(root)
     tmp = None
     if not all(latest_version(root / m) for m in models):
-        from emotion_ai_training.testing import make_export_tree
+        from tiny_models import make_export_tree
 
         tmp = tempfile.TemporaryDirectory()
         root = make_export_tree(Path(tmp.name))
-        source = "emotion_ai_training.testing.make_export_tree (untrained)"
+        source = "tests/support/tiny_models.make_export_tree (untrained)"
     sizes = {
         spec.KEYPOINTS_MODEL: spec.KEYPOINTS_INPUT_SIZE,
         spec.EMOTION_MODEL: spec.EMOTION_INPUT_SIZE,

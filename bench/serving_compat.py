@@ -108,9 +108,12 @@ def main() -> int:
 
     import numpy as np
     from bench_common import display_path, write_results
+    from emotion_ai.versions import has_saved_model, version_dirs
 
+    export = REPO / "models_export"
+    models = [m for m in export.iterdir() if m.is_dir()] if export.is_dir() else []
     folders = [str(v.resolve()) for v in args.versions] or sorted(
-        str(v.resolve()) for v in (REPO / "models_export").glob("*/[0-9]*") if (v / "saved_model.pb").is_file())
+        str(v.resolve()) for m in models for _, v in version_dirs(m) if has_saved_model(v))
     version = args.tf_version or pinned_tf_version()
     python = _venv(version)
     with tempfile.TemporaryDirectory() as tmp:

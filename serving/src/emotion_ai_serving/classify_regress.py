@@ -12,7 +12,7 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import classification_pb2, input_pb2, regression_pb2
 
 from .errors import invalid_argument
-from .json_tensor import (
+from .json_values import (
     decode_b64_object,
     is_b64_object,
     json_type_string,

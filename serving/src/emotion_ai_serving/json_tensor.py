@@ -1,12 +1,10 @@
-"""JSON <-> tensor conversion with TF Serving's rules (json_tensor.cc): request parsing with
-rapidjson-like error texts, row/columnar tensors, b64 strings, and TF Serving's float rendering."""
+"""JSON request bodies -> tensors with TF Serving's rules (json_tensor.cc): body parsing with rapidjson-like
+error texts, then the row (`instances`) or columnar (`inputs`) format into one array per input. Responses
+are written by json_render, single JSON values (b64 objects, error renderings) live in json_values."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,9 +12,7 @@ from typing import Any
 import numpy as np
 
 from .errors import UNIMPLEMENTED, ServingError, invalid_argument
-
-B64_KEY = "b64"
-BYTES_SUFFIX = "_bytes"
+from .json_values import decode_b64_object, is_b64_object, json_type_string, json_value_to_string
 
 INT32_RANGE = (-(2**31), 2**31 - 1)
 _INT_RANGES: dict[str, tuple[int, int]] = {
@@ -115,29 +111,6 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
     return doc
 
 
-def json_value_to_string(value: Any) -> str:
-    """Render a parsed JSON value for error messages (rapidjson PrettyWriter style)."""
-    if isinstance(value, float):
-        return render_float(value, np.float64)
-    return json.dumps(value, indent=4)
-
-
-def json_type_string(value: Any) -> str:
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if isinstance(value, dict):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
 def signature_name_of(doc: Mapping[str, Any]) -> str:
     name = doc.get("signature_name", "")
     if not isinstance(name, str):
@@ -148,20 +121,7 @@ def signature_name_of(doc: Mapping[str, Any]) -> str:
     return name
 
 
-def is_b64_object(value: Any) -> bool:
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(B64_KEY), str)
-
-
-def decode_b64_object(value: Any) -> bytes:
-    if not is_b64_object(value):
-        raise invalid_argument(
-            f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data"
-        )
-    text = value[B64_KEY]
-    try:
-        return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise invalid_argument("Unable to base64 decode") from exc
+# -------------------------------------------------------------------------------- conversion
 
 
 def _type_error(value: Any, spec: InputSpec) -> ServingError:
@@ -382,98 +342,3 @@ def predict_tensors_from_json(
     if has_inputs:
         return _inputs_to_tensors(doc["inputs"], specs, may_contain_bools), False
     raise invalid_argument("Missing 'inputs' or 'instances' key")
-
-
-# --------------------------------------------------------------------------------- rendering
-
-
-def render_float(value: float, np_type: Any) -> str:
-    """WriteDecimal: shortest of %.6g / max_digits10, '.0' appended to whole numbers."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
-    text = f"{value:.6g}"
-    if np_type(text) != np_type(value):
-        text = f"{value:.{9 if np_type is np.float32 else 17}g}"
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
-
-def _render_leaf_list(arr: np.ndarray, bytes_output: bool) -> list[str]:
-    kind = arr.dtype.kind
-    flat = arr.reshape(-1)
-    if kind == "f":
-        np_type = np.float32 if arr.dtype.itemsize <= 4 else np.float64
-        return [render_float(float(v), np_type) for v in flat.tolist()]
-    if kind == "b":
-        return ["true" if v else "false" for v in flat.tolist()]
-    if kind in "iu":
-        return [str(v) for v in flat.tolist()]
-    if kind in "OSU":
-        out = []
-        for v in flat.tolist():
-            raw = v if isinstance(v, bytes) else str(v).encode("utf-8")
-            if bytes_output:
-                out.append('{"b64": "' + base64.b64encode(raw).decode("ascii") + '"}')
-            else:
-                out.append(json.dumps(raw.decode("utf-8", "replace"), ensure_ascii=False))
-        return out
-    raise invalid_argument(f"Failed to write JSON value for tensor type: {arr.dtype}")
-
-
-def _nest(leaves: list[str], shape: tuple[int, ...]) -> str:
-    if not shape:
-        return leaves[0]
-    if len(shape) == 1:
-        return "[" + ", ".join(leaves) + "]"
-    step = len(leaves) // shape[0] if shape[0] else 0
-    return (
-        "["
-        + ", ".join(_nest(leaves[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0]))
-        + "]"
-    )
-
-
-def render_tensor(arr: np.ndarray, name: str) -> str:
-    return _nest(_render_leaf_list(arr, name.endswith(BYTES_SUFFIX)), arr.shape)
-
-
-def render_predict_response(outputs: Mapping[str, np.ndarray], row_format: bool) -> str:
-    """MakeJsonFromTensors: `predictions` (row) or `outputs` (columnar)."""
-    if not row_format:
-        if len(outputs) == 1:
-            ((name, arr),) = outputs.items()
-            body = render_tensor(arr, name)
-        else:
-            body = (
-                "{"
-                + ", ".join(f"{json.dumps(n)}: {render_tensor(a, n)}" for n, a in outputs.items())
-                + "}"
-            )
-        return '{\n    "outputs": ' + body + "\n}"
-    batch = None
-    for name, arr in outputs.items():
-        if arr.ndim == 0:
-            raise invalid_argument(f"Tensor name: {name} has no shape information ")
-        if batch is None:
-            batch = arr.shape[0]
-        elif arr.shape[0] != batch:
-            raise invalid_argument(
-                f"Tensor name: {name} has inconsistent batch size: {arr.shape[0]} "
-                f"expecting: {batch}"
-            )
-    rendered = {n: [render_tensor(a[i], n) for i in range(a.shape[0])] for n, a in outputs.items()}
-    if len(outputs) == 1:
-        (items,) = rendered.values()
-    else:
-        items = [
-            "{" + ", ".join(f"{json.dumps(n)}: {rendered[n][i]}" for n in outputs) + "}"
-            for i in range(batch or 0)
-        ]
-    return '{\n    "predictions": [' + ", ".join(items) + "]\n}"
-
-
-def render_error(message: str) -> str:
-    return json.dumps({"error": message}, indent=4)

@@ -26,12 +26,8 @@ from . import classify_regress as cr
 from .batching import BatchQueue
 from .config import BatchingSettings
 from .errors import DEADLINE_EXCEEDED, FAILED_PRECONDITION, ServingError, invalid_argument
-from .json_tensor import (
-    parse_json_object,
-    predict_tensors_from_json,
-    render_predict_response,
-    signature_name_of,
-)
+from .json_render import render_predict_response
+from .json_tensor import parse_json_object, predict_tensors_from_json, signature_name_of
 from .model_registry import ModelRegistry
 from .servable import DEFAULT_SIGNATURE, Servable, Signature
 from .tensor_proto import from_ndarray, to_ndarray

@@ -13,7 +13,7 @@ from urllib.parse import unquote
 
 from .config import MonitoringSettings
 from .errors import ServingError, invalid_argument
-from .json_tensor import render_error
+from .json_render import render_error
 from .metrics import Metrics
 from .prediction import PredictionCore, Target
 

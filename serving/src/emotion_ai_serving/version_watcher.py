@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from emotion_ai.versions import version_dirs
 from tensorflow_serving.config import model_server_config_pb2
 
 from .config import ModelEntry, ServerOptions, model_entries, parse_model_server_config, read_config_text
@@ -17,16 +18,6 @@ from .model_registry import AVAILABLE, END, LOADING, UNLOADING, ModelRegistry
 from .servable import Servable
 
 log = logging.getLogger(__name__)
-
-
-def parse_version(name: str) -> int | None:
-    """absl::SimpleAtoi as used by FileSystemStoragePathSource: '1', '007' yes; 'tmp', '.1' no."""
-    text = name.strip()
-    digits = text[1:] if text[:1] in "+-" else text
-    if not digits.isdigit() or not digits.isascii():
-        return None
-    value = int(text)
-    return value if -(2**63) <= value < 2**63 else None
 
 
 def is_complete(version_dir: Path) -> bool:
@@ -58,12 +49,10 @@ def fingerprint(version_dir: Path) -> tuple:
 
 
 def scan_versions(base_path: Path) -> tuple[dict[int, Path], list[int]]:
-    """Numeric child dirs of base_path: (complete versions, incomplete ones)."""
+    """Version dirs of base_path (TF Serving's naming rule, `emotion_ai.versions`): (complete versions,
+    incomplete ones)."""
     found: dict[int, Path] = {}
-    for child in sorted(base_path.iterdir()):
-        version = parse_version(child.name)
-        if version is None or not child.is_dir():
-            continue
+    for version, child in version_dirs(base_path):
         if version in found:
             log.warning(
                 "duplicate version directories; the last one wins",

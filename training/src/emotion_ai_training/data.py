@@ -7,13 +7,7 @@ Facial keypoints: Kaggle `training.csv[.gz]` (30 coordinate columns + Image), ex
 
 from __future__ import annotations
 
-import csv
-import gzip
-import hashlib
-import io
 import logging
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,24 +15,15 @@ import cv2
 import numpy as np
 from emotion_ai.spec import EMOTION_INPUT_SIZE, EMOTION_LABELS, KEYPOINT_COLUMNS, KEYPOINT_NAMES, KEYPOINTS_INPUT_SIZE
 
+from .dataset_cache import cache_path, load_cache, save_cache
+from .dataset_files import BadRow, DatasetError, check_file, parse_pixel_rows, read_csv, report_bad_rows
+
 log = logging.getLogger(__name__)
 
 FER_USAGE_TO_SPLIT = {"Training": "train", "PublicTest": "validation", "PrivateTest": "test"}
 FOLDER_SPLITS = {"train": "train", "training": "train", "validation": "validation", "val": "validation",
                  "test": "test"}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".webp"}
-CACHE_FORMAT = 2  # 2: bad rows are cached too, so a cache hit reports them (and --strict fails) as parsing does
-csv.field_size_limit(1 << 24)
-
-
-class DatasetError(ValueError):
-    """A dataset file is missing, empty, of an unknown layout, or (with strict=True) has bad rows."""
-
-
-@dataclass(frozen=True)
-class BadRow:
-    line: int
-    reason: str
 
 
 @dataclass
@@ -73,160 +58,28 @@ class KeypointsData:
         return self.images[mask], self.points[mask]
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-
-
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise DatasetError(f"{path}: no such file or directory")
-    if path.is_file() and path.stat().st_size == 0:
-        raise DatasetError(f"{path}: file is empty")
-
-
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
-
-
-def _read_csv(path: Path) -> tuple[list[str], Iterator[tuple[int, list[str]]], io.TextIOBase]:
-    """Header (stripped names) and an iterator of (line number, row)."""
-    fh = _open_text(path)
-    reader = csv.reader(fh)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        fh.close()
-        raise DatasetError(f"{path}: file is empty") from None
-    except (UnicodeDecodeError, OSError, EOFError, csv.Error) as exc:
-        fh.close()
-        raise DatasetError(f"{path}: not a readable CSV file ({exc})") from None
-
-    def rows() -> Iterator[tuple[int, list[str]]]:
-        try:
-            for row in reader:
-                if row:
-                    yield reader.line_num, row
-        except (UnicodeDecodeError, OSError, EOFError, csv.Error) as exc:
-            raise DatasetError(f"{path}: file is corrupt near line {reader.line_num + 1} ({exc})") from None
-
-    return header, rows(), fh
-
-
-def parse_pixel_rows(pixel_strings: list[str], n_pixels: int) -> tuple[np.ndarray, np.ndarray]:
-    """Parse space-separated pixel strings into a uint8 [N, n_pixels] array, parsing in C (no per-pixel Python).
-
-    Returns (pixels of the good rows, boolean mask of good rows). A row is bad unless it holds exactly
-    n_pixels integers in 0..255. Fast path: one parse of all rows joined; rows are only parsed one by one
-    when that finds a problem, to say which rows are bad.
-    """
-    strings = [s.strip() for s in pixel_strings]
-    if all(s.count(" ") == n_pixels - 1 for s in strings):
-        flat = _parse_ints(" ".join(strings))
-        if flat is not None and flat.size == len(strings) * n_pixels and _in_range(flat):
-            return flat.astype(np.uint8).reshape(-1, n_pixels), np.ones(len(strings), bool)
-    ok = np.zeros(len(strings), bool)
-    good_rows = []
-    for i, s in enumerate(strings):
-        row = _parse_ints(s)
-        if row is not None and row.size == n_pixels and _in_range(row):
-            ok[i] = True
-            good_rows.append(row.astype(np.uint8))
-    pixels = np.stack(good_rows) if good_rows else np.zeros((0, n_pixels), np.uint8)
-    return pixels, ok
-
-
-def _parse_ints(text: str) -> np.ndarray | None:
-    """Whitespace-separated integers, or None if anything in `text` is not one."""
-    if not text:
-        return np.zeros(0, np.int64)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            return np.fromstring(text, dtype=np.int64, sep=" ")
-        except (ValueError, DeprecationWarning):
-            return None
-
-
-def _in_range(values: np.ndarray) -> bool:
-    return bool(values.size == 0 or (values.min() >= 0 and values.max() <= 255))
-
-
-def _cache_path(cache_dir: Path | None, path: Path, kind: str) -> Path | None:
-    if cache_dir is None or not path.is_file():
-        return None
-    stat = path.stat()
-    key = hashlib.sha1(f"{CACHE_FORMAT}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
-    return cache_dir / f"{kind}-{path.name}-{key.hexdigest()[:12]}.npz"
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file (or of the sorted file list of a folder)."""
-    h = hashlib.sha256()
-    if path.is_dir():
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                h.update(str(p.relative_to(path)).encode())
-                h.update(str(p.stat().st_size).encode())
-        return h.hexdigest()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _save_cache(cache: Path, bad: list[BadRow], **arrays: np.ndarray) -> None:
-    """Write parsed arrays and the skipped rows atomically to a .npz cache file."""
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, bad_lines=np.array([b.line for b in bad], np.int64),
-             bad_reasons=np.array([b.reason for b in bad], dtype=str), **arrays)
-    tmp.replace(cache)
-
-
-def _load_cache(cache: Path, path: Path, strict: bool) -> tuple[dict[str, np.ndarray], list[BadRow]]:
-    """Arrays of a cache file, after reporting its skipped rows exactly as parsing the file would."""
-    with np.load(cache, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
-    bad = [BadRow(int(line), str(reason))
-           for line, reason in zip(arrays.pop("bad_lines"), arrays.pop("bad_reasons"), strict=True)]
-    _report(bad, path, strict)
-    log.info("loaded %s from cache %s", path, cache)
-    return arrays, bad
-
-
-def _report(bad: list[BadRow], path: Path, strict: bool) -> None:
-    if not bad:
-        return
-    shown = "; ".join(f"line {b.line}: {b.reason}" for b in bad[:10])
-    more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
-    if strict:
-        raise DatasetError(f"{path}: {len(bad)} bad row(s): {shown}{more}")
-    log.warning("%s: skipped %d bad row(s): %s%s", path, len(bad), shown, more)
-
-
 # ---------------------------------------------------------------------------------------------- FER-2013
 
 
 def load_emotion(path: str | Path, *, strict: bool = False, cache_dir: str | Path | None = None) -> EmotionData:
     """Load FER-2013 from a CSV (plain or .gz, Kaggle or ICML layout) or an image-folder tree."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if path.is_dir():
         return _load_emotion_folder(path, strict)
-    cache = _cache_path(Path(cache_dir) if cache_dir else None, path, "emotion")
+    cache = cache_path(Path(cache_dir) if cache_dir else None, path, "emotion")
     if cache is not None and cache.exists():
-        z, bad = _load_cache(cache, path, strict)
+        z, bad = load_cache(cache, path, strict)
         return EmotionData(z["images"], z["labels"], z["split"], tuple(z["label_names"]), str(path), bad)
     data = _load_emotion_csv(path, strict)
     if cache is not None:
-        _save_cache(cache, data.bad_rows, images=data.images, labels=data.labels, split=data.split,
-                    label_names=np.array(data.label_names))
+        save_cache(cache, data.bad_rows, images=data.images, labels=data.labels, split=data.split,
+                   label_names=np.array(data.label_names))
     return data
 
 
 def _load_emotion_csv(path: Path, strict: bool) -> EmotionData:
-    header, rows, fh = _read_csv(path)
+    header, rows, fh = read_csv(path)
     missing = {"emotion", "pixels"} - set(header)
     if missing:
         fh.close()
@@ -256,7 +109,7 @@ def _load_emotion_csv(path: Path, strict: bool) -> EmotionData:
     bad += [BadRow(lines[i], f"pixels: expected {n_pixels} integers in 0..255")
             for i in np.flatnonzero(~ok)]
     bad.sort(key=lambda b: b.line)
-    _report(bad, path, strict)
+    report_bad_rows(bad, path, strict)
     if arr.shape[0] == 0:
         raise DatasetError(f"{path}: no valid rows")
     log.info("%s: %d images (%d bad rows skipped)", path, arr.shape[0], len(bad))
@@ -302,7 +155,7 @@ def _load_emotion_folder(root: Path, strict: bool) -> EmotionData:
         images.append(img)
         labels.append(index[name])
         splits.append(split)
-    _report(bad, root, strict)
+    report_bad_rows(bad, root, strict)
     if not images:
         raise DatasetError(f"{root}: no readable images")
     return EmotionData(np.stack(images), np.asarray(labels, np.int64), np.asarray(splits), label_names,
@@ -316,25 +169,25 @@ def load_keypoints(path: str | Path, *, strict: bool = False, cache_dir: str | P
                    val_fraction: float = 0.15, seed: int = 0) -> KeypointsData:
     """Load a Kaggle Facial Keypoints CSV; split by `subject` when present, else a seeded random split."""
     path = Path(path)
-    _check_file(path)
+    check_file(path)
     if path.is_dir():
         raise DatasetError(f"{path}: expected a keypoints CSV file, got a directory")
-    cache = _cache_path(Path(cache_dir) if cache_dir else None, path, "keypoints")
+    cache = cache_path(Path(cache_dir) if cache_dir else None, path, "keypoints")
     if cache is not None and cache.exists():
-        z, bad = _load_cache(cache, path, strict)
+        z, bad = load_cache(cache, path, strict)
         meta = {k[5:]: v for k, v in z.items() if k.startswith("meta_")}
         data = KeypointsData(z["images"], z["points"], meta, np.empty(0), str(path), bad)
     else:
         data = _load_keypoints_csv(path, strict)
         if cache is not None:
-            _save_cache(cache, data.bad_rows, images=data.images, points=data.points,
-                        **{f"meta_{k}": v for k, v in data.metadata.items()})
+            save_cache(cache, data.bad_rows, images=data.images, points=data.points,
+                       **{f"meta_{k}": v for k, v in data.metadata.items()})
     data.split = split_keypoints(data.metadata.get("subject"), len(data.images), val_fraction, seed)
     return data
 
 
 def _load_keypoints_csv(path: Path, strict: bool) -> KeypointsData:
-    header, rows, fh = _read_csv(path)
+    header, rows, fh = read_csv(path)
     missing = [c for c in (*KEYPOINT_COLUMNS, "Image") if c not in header]
     if missing:
         fh.close()
@@ -363,7 +216,7 @@ def _load_keypoints_csv(path: Path, strict: bool) -> KeypointsData:
     arr, ok = parse_pixel_rows(pixels, n_pixels)
     bad += [BadRow(lines[i], f"Image: expected {n_pixels} integers in 0..255") for i in np.flatnonzero(~ok)]
     bad.sort(key=lambda b: b.line)
-    _report(bad, path, strict)
+    report_bad_rows(bad, path, strict)
     if arr.shape[0] == 0:
         raise DatasetError(f"{path}: no valid rows")
     points = np.asarray(coords, np.float32)[ok].reshape(-1, len(KEYPOINT_NAMES), 2)

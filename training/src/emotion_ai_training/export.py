@@ -37,6 +37,7 @@ from emotion_ai.spec import (
     SCORES_OUTPUT_KEY,
     SIGNATURE_NAME,
 )
+from emotion_ai.versions import version_dirs
 
 log = logging.getLogger(__name__)
 
@@ -136,9 +137,9 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def next_version(base_dir: Path) -> int:
-    """1 + the highest numeric version folder under base_dir (1 if none)."""
-    versions = [int(p.name) for p in base_dir.glob("*") if p.is_dir() and p.name.isdigit()]
-    return max(versions, default=0) + 1
+    """1 + the highest version folder under base_dir (1 if none)."""
+    versions = [v for v, _ in version_dirs(base_dir)] if base_dir.is_dir() else []
+    return max([0, *versions]) + 1
 
 
 def write_warmup(path: Path, model_name: str, size: int) -> None:

@@ -20,7 +20,8 @@ import numpy as np
 from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 
 from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
-from emotion_ai_training.data import file_sha256, label_remap, load_task
+from emotion_ai_training.data import label_remap, load_task
+from emotion_ai_training.dataset_files import file_sha256
 from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
 from emotion_ai_training.losses import KEYPOINTS_LOSSES, MaskedRMSE
 from emotion_ai_training.models import (
