@@ -12,6 +12,7 @@ import numpy as np
 
 from . import spec
 from .aio_transport import AsyncBalancedTransport, AsyncGrpcTransport, AsyncRestTransport, AsyncTransport
+from .balancer import transport_for
 from .client import EmotionClient
 from .detect import FaceDetector
 from .errors import EmotionAIError, ServerUnavailableError
@@ -19,7 +20,7 @@ from .images import ColorOrder, ImageInput
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
 from .options import ClientOptions, ModelOption, Protocol_
 from .result import Prediction
-from .transport import ModelRef, RetryPolicy, SignatureInfo, VersionStatus, all_available
+from .transport import ModelRef, SignatureInfo, VersionStatus, all_available
 
 T = TypeVar("T")
 
@@ -62,24 +63,10 @@ class AsyncEmotionClient:
         self.options = options = self._pipeline.options
         self.models: dict[str, ModelRef] = self._pipeline.models
         self.detector: FaceDetector = self._pipeline.detector
-        policy = RetryPolicy(retries=options.retries, backoff=options.backoff)
-        self.transport: AsyncTransport
-        if transport is not None:
-            self.transport = transport
-        elif len(options.endpoints) > 1:
-            single = RetryPolicy(retries=0)  # the balancer retries, on the other endpoints first
-            self.transport = AsyncBalancedTransport(
-                [self._transport(e, single) for e in options.endpoints], options.endpoints, policy=policy)
-        else:
-            default = f"{options.host}:{options.grpc_port if options.protocol == 'grpc' else options.rest_port}"
-            self.transport = self._transport((options.endpoints or (default,))[0], policy)
+        self.transport: AsyncTransport = (
+            transport if transport is not None
+            else transport_for(options, AsyncGrpcTransport, AsyncRestTransport, AsyncBalancedTransport))
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emotion-ai-aio")
-
-    def _transport(self, endpoint: str, policy: RetryPolicy) -> AsyncTransport:
-        if self.options.protocol == "grpc":
-            return AsyncGrpcTransport(endpoint, policy=policy, max_message_bytes=self.options.max_message_bytes)
-        host, port = endpoint.rsplit(":", 1)
-        return AsyncRestTransport(host.strip("[]"), int(port), policy=policy)
 
     @classmethod
     def from_options(cls, options: ClientOptions, *, detector: str | FaceDetector | None = None,

@@ -14,12 +14,15 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import ModelNotFoundError, RequestTimeoutError, ServerUnavailableError
 from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus
+
+if TYPE_CHECKING:
+    from .options import ClientOptions
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +157,21 @@ class BalancedTransport(EndpointRotation):
     def close(self) -> None:
         for t in self.transports:
             t.close()
+
+
+def transport_for(options: ClientOptions, grpc_cls: Any, rest_cls: Any, balanced_cls: Any) -> Any:
+    """The transport `options` asks for, built from the given classes (sync or asyncio ones): one endpoint
+    (`host` and the protocol's port, or the only `endpoints` entry), or several behind `balanced_cls`."""
+
+    def one(endpoint: str, policy: RetryPolicy) -> Any:
+        if options.protocol == "grpc":
+            return grpc_cls(endpoint, policy=policy, max_message_bytes=options.max_message_bytes)
+        host, port = endpoint.rsplit(":", 1)
+        return rest_cls(host.strip("[]"), int(port), policy=policy)
+
+    policy = RetryPolicy(retries=options.retries, backoff=options.backoff)
+    if len(options.endpoints) > 1:
+        single = RetryPolicy(retries=0)  # the balancer retries, on the other endpoints first
+        return balanced_cls([one(e, single) for e in options.endpoints], options.endpoints, policy=policy)
+    default = f"{options.host}:{options.grpc_port if options.protocol == 'grpc' else options.rest_port}"
+    return one((options.endpoints or (default,))[0], policy)

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import spec
-from .balancer import BalancedTransport
+from .balancer import BalancedTransport, transport_for
 from .detect import Detection, FaceDetector, crops_for, make_detector
 from .errors import EmotionAIError, ServerUnavailableError
 from .grpc_transport import GrpcTransport
@@ -21,7 +21,7 @@ from .preprocess import model_inputs, to_gray
 from .rest_transport import RestTransport
 from .result import Prediction
 from .streaming import FaceStream, StreamOptions
-from .transport import ModelRef, RetryPolicy, SignatureInfo, Transport, VersionStatus, all_available
+from .transport import ModelRef, SignatureInfo, Transport, VersionStatus, all_available
 
 
 class EmotionClient:
@@ -66,25 +66,10 @@ class EmotionClient:
         crops = crops_for(self.detector)
         self.keypoints_crop = options.keypoints_crop or crops.keypoints
         self.emotion_crop = options.emotion_crop or crops.emotion
-        policy = RetryPolicy(retries=options.retries, backoff=options.backoff)
-        self.transport: Transport
-        if transport is not None:  # e.g. an in-process or test transport instead of a server
-            self.transport = transport
-        elif len(options.endpoints) > 1:
-            single = RetryPolicy(retries=0)  # the balancer retries, on the other endpoints first
-            self.transport = BalancedTransport(
-                [self._transport(e, single) for e in options.endpoints], options.endpoints, policy=policy)
-        else:
-            default = f"{options.host}:{options.grpc_port if options.protocol == 'grpc' else options.rest_port}"
-            self.transport = self._transport((options.endpoints or (default,))[0], policy)
+        self.transport: Transport = (  # an in-process or test transport may replace the server's
+            transport if transport is not None
+            else transport_for(options, GrpcTransport, RestTransport, BalancedTransport))
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emotion-ai")
-
-    def _transport(self, endpoint: str, policy: RetryPolicy) -> Transport:
-        """The transport of `options.protocol` to one endpoint (`host:port`, or a gRPC `dns:` target)."""
-        if self.options.protocol == "grpc":
-            return GrpcTransport(endpoint, policy=policy, max_message_bytes=self.options.max_message_bytes)
-        host, port = endpoint.rsplit(":", 1)
-        return RestTransport(host.strip("[]"), int(port), policy=policy)
 
     @classmethod
     def from_options(cls, options: ClientOptions, *, detector: str | FaceDetector | None = None,
