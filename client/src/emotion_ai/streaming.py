@@ -43,7 +43,7 @@ class StreamOptions:
         prefetch: frames read ahead in a background thread (decoding overlaps the requests).
     """
 
-    detect_every: int = 5
+    detect_every: int = 10
     smoothing: float = 0.3
     max_missed: int = 10
     max_drift: float = 0.25
