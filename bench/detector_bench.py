@@ -3,6 +3,7 @@
     .venv/bin/python bench/detector_bench.py                                  # 200 scenes, haar + mtcnn, keypoints RMSE
     .venv/bin/python bench/detector_bench.py --detectors haar --no-models     # detectors only (no TensorFlow)
     .venv/bin/python bench/detector_bench.py --scenes 500 --seed 1 --models DIR
+    .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without tilted copies
     .venv/bin/python bench/detector_bench.py --tiny                           # CI size: 8 scenes, seconds
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,
@@ -382,10 +383,15 @@ def detection_metrics(scenes: Sequence[Scene], results: Sequence[SceneResult]) -
 
 
 # -- detectors -------------------------------------------------------------------------------------
+#: Bench-only names for a client detector with other settings.
+VARIANTS: dict[str, tuple[str, dict]] = {"mtcnn-upright": ("mtcnn", {"tilts": ()})}
+
+
 def build_detector(name: str) -> detect.FaceDetector:
-    """The client's detector of that name (`emotion_ai.detect.make_detector`)."""
+    """The client's detector of that name (`emotion_ai.detect.make_detector`), or a `VARIANTS` entry."""
+    base, options = VARIANTS.get(name, (name, {}))
     try:
-        return detect.make_detector(name)
+        return detect.make_detector(base, **options)
     except ValueError as exc:
         raise SystemExit(str(exc)) from exc
 
@@ -397,7 +403,8 @@ def haar_keypoints_crop() -> spec.CropGeometry:
 
 def keypoints_crop(detector: detect.FaceDetector, name: str) -> tuple[spec.CropGeometry, str]:
     """The keypoints crop geometry the client uses for `detector`, and whose calibration it is."""
-    return detect.crops_for(detector).keypoints, name if name in spec.CROPS else "haar's (no own calibration)"
+    own = getattr(detector, "name", None) in spec.CROPS
+    return detect.crops_for(detector).keypoints, detector.name if own else "haar's (no own calibration)"
 
 
 # -- keypoints through detected crops --------------------------------------------------------------

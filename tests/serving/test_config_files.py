@@ -79,10 +79,11 @@ def test_compose_pins_image_and_passes_the_issue_flags():
         "--enable_model_warmup",
         "--file_system_poll_wait_seconds",
     } <= names
-    text = COMPOSE_FILE.read_text()
-    assert "./models_export:/models:ro" in text
-    probe = text.split("healthcheck:")[1].split("interval:")[0].split("test:")[1]
-    assert "curl" not in probe and "/dev/tcp" in probe and "AVAILABLE" in probe
+    service = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["serving"]
+    assert "./models_export:/models:ro" in service["volumes"]
+    probe = service["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "bash", "-c"]
+    assert "curl" not in probe[3] and "/dev/tcp" in probe[3] and "AVAILABLE" in probe[3]
 
 
 def _compose_command() -> list[str] | None:

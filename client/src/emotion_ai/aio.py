@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
 import numpy as np
 
@@ -121,13 +121,20 @@ class AsyncEmotionClient:
         await self._infer([staged])
         return staged.prediction()
 
+    @overload
+    async def predict_batch(self, images: Iterable[ImageInput], *, color: ColorOrder = ...,
+                      errors: Literal["raise"] = ...) -> list[Prediction]: ...
+    @overload
+    async def predict_batch(self, images: Iterable[ImageInput], *, color: ColorOrder = ...,
+                      errors: Literal["return"]) -> list[Prediction | EmotionAIError]: ...
+
     async def predict_batch(
         self,
         images: Iterable[ImageInput],
         *,
         color: ColorOrder = "bgr",
         errors: Literal["raise", "return"] = "raise",
-    ) -> list[Prediction | EmotionAIError]:
+    ) -> list[Prediction] | list[Prediction | EmotionAIError]:
         """`EmotionClient.predict_batch`: faces of `batch_images` images share one request per model;
         with errors="return" a failed image yields its exception in its place (a failed group is
         retried image by image)."""

@@ -6,7 +6,6 @@ Exit codes: 0 everything worked, 1 some inputs could not be read, 2 usage or ser
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import math
@@ -16,7 +15,7 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import cv2
 from tqdm import tqdm
@@ -25,6 +24,7 @@ from . import __version__, spec
 from .client import ClientOptions, EmotionClient
 from .detect import DEFAULT_DETECTOR, DETECTORS, FaceDetector, make_detector
 from .errors import EmotionAIError, InvalidImageError, ModelNotFoundError, RequestTimeoutError, ServerError
+from .outputs import CsvSink, LazyFile, annotated_path
 from .result import Face, Prediction, draw_faces
 from .streaming import FaceStream, StreamOptions, TrackSummary, prefetch
 from .transport import ModelRef, all_available
@@ -174,51 +174,6 @@ def expand_inputs(inputs: list[str], recursive: bool = False) -> tuple[list[tupl
     return files, had_dir
 
 
-_WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def annotated_path(out_dir: Path, relative: Path) -> Path:
-    """Where the annotated copy of an input goes: its relative path under `out_dir`, in its own format
-    where OpenCV writes it (else `<name>.jpg`), never over an existing file (`-1`, `-2`, ... added)."""
-    name = relative.name if relative.suffix.lower() in _WRITABLE_SUFFIXES else relative.name + ".jpg"
-    target = out_dir / relative.parent / name
-    n = 0
-    while target.exists():
-        n += 1
-        target = out_dir / relative.parent / f"{Path(name).stem}-{n}{Path(name).suffix}"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    return target
-
-
-class CsvSink:
-    """CSV rows (`Prediction.to_rows()`); the header comes from the first row with face columns, so rows
-    of images or frames without a face before it wait in memory until the model's labels are known."""
-
-    def __init__(self, stream: IO[str]):
-        self.stream = stream
-        self._writer: csv.DictWriter | None = None
-        self._pending: list[dict[str, Any]] = []
-
-    def add(self, row: dict[str, Any]) -> None:
-        if self._writer is None and "emotion" in row:
-            self._open(list(row))
-        if self._writer is None:
-            self._pending.append(row)
-        else:
-            self._writer.writerow(row)
-
-    def _open(self, fields: list[str]) -> None:
-        self._writer = csv.DictWriter(self.stream, fieldnames=fields, extrasaction="ignore")
-        self._writer.writeheader()
-        for row in self._pending:
-            self._writer.writerow(row)
-        self._pending.clear()
-
-    def close(self) -> None:
-        if self._writer is None:  # no face at all: the lead columns only
-            self._open(list(self._pending[0]) if self._pending else [])
-
-
 def _summary(pred: Prediction) -> str:
     if not pred.faces:
         return f"{pred.source}: no face"
@@ -301,23 +256,6 @@ def _frames(cap: Any, max_frames: int | None, duration: float | None) -> Iterato
         yield frame
 
 
-class _LazyFile:
-    """A text file created on the first write, so a run that fails before any output leaves none."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._file: IO[str] | None = None
-
-    def write(self, text: str) -> int:
-        if self._file is None:
-            self._file = open(self.path, "w", newline="", encoding="utf-8")  # noqa: SIM115
-        return self._file.write(text)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-
-
 def cmd_video(args: argparse.Namespace) -> int:
     if args.every < 1 or args.detect_every < 1:
         _err("--every and --detect-every must be at least 1")
@@ -343,7 +281,7 @@ def cmd_video(args: argparse.Namespace) -> int:
             client.wait_until_available(timeout=args.timeout)  # fail before any output is written
             out: Any = sys.stdout
             if out_path is not None:
-                out = _LazyFile(out_path)
+                out = LazyFile(out_path)
                 stack.callback(out.close)
             sink = CsvSink(out) if out_path is not None and out_path.suffix.lower() == ".csv" else None
             bar = stack.enter_context(tqdm(total=total, desc="frames", unit="frame", file=sys.stderr))

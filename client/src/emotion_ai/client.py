@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 import numpy as np
 
@@ -129,13 +129,20 @@ class EmotionClient:
         self._infer([staged])
         return staged.prediction()
 
+    @overload
+    def predict_batch(self, images: Iterable[ImageInput], *, color: ColorOrder = ...,
+                      errors: Literal["raise"] = ...) -> list[Prediction]: ...
+    @overload
+    def predict_batch(self, images: Iterable[ImageInput], *, color: ColorOrder = ...,
+                      errors: Literal["return"]) -> list[Prediction | EmotionAIError]: ...
+
     def predict_batch(
         self,
         images: Iterable[ImageInput],
         *,
         color: ColorOrder = "bgr",
         errors: Literal["raise", "return"] = "raise",
-    ) -> list[Prediction | EmotionAIError]:
+    ) -> list[Prediction] | list[Prediction | EmotionAIError]:
         """`predict` for many images; faces of `batch_images` images share one request per model.
 
         With errors="return", an image that fails (unreadable, or a server error for its faces) yields
