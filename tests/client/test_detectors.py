@@ -182,3 +182,9 @@ def test_each_detector_gets_its_own_crop_geometry():
 class _Unused:
     def close(self) -> None:
         pass
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (11, 300, 3), (300, 11, 3), (12, 12, 3), (2, 2), (480, 640, 3)])
+def test_degenerate_and_noise_images_give_no_faces_and_no_error(shape):
+    noise = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    assert MtcnnFaceDetector(orientations=(0, 90, 180, 270)).detect(noise) == []
