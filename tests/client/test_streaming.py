@@ -12,6 +12,7 @@ import pytest
 from emotion_ai import EmotionClient, StreamOptions, TrackSummary, spec
 from emotion_ai import cli as cli_mod
 from emotion_ai.detect import Detection
+from emotion_ai.errors import RequestTimeoutError
 from emotion_ai.result import Face, Prediction
 from emotion_ai.streaming import prefetch, smooth
 from emotion_ai.transport import ModelRef, VersionStatus
@@ -281,3 +282,32 @@ def test_cli_video_sources_that_cannot_be_opened(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "no such file" in err and "camera or stream" in err
     assert cli_mod.main(["video", "x.mp4", "--detect-every", "0"]) == 2
+
+
+class FlakyTransport(ShapeTransport):
+    """Times out on the emotion call numbers in `fail_on`."""
+
+    def __init__(self, fail_on: frozenset[int]):
+        super().__init__()
+        self.fail_on = fail_on
+
+    def predict(self, model: ModelRef, inputs, timeout):
+        if model.name == spec.EMOTION_MODEL and self.em_calls + 1 in self.fail_on:
+            self.em_calls += 1
+            raise RequestTimeoutError("emotion: the request exceeded its deadline")
+        return super().predict(model, inputs, timeout)
+
+
+def test_cli_video_a_failed_frame_costs_that_frame_only(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli_mod, "_client", lambda args: EmotionClient(
+        transport=FlakyTransport(frozenset({3})), detector=SquareDetector()))
+    video = _clip(tmp_path / "in.avi", [frame((100, 60, 80))] * 6)
+    out, ann = tmp_path / "t.jsonl", tmp_path / "ann.mp4"
+    assert cli_mod.main(["video", str(video), "--out", str(out), "--detect-every", "1", "--annotated", str(ann)]) == 1
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(range(6))
+    assert "deadline" in lines[2]["error"] and all(len(line["faces"]) == 1 for i, line in enumerate(lines) if i != 2)
+    assert "frame 2:" in capsys.readouterr().err
+    cap = cv2.VideoCapture(str(ann))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6  # the annotated video keeps every frame
+    cap.release()

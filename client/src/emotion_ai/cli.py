@@ -23,7 +23,14 @@ from tqdm import tqdm
 from . import __version__, spec
 from .client import ClientOptions, EmotionClient
 from .detect import DEFAULT_DETECTOR, DETECTORS, FaceDetector, make_detector
-from .errors import EmotionAIError, InvalidImageError, ModelNotFoundError, RequestTimeoutError, ServerError
+from .errors import (
+    EmotionAIError,
+    InvalidImageError,
+    ModelNotFoundError,
+    RequestTimeoutError,
+    ServerError,
+    ServerUnavailableError,
+)
 from .outputs import CsvSink, LazyFile, annotated_path
 from .result import Face, Prediction, draw_faces
 from .streaming import FaceStream, StreamOptions, TrackSummary, prefetch
@@ -273,6 +280,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     total = None if live else int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     out_path = Path(args.out) if args.out else None
     writer = None
+    failed = 0
     summary = TrackSummary()
     options = StreamOptions(detect_every=args.detect_every, smoothing=args.smoothing)
     try:
@@ -289,14 +297,23 @@ def cmd_video(args: argparse.Namespace) -> int:
             faces: list[Face] = []
             for index, frame in enumerate(prefetch(_frames(cap, args.max_frames, args.duration), options.prefetch)):
                 if index % args.every == 0:
-                    pred = tracker.process(frame, index)
-                    faces = pred.faces
-                    summary.add(pred)
-                    if sink is not None:
-                        for row in pred.to_rows():
-                            sink.add(row)
+                    try:
+                        pred = tracker.process(frame, index)
+                    except ModelNotFoundError:
+                        raise  # every frame would fail the same way
+                    except (RequestTimeoutError, ServerError, ServerUnavailableError) as exc:
+                        failed += 1  # one slow or failed request costs its frame, not the run
+                        _err(f"frame {index}: {exc}")
+                        if sink is None:
+                            out.write(json.dumps({"frame": index, "error": str(exc)}) + "\n")
                     else:
-                        out.write(pred.to_json() + "\n")
+                        faces = pred.faces
+                        summary.add(pred)
+                        if sink is not None:
+                            for row in pred.to_rows():
+                                sink.add(row)
+                        else:
+                            out.write(pred.to_json() + "\n")
                 if args.annotated:
                     if writer is None:
                         h, w = frame.shape[:2]
@@ -317,7 +334,9 @@ def cmd_video(args: argparse.Namespace) -> int:
              f"mostly {r['dominant']}")
     if args.summary:
         Path(args.summary).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    return EXIT_OK
+    if failed:
+        _err(f"{failed} frame(s) failed (a larger --timeout gives each request more time)")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 # -- status ----------------------------------------------------------------------------------------
