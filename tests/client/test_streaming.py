@@ -311,3 +311,42 @@ def test_cli_video_a_failed_frame_costs_that_frame_only(monkeypatch, tmp_path, c
     cap = cv2.VideoCapture(str(ann))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6  # the annotated video keeps every frame
     cap.release()
+
+
+class AsyncShapeTransport:
+    """ShapeTransport behind awaitable calls, for AsyncEmotionClient."""
+
+    def __init__(self):
+        self.sync = ShapeTransport()
+
+    async def predict(self, model, inputs, timeout):
+        return self.sync.predict(model, inputs, timeout)
+
+    async def status(self, model, timeout):
+        return self.sync.status(model, timeout)
+
+    async def close(self) -> None:
+        pass
+
+
+def test_async_stream_matches_the_sync_stream_over_sync_and_async_frame_sources():
+    import asyncio
+
+    from emotion_ai import AsyncEmotionClient
+
+    frames = [frame((20, 60, 60))] * 3 + [frame((20, 60, 60), (200, 60, 60))] * 4 + [frame()] * 2
+    sync, _ = stream(frames, detect_every=3)
+
+    async def run(source):
+        async with AsyncEmotionClient(transport=AsyncShapeTransport(), detector=SquareDetector()) as client:
+            return [p async for p in client.stream(source, fps=10.0, options=StreamOptions(detect_every=3))]
+
+    async def agen():
+        for f in frames:
+            await asyncio.sleep(0)
+            yield f
+
+    for got in (asyncio.run(run(frames)), asyncio.run(run(agen()))):
+        assert [(p.frame, p.detected, [f.track_id for f in p.faces]) for p in got] == [
+            (p.frame, p.detected, [f.track_id for f in p.faces]) for p in sync]
+        assert [f.smoothed_scores for p in got for f in p.faces] == [f.smoothed_scores for p in sync for f in p.faces]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar, overload
 
@@ -20,6 +20,7 @@ from .images import ColorOrder, ImageInput
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
 from .options import ClientOptions, ModelOption, Protocol_
 from .result import Prediction
+from .streaming import FaceStream, StreamOptions
 from .transport import ModelRef, SignatureInfo, VersionStatus, all_available
 
 T = TypeVar("T")
@@ -121,6 +122,27 @@ class AsyncEmotionClient:
         await self._infer([staged])
         return staged.prediction()
 
+    async def stream(
+        self,
+        frames: Iterable[ImageInput] | AsyncIterable[ImageInput],
+        *,
+        fps: float | None = None,
+        options: StreamOptions | None = None,
+        color: ColorOrder = "bgr",
+    ) -> AsyncIterator[Prediction]:
+        """`EmotionClient.stream` as an async generator over a sync or async iterable of frames: each
+        frame is processed in a worker thread (detection, tracking) whose model calls run on this loop."""
+        bridge = EmotionClient(options=self.options, detector=self.detector,
+                               transport=_LoopBridge(self.transport, asyncio.get_running_loop()))
+        engine = FaceStream(bridge, options, fps)
+        try:
+            index = 0
+            async for frame in _as_async(frames):
+                yield await asyncio.get_running_loop().run_in_executor(self._pool, engine.process, frame, index, color)
+                index += 1
+        finally:
+            bridge.close()
+
     @overload
     async def predict_batch(self, images: Iterable[ImageInput], *, color: ColorOrder = ...,
                       errors: Literal["raise"] = ...) -> list[Prediction]: ...
@@ -209,6 +231,25 @@ class AsyncEmotionClient:
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
+class _LoopBridge:
+    """A sync transport for a worker thread that runs each call on the event loop's async transport."""
+
+    def __init__(self, inner: AsyncTransport, loop: asyncio.AbstractEventLoop):
+        self.inner, self.loop = inner, loop
+
+    def predict(self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
+        return asyncio.run_coroutine_threadsafe(self.inner.predict(model, inputs, timeout), self.loop).result()
+
+    def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
+        return asyncio.run_coroutine_threadsafe(self.inner.metadata(model, timeout), self.loop).result()
+
+    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
+        return asyncio.run_coroutine_threadsafe(self.inner.status(model, timeout), self.loop).result()
+
+    def close(self) -> None:
+        pass  # the async client owns and closes the transport
+
+
 class _NoServer:
     """The sync transport of `AsyncEmotionClient._pipeline`, which only stages images."""
 
@@ -243,3 +284,13 @@ async def _gather(*aws: Awaitable[Any]) -> list[Any]:
         for task in tasks:
             task.cancel()
         raise
+
+
+async def _as_async(items: Iterable[T] | AsyncIterable[T]) -> AsyncIterator[T]:
+    """Iterate a sync or async iterable asynchronously."""
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
