@@ -52,7 +52,7 @@ import cv2
 import numpy as np
 from bench_common import display_path, write_results  # bench/ is on sys.path as a script
 from emotion_ai import detect, spec
-from emotion_ai.preprocess import model_inputs, to_gray
+from emotion_ai.preprocess import level_angle, model_inputs, to_gray
 from emotion_ai.versions import latest_version
 from emotion_ai_training.data import load_keypoints
 from machine import machine_info
@@ -331,6 +331,7 @@ class SceneResult:
     ms: float
     found: list[int | None]  # matched detection per reference face
     false_boxes: int
+    rolls: list[float] = field(default_factory=list)  # per detection: the client's leveling angle
 
 
 def run_detector(detector: detect.FaceDetector, scenes: Sequence[Scene]) -> list[SceneResult]:
@@ -343,7 +344,7 @@ def run_detector(detector: detect.FaceDetector, scenes: Sequence[Scene]) -> list
         ms = (time.perf_counter() - t) * 1e3
         boxes = [tuple(float(v) for v in d.box) for d in found]
         matched, false_boxes = match([f.box for f in scene.faces], boxes)
-        out.append(SceneResult(boxes, ms, matched, false_boxes))
+        out.append(SceneResult(boxes, ms, matched, false_boxes, [level_angle(d.landmarks) for d in found]))
     return out
 
 
@@ -413,19 +414,27 @@ FaceKey = tuple[int, int]  # (scene index, face index)
 
 
 def keypoint_errors(scenes: Sequence[Scene], boxes: dict[FaceKey, Box], geometry: spec.CropGeometry,
-                    predict: Predict) -> dict[FaceKey, np.ndarray]:
-    """Per face: (15, 2) keypoint error in 96-px model-crop pixels of the crop cut at its given box."""
+                    predict: Predict, rolls: dict[FaceKey, float] | None = None) -> dict[FaceKey, np.ndarray]:
+    """Per face: (15, 2) keypoint error in 96-px model-crop pixels of the crop cut at its given box (turned
+    level by its roll when `rolls` are given, as the client does with `level_faces`)."""
     out: dict[FaceKey, np.ndarray] = {}
     for si, scene in enumerate(scenes):
         keys = [k for k in boxes if k[0] == si]
         if not keys:
             continue
         gray = to_gray(scene.image)
-        batch, transforms = model_inputs(gray, [boxes[k] for k in keys], geometry, spec.KEYPOINTS_INPUT_SIZE)
+        angles = [rolls[k] for k in keys] if rolls else None
+        batch, transforms = model_inputs(gray, [boxes[k] for k in keys], geometry, spec.KEYPOINTS_INPUT_SIZE, angles)
         pred = predict(batch)
         for k, t, p in zip(keys, transforms, pred, strict=True):
             out[k] = (t.to_original(p) - scene.faces[k[1]].points) / t.scale
     return out
+
+
+def tilt_rmse(scenes: Sequence[Scene], errors: dict[FaceKey, np.ndarray]) -> dict:
+    """RMSE per |tilt| bucket of the faces in `errors`."""
+    return {name: rmse(errors, sorted(k for k in errors if lo <= abs(scenes[k[0]].faces[k[1]].angle) < hi))["rmse"]
+            for name, lo, hi in ANGLE_BUCKETS}
 
 
 def rmse(errors: dict[FaceKey, np.ndarray], keys: Iterable[FaceKey]) -> dict:
@@ -463,6 +472,14 @@ def keypoints_report(scenes: Sequence[Scene], results: dict[str, list[SceneResul
     for name, boxes in found.items():
         errors = keypoint_errors(scenes, boxes, geometries[name], predict)
         out["detectors"][name] = {"common": rmse(errors, sorted(common)), "own": rmse(errors, sorted(boxes))}
+        res = results[name]
+        rolls = {(si, fi): res[si].rolls[d] for si in range(len(scenes)) for fi, d in enumerate(res[si].found)
+                 if d is not None}
+        if any(rolls.values()):  # a detector with landmarks: also cropped level
+            level = keypoint_errors(scenes, boxes, geometries[name], predict, rolls)
+            out["detectors"][name]["level"] = {
+                "common": rmse(level, sorted(common)), "own": rmse(level, sorted(boxes)),
+                "by_tilt": tilt_rmse(scenes, level), "upright_by_tilt": tilt_rmse(scenes, errors)}
     refs = {(si, fi): f.box for si, s in enumerate(scenes) for fi, f in enumerate(s.faces)}
     errors = keypoint_errors(scenes, refs, haar_keypoints_crop(), predict)
     out["reference_boxes"] = {"common": rmse(errors, sorted(common)), "all": rmse(errors, sorted(refs))}
@@ -514,6 +531,18 @@ def markdown(doc: dict) -> str:
             f"detector found. Cropped at the reference boxes instead: {_fmt(ref['common']['rmse'], '{:.3f}')} "
             f"(common), {_fmt(ref['all']['rmse'], '{:.3f}')} (all {ref['all']['faces']} faces). "
             "Crop geometry: " + ", ".join(f"{n}: {g}" for n, g in kp["geometry"].items()) + "."]
+        level = {n: r["level"] for n, r in kp["detectors"].items() if "level" in r}
+        if level:
+            lines += ["", f"Crops turned level by the detector's eye landmarks (the client's default, `level_faces`), "
+                      f"keypoints RMSE common / own, and by tilt ({angles}°) upright → level:", "",
+                      "| detector | upright crop | level crop | by tilt, upright crop | by tilt, level crop |",
+                      "|---|---:|---:|---|---|"]
+            for n, r in level.items():
+                up = kp["detectors"][n]
+                lines.append(f"| {n} | {_fmt(up['common']['rmse'], '{:.3f}')} / {_fmt(up['own']['rmse'], '{:.3f}')} "
+                             f"| {_fmt(r['common']['rmse'], '{:.3f}')} / {_fmt(r['own']['rmse'], '{:.3f}')} "
+                             f"| {' / '.join(_fmt(v, '{:.3f}') for v in r['upright_by_tilt'].values())} "
+                             f"| {' / '.join(_fmt(v, '{:.3f}') for v in r['by_tilt'].values())} |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,7 @@ from .grpc_transport import GrpcTransport
 from .images import ColorOrder, ImageInput, load_image
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
 from .options import ClientOptions, ModelOption, Protocol_
-from .preprocess import model_inputs, to_gray
+from .preprocess import level_angle, model_inputs, to_gray
 from .rest_transport import RestTransport
 from .result import Prediction
 from .streaming import FaceStream, StreamOptions
@@ -223,8 +223,9 @@ class EmotionClient:
         t = time.perf_counter()
         boxes = [d.box for d in detections]
         gray = to_gray(bgr)
-        kp_batch, kp_tf = model_inputs(gray, boxes, self.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE)
-        em_batch, _ = model_inputs(gray, boxes, self.emotion_crop, spec.EMOTION_INPUT_SIZE)
+        angles = [level_angle(d.landmarks) for d in detections] if self.options.level_faces else None
+        kp_batch, kp_tf = model_inputs(gray, boxes, self.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE, angles)
+        em_batch, _ = model_inputs(gray, boxes, self.emotion_crop, spec.EMOTION_INPUT_SIZE, angles)
         timings["preprocess"] = (time.perf_counter() - t) * 1e3
         return StagedImage(image=bgr, source=source, detections=detections, kp_batch=kp_batch, em_batch=em_batch,
                        kp_transforms=kp_tf, t_start=t_start, timings=timings)

@@ -56,6 +56,9 @@ class ClientOptions:
             several, calls are spread over them round robin and fail over to the next one when one
             refuses, times out or does not serve the model yet (`balancer.BalancedTransport`). gRPC also
             takes one `dns:///name:port` target, balanced per call over every address it resolves to.
+        level_faces: turn each crop so a tilted face (roll of `preprocess.LEVEL_FROM_DEGREES` or more, from
+            the detector's eye landmarks) reaches the models level; measured on tilted faces: keypoints RMSE
+            2.14 -> 2.00 px, emotion accuracy 0.647 -> 0.680 (README, "Detection and video").
     """
 
     host: str = "localhost"
@@ -73,6 +76,7 @@ class ClientOptions:
     batch_images: int = 8
     max_faces_per_request: int = 32
     endpoints: tuple[str, ...] = ()
+    level_faces: bool = True
 
     def __post_init__(self) -> None:
         self.endpoints = tuple(self.endpoints)

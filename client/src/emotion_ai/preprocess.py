@@ -22,38 +22,76 @@ from .spec import CropGeometry
 
 @dataclass(frozen=True)
 class CropTransform:
-    """Where a `size`-square model input came from: [left, left+side) x [top, top+side)."""
+    """Where a `size`-square model input came from: [left, left+side) x [top, top+side), turned by
+    `angle` degrees (the face's roll, counter-clockwise in the image) about the square's centre, so a
+    tilted face reaches the model level."""
 
     left: int
     top: int
     side: int
     size: int
+    angle: float = 0.0
 
     @property
     def scale(self) -> float:
         """Original-image pixels per model pixel."""
         return self.side / self.size
 
+    def _rotation(self) -> tuple[np.ndarray, np.ndarray]:
+        """(R, c): a point q of the level square is at c + R (q - c) in the image."""
+        c = np.array([self.left, self.top], dtype=np.float64) + (self.side - 1) / 2
+        t = np.radians(self.angle)
+        return np.array([[np.cos(t), np.sin(t)], [-np.sin(t), np.cos(t)]]), c
+
     def to_original(self, points: np.ndarray) -> np.ndarray:
         """Map (..., 2) model-pixel (x, y) coordinates to original-image pixels."""
         p = np.asarray(points, dtype=np.float64)
         origin = np.array([self.left, self.top], dtype=np.float64)
-        return origin + (p + 0.5) * self.scale - 0.5
+        level = origin + (p + 0.5) * self.scale - 0.5
+        if not self.angle:
+            return level
+        r, c = self._rotation()
+        return c + (level - c) @ r.T
 
     def to_crop(self, points: np.ndarray) -> np.ndarray:
         """Map (..., 2) original-image (x, y) to model pixels (inverse of to_original)."""
         p = np.asarray(points, dtype=np.float64)
+        if self.angle:
+            r, c = self._rotation()
+            p = c + (p - c) @ r  # R is orthonormal: its inverse is its transpose
         origin = np.array([self.left, self.top], dtype=np.float64)
         return (p - origin + 0.5) / self.scale - 0.5
 
 
 def square_for_box(
-    box: tuple[float, float, float, float], geometry: CropGeometry, size: int
+    box: tuple[float, float, float, float], geometry: CropGeometry, size: int, angle: float = 0.0
 ) -> CropTransform:
-    """The whole-pixel square crop that `geometry` derives from a detector `box`."""
+    """The whole-pixel square crop that `geometry` derives from a detector `box` (turned by `angle`)."""
     left, top, side = geometry.square(box)
     side_px = max(1, round(side))
-    return CropTransform(left=round(left), top=round(top), side=side_px, size=size)
+    return CropTransform(left=round(left), top=round(top), side=side_px, size=size, angle=angle)
+
+
+#: Faces rolled less than this are cropped upright (their crops then match training's exactly).
+LEVEL_FROM_DEGREES = 8.0
+
+
+def level_angle(landmarks: tuple[tuple[float, float], ...] | None) -> float:
+    """The angle to turn a face's crop by so it reaches the models level: its roll, or 0 below
+    `LEVEL_FROM_DEGREES` or without landmarks."""
+    roll = roll_degrees(landmarks)
+    return roll if abs(roll) >= LEVEL_FROM_DEGREES else 0.0
+
+
+def roll_degrees(landmarks: tuple[tuple[float, float], ...] | None) -> float:
+    """The roll of a face from a detector's landmarks (image-left eye first, as MTCNN gives them):
+    the angle of the line through the eyes, counter-clockwise positive; 0 without landmarks."""
+    if not landmarks or len(landmarks) < 2:
+        return 0.0
+    (lx, ly), (rx, ry) = landmarks[0], landmarks[1]
+    if not all(np.isfinite((lx, ly, rx, ry))) or (lx, ly) == (rx, ry):
+        return 0.0
+    return float(-np.degrees(np.arctan2(ry - ly, rx - lx)))
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
@@ -66,6 +104,8 @@ def crop_square(gray: np.ndarray, transform: CropTransform) -> np.ndarray:
 
     Returns a (size, size) uint8 array.
     """
+    if transform.angle:
+        return _crop_turned(gray, transform)
     h, w = gray.shape[:2]
     x0, y0 = transform.left, transform.top
     x1, y1 = x0 + transform.side, y0 + transform.side
@@ -91,6 +131,20 @@ def crop_square(gray: np.ndarray, transform: CropTransform) -> np.ndarray:
     return cv2.resize(inner, (transform.size, transform.size), interpolation=cv2.INTER_AREA)
 
 
+def _crop_turned(gray: np.ndarray, transform: CropTransform) -> np.ndarray:
+    """The level square of a turned transform: sampled at full resolution (bilinear, edges replicated),
+    then resized with INTER_AREA like an upright crop."""
+    r, c = transform._rotation()
+    origin = np.array([transform.left, transform.top], dtype=np.float64)
+    # image pixel = c + R (origin + (i, j) - c) for level-square pixel (i, j)
+    m = np.hstack([r, (c + r @ (origin - c))[:, None]])
+    level = cv2.warpAffine(gray, m, (transform.side, transform.side), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                           borderMode=cv2.BORDER_REPLICATE)
+    if transform.side == transform.size:
+        return level
+    return cv2.resize(level, (transform.size, transform.size), interpolation=cv2.INTER_AREA)
+
+
 def _pad_replicate(
     inner: np.ndarray, *, top: int, bottom: int, left: int, right: int, side: int
 ) -> np.ndarray:
@@ -106,9 +160,12 @@ def model_inputs(
     boxes: list[tuple[float, float, float, float]],
     geometry: CropGeometry,
     size: int,
+    angles: list[float] | None = None,
 ) -> tuple[np.ndarray, list[CropTransform]]:
-    """Crops for every box as one uint8 batch of shape (n, size, size, 1), plus their transforms."""
-    transforms = [square_for_box(b, geometry, size) for b in boxes]
+    """Crops for every box (each turned level by its angle, if given) as one uint8 batch of shape
+    (n, size, size, 1), plus their transforms."""
+    angles = angles or [0.0] * len(boxes)
+    transforms = [square_for_box(b, geometry, size, a) for b, a in zip(boxes, angles, strict=True)]
     batch = np.empty((len(boxes), size, size, 1), dtype=np.uint8)
     for i, t in enumerate(transforms):
         batch[i, :, :, 0] = crop_square(gray, t)

@@ -67,6 +67,7 @@ class _Track:
     offset: tuple[float, float, float]  # (box centre - keypoint centre) / spread, box side / spread
     smoothed: dict[str, float]
     time: float
+    eyes: tuple[tuple[float, float], ...] | None = None  # image-left eye first, as detector landmarks
 
 
 def keypoint_frame(face: Face) -> tuple[np.ndarray, float] | None:
@@ -77,6 +78,12 @@ def keypoint_frame(face: Face) -> tuple[np.ndarray, float] | None:
     centre = pts.mean(axis=0)
     spread = float(np.sqrt(((pts - centre) ** 2).sum(axis=1).mean()))
     return (centre, spread) if spread > 0 else None
+
+
+def eye_landmarks(face: Face) -> tuple[tuple[float, float], ...] | None:
+    """The face's eye centres in detector-landmark order (image-left eye first: the subject's right)."""
+    eyes = (face.keypoints.get("right_eye_center"), face.keypoints.get("left_eye_center"))
+    return eyes if all(e is not None and math.isfinite(e[0]) and math.isfinite(e[1]) for e in eyes) else None
 
 
 def smooth(previous: dict[str, float] | None, scores: dict[str, float], dt: float, tau: float) -> dict[str, float]:
@@ -152,7 +159,7 @@ class FaceStream:
     def _follow(self, bgr: np.ndarray, t_start: float, timings: dict[str, float]) -> list[Face] | None:
         """Faces re-cropped at their tracked boxes, or None when one of them looks lost."""
         ids = list(self._tracks)
-        detections = [Detection(self._tracks[i].box, self._tracks[i].score) for i in ids]
+        detections = [Detection(self._tracks[i].box, self._tracks[i].score, self._tracks[i].eyes) for i in ids]
         faces = self._infer(bgr, detections, t_start, timings)
         limit = self.options.max_drift
         for tid, face in zip(ids, faces, strict=True):
@@ -184,7 +191,8 @@ class FaceStream:
         side = offset[2] * spread
         cx, cy = centre[0] + offset[0] * spread, centre[1] + offset[1] * spread
         box = (float(cx - side / 2), float(cy - side / 2), float(side), float(side * h / max(w, 1e-6)))
-        self._tracks[face.track_id] = _Track(box, face.detection_score, centre, spread, offset, smoothed, now)
+        self._tracks[face.track_id] = _Track(box, face.detection_score, centre, spread, offset, smoothed, now,
+                                             eye_landmarks(face))
         self._tracker.move(face.track_id, box)
         return replace(face, smoothed_scores=smoothed)
 
