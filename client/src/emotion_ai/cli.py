@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-side", type=int, metavar="PX", help="detect on a copy at most this large (boxes mapped back)")
     g.add_argument("--min-score", type=float, help="detection score a face needs, in [0, 1]")
     g.add_argument("--no-tilt-search", dest="tilts", action="store_const", const=(),
-                   help="mtcnn: skip the ±25° tilted copies (3x faster detection, fewer tilted faces found)")
+                   help="mtcnn: skip the ±25° tilted copies (3-4x faster detection, fewer tilted faces found)")
 
     p = sub.add_parser("predict", parents=[conn, det], help="analyse images or folders of images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")

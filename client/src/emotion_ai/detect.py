@@ -170,7 +170,7 @@ class MtcnnFaceDetector:
             no face).
         tilts: also search copies tilted by these angles (degrees) and merge the faces found: the
             upright search alone misses a quarter of the faces tilted 20-30° in the detector benchmark;
-            the ±25° copies find them, at about three times the detection time; `tilts=()` for speed.
+            the ±25° copies find them, at 3-4 times the detection time; `tilts=()` for speed.
         tilt_scale: size of the tilted copies relative to the working copy (their cost goes with its
             square; faces smaller than 12 / tilt_scale px are found by the upright search only).
         enhance: when nothing is found in a dark (mean < 60) or flat (std < 25) image, search a

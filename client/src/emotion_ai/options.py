@@ -58,7 +58,7 @@ class ClientOptions:
             takes one `dns:///name:port` target, balanced per call over every address it resolves to.
         level_faces: turn each crop so a tilted face (roll of `preprocess.LEVEL_FROM_DEGREES` or more, from
             the detector's eye landmarks) reaches the models level; measured on tilted faces: keypoints RMSE
-            2.14 -> 2.00 px, emotion accuracy 0.647 -> 0.680 (README, "Detection and video").
+            2.18 -> 1.99 px, emotion accuracy 0.647 -> 0.680 (README, "Detection and video").
     """
 
     host: str = "localhost"
