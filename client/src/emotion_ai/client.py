@@ -211,11 +211,15 @@ class EmotionClient:
         t0 = time.perf_counter()
         bgr = load_image(image, color=color, max_pixels=self.options.max_pixels)
         t1 = time.perf_counter()
-        detections = sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
+        detections = self._detect(bgr)
         t2 = time.perf_counter()
         source = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else None
         timings = {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3}
         return self._stage_faces(bgr, detections, source=source, t_start=t0, timings=timings)
+
+    def _detect(self, bgr: np.ndarray) -> list[Detection]:
+        """The detector's faces, left to right."""
+        return sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
 
     def _stage_faces(self, bgr: np.ndarray, detections: list[Detection], *, source: str | None,
                      t_start: float, timings: dict[str, float]) -> StagedImage:

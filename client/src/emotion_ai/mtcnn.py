@@ -130,16 +130,23 @@ class Mtcnn:
     def __init__(self, min_face_size: float = 20.0, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
                  scale_factor: float = 0.709, folder: Path | None = None):
         self._folder = folder or model_dir()
+        self._pnet_onnx = self._read("pnet")  # read once; each pyramid shape gets its own net from it
         self._pnets: dict[tuple[int, int], cv2.dnn.Net] = {}
-        self._rnet, self._onet = self._load("rnet"), self._load("onet")
+        self._rnet, self._onet = self._load(self._read("rnet"), "rnet"), self._load(self._read("onet"), "onet")
         self.min_face_size = min_face_size
         self.thresholds = thresholds
         self.scale_factor = scale_factor
         self._lock = threading.Lock()
 
-    def _load(self, name: str) -> cv2.dnn.Net:
+    def _read(self, name: str) -> np.ndarray:
         try:
-            return cv2.dnn.readNetFromONNX(str(self._folder / f"{name}.onnx"))
+            return np.frombuffer((self._folder / f"{name}.onnx").read_bytes(), np.uint8)
+        except OSError as exc:
+            raise EmotionAIError(f"cannot read the MTCNN network {name} from {self._folder}: {exc}") from exc
+
+    def _load(self, onnx: np.ndarray, name: str) -> cv2.dnn.Net:
+        try:
+            return cv2.dnn.readNetFromONNX(onnx)
         except cv2.error as exc:
             raise EmotionAIError(f"cannot load the MTCNN network {name} from {self._folder}: {exc}") from exc
 
@@ -148,7 +155,7 @@ class Mtcnn:
         if shape not in self._pnets:
             if len(self._pnets) >= MAX_PNET_SHAPES:
                 self._pnets.pop(next(iter(self._pnets)))
-            self._pnets[shape] = self._load("pnet")
+            self._pnets[shape] = self._load(self._pnet_onnx, "pnet")
         return self._pnets[shape]
 
     def _scales(self, h: int, w: int, min_face_size: float) -> list[float]:

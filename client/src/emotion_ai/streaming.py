@@ -148,7 +148,7 @@ class FaceStream:
 
     def _detect(self, bgr: np.ndarray, t_start: float, timings: dict[str, float]) -> list[Face]:
         t = time.perf_counter()
-        detections = sorted(self.client.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
+        detections = self.client._detect(bgr)
         timings["detect"] += (time.perf_counter() - t) * 1e3
         faces = self._infer(bgr, detections, t_start, timings)
         ids = self._tracker.update([f.box for f in faces])
