@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from emotion_ai import EmotionClient, HaarFaceDetector, MtcnnFaceDetector, make_detector, spec
-from emotion_ai.detect import _unturn, crops_for
+from emotion_ai.detect import _merge, _unturn, crops_for, search_passes
 from emotion_ai.mtcnn import LANDMARK_NAMES, Mtcnn, nms
 
 ASTRONAUT_FACE = (179.0, 59.0, 88.0, 113.0)  # MTCNN's box (x, y, w, h) in the 512-px photo
@@ -46,6 +46,22 @@ def test_finds_faces_tilted_up_to_30_degrees(mtcnn, astronaut_bgr, degrees):
     assert len(found) == 1
     expect = m @ np.append(_centre(ASTRONAUT_FACE), 1.0)
     assert np.linalg.norm(_centre(found[0].box) - expect) < 15
+
+
+@pytest.mark.parametrize("degrees", [-30, 30])
+def test_search_passes_split_detect_into_its_tilted_searches(mtcnn, astronaut_bgr, degrees):
+    passes = search_passes(mtcnn)
+    assert len(passes) == 1 + len(mtcnn.tilts) == 3
+    turned, m = _rotate(astronaut_bgr, degrees)
+    merged: list = []
+    for search in passes:
+        merged = _merge(merged, search(turned))
+    assert [d.box for d in merged] == [d.box for d in mtcnn.detect(turned)]  # together they are `detect`
+    expect = m @ np.append(_centre(ASTRONAUT_FACE), 1.0)
+    for search in passes[1:]:  # each tilted pass, alone, finds the face where it is
+        assert [np.linalg.norm(_centre(d.box) - expect) < 15 for d in search(turned)] == [True]
+    haar = HaarFaceDetector()
+    assert search_passes(haar) == [haar.detect]
 
 
 @pytest.mark.parametrize("side", [20, 24, 32])

@@ -122,6 +122,80 @@ def test_a_followed_face_that_jumps_is_detected_again_at_once():
     assert {f.track_id for p in preds for f in p.faces} == {1}
 
 
+class PassDetector(SquareDetector):
+    """A SquareDetector whose search comes in passes (as MTCNN's tilts do); `hidden` passes find nothing."""
+
+    passes = (0.0, 25.0, -25.0)
+
+    def __init__(self, hidden: frozenset[float] = frozenset()):
+        super().__init__()
+        self.hidden, self.log = hidden, []
+
+    def detect(self, image):
+        self.log.append("all")
+        return super().detect(image)
+
+    def detect_pass(self, image, tilt=0.0):
+        self.log.append(tilt)
+        return [] if tilt in self.hidden else SquareDetector.detect(self, image)
+
+
+def pass_stream(frames, detector, **options):
+    client = EmotionClient(transport=ShapeTransport(), detector=detector)
+    return list(client.stream(frames, fps=10.0, options=StreamOptions(**options)))
+
+
+def test_key_frames_take_turns_with_the_detector_passes_and_re_anchor_followed_faces():
+    frames = [frame((100, 60, 80))] * 3 + [frame((100, 60, 80), (220, 100, 50))] * 5
+    detector = PassDetector()
+    preds = pass_stream(frames, detector, detect_every=2)
+    assert detector.log == ["all", 0.0, 25.0, -25.0]  # a whole search only when there is nothing to follow
+    assert [p.detected for p in preds] == [i % 2 == 0 for i in range(8)]
+    assert [[f.track_id for f in p.faces] for p in preds] == [[1]] * 4 + [[1, 2]] * 4  # the new face: frame 4
+    for p in preds:
+        if p.detected:  # on key frames the boxes are the detector's
+            assert [f.box for f in p.faces] == [d.box for d in SquareDetector().detect(p.image)]
+
+
+def test_a_followed_face_no_pass_finds_for_a_whole_round_is_dropped():
+    detector = PassDetector(hidden=frozenset({0.0, 25.0, -25.0}))  # the face is found once, then never
+    preds = pass_stream([frame((100, 60, 80))] * 6, detector, detect_every=1)
+    assert [len(p.faces) for p in preds] == [1, 1, 1, 0, 1, 1]  # kept through 2 unfound passes, then dropped
+    assert detector.log == ["all", 0.0, 25.0, -25.0, "all", 0.0]
+    found_by_one = PassDetector(hidden=frozenset({0.0, 25.0}))  # only the -25° pass finds it: kept throughout
+    preds = pass_stream([frame((100, 60, 80))] * 8, found_by_one, detect_every=1)
+    assert [len(p.faces) for p in preds] == [1] * 8 and {f.track_id for p in preds for f in p.faces} == {1}
+
+
+def test_a_key_frame_detector_pass_runs_while_the_followed_faces_requests_are_out():
+    both = threading.Barrier(2, timeout=10)  # broken (and the test failed) unless both are in flight at once
+
+    class MeetingTransport(ShapeTransport):
+        def predict(self, model, inputs, timeout):
+            if model.name == spec.KEYPOINTS_MODEL and self.kp_calls >= 1:  # the followed faces' requests
+                both.wait()
+            return super().predict(model, inputs, timeout)
+
+    class MeetingDetector(PassDetector):
+        def detect_pass(self, image, tilt=0.0):
+            both.wait()
+            return super().detect_pass(image, tilt)
+
+    detector = MeetingDetector()
+    client = EmotionClient(transport=MeetingTransport(), detector=detector)
+    preds = list(client.stream([frame((100, 60, 80))] * 3, fps=10.0, options=StreamOptions(detect_every=1)))
+    assert detector.log == ["all", 0.0, 25.0] and [len(p.faces) for p in preds] == [1, 1, 1]
+
+
+def test_a_detector_pass_that_fails_raises_in_the_stream():
+    class BrokenPass(PassDetector):
+        def detect_pass(self, image, tilt=0.0):
+            raise RuntimeError("pass failed")
+
+    with pytest.raises(RuntimeError, match="pass failed"):
+        pass_stream([frame((100, 60, 80))] * 3, BrokenPass(), detect_every=1)
+
+
 def test_scores_are_smoothed_per_track_over_time():
     transport = ShapeTransport(lambda call: (0.9, 0.1) if call < 4 else (0.1, 0.9))
     preds, _ = stream([frame((100, 60, 80))] * 6, transport=transport, detect_every=2, smoothing=0.2)

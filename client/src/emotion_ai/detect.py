@@ -10,9 +10,11 @@ file you supply. Any object with a matching `detect()` method can be plugged int
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -205,13 +207,28 @@ class MtcnnFaceDetector:
         self.enhance = enhance
         self._net = Mtcnn()
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
+    @property
+    def passes(self) -> tuple[float, ...]:
+        """The searches of one `detect` by tilt (0 = upright), for callers that spread them over the
+        frames of a video (`search_passes`)."""
+        return (0.0, *self.tilts)
+
+    def detect_pass(self, image: np.ndarray, tilt: float = 0.0) -> list[Detection]:
+        """The faces one search of `detect` finds: the upright image, or its copy tilted by `tilt`."""
+        _, rgb, scale = self._working_copy(image)
+        return self._search(rgb, 0, scale, tilt)
+
+    def _working_copy(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The image at most `max_side` pixels long (BGR and RGB), and its scale."""
         bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else image
         h, w = bgr.shape[:2]
         scale = min(1.0, self.max_side / max(h, w))
         small = bgr if scale == 1.0 else cv2.resize(bgr, (round(w * scale), round(h * scale)),
                                                     interpolation=cv2.INTER_AREA)
-        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        return small, cv2.cvtColor(small, cv2.COLOR_BGR2RGB), scale
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        small, rgb, scale = self._working_copy(image)
         found: list[Detection] = []
         for turn in self.orientations:
             found = self._search(rgb, turn, scale)
@@ -309,6 +326,15 @@ def make_detector(detector: str | FaceDetector | None = None, **options: object)
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)} or yunet:PATH")
     return DETECTORS[detector](**options)
+
+
+def search_passes(detector: FaceDetector) -> list[Callable[[np.ndarray], list[Detection]]]:
+    """`detector`'s search split into passes whose faces together are what `detect` finds: one per
+    tilt for MTCNN, `[detector.detect]` for other detectors. Video spreads them over key frames."""
+    passes = getattr(detector, "passes", None)
+    if passes is None or not hasattr(detector, "detect_pass"):
+        return [detector.detect]
+    return [functools.partial(detector.detect_pass, tilt=t) for t in passes]
 
 
 def crops_for(detector: FaceDetector) -> spec.DetectorCrops:

@@ -1,9 +1,12 @@
 """Video: stable track ids, per-track smoothed scores, and landmark tracking between detections.
 
-The detector runs every `detect_every` frames. In between, each visible face is cropped where its
-previous keypoints say it now is (the box is placed relative to the keypoints as it was at the last
-detection), as MediaPipe's face tracking does; a face whose new keypoints jumped or changed scale by
-more than `max_drift` is looked for again by the detector at once. Memory is constant: only the
+Every visible face is cropped where its previous keypoints say it now is (the box is placed relative
+to the keypoints as it was at the last detection), as MediaPipe's face tracking does; a face whose new
+keypoints jumped or changed scale by more than `max_drift` is looked for again by the whole detector at
+once. Every `detect_every` frames (a key frame) one pass of the detector's search runs as well
+(`detect.search_passes`: MTCNN's upright and tilted searches take turns, so a key frame costs one of
+them, not all): its faces re-anchor the followed faces they overlap and start tracks for new ones, and
+a followed face that no pass found for a whole round of passes is dropped. Memory is constant: only the
 current tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
 """
 
@@ -13,19 +16,21 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .detect import Detection
+from .detect import Detection, search_passes
 from .images import ColorOrder, ImageInput, load_image
 from .result import Box, Face, Prediction
-from .tracking import IoUTracker
+from .tracking import IoUTracker, iou
 
 if TYPE_CHECKING:
     from .client import EmotionClient
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class _Track:
     smoothed: dict[str, float]
     time: float
     eyes: tuple[tuple[float, float], ...] | None = None  # image-left eye first, as detector landmarks
+    unfound: int = 0  # key frames in a row whose detector pass did not find this face
 
 
 def keypoint_frame(face: Face) -> tuple[np.ndarray, float] | None:
@@ -107,6 +113,8 @@ class FaceStream:
         self._tracker = IoUTracker(max_age=max(1, math.ceil(o.max_missed / o.detect_every)))
         self._tracks: dict[int, _Track] = {}
         self._next_detection = 0
+        self._passes = search_passes(client.detector)
+        self._pass = 0  # the next key frame's pass
         self._t0: float | None = None
 
     def run(self, frames: Iterable[ImageInput], color: ColorOrder = "bgr") -> Iterator[Prediction]:
@@ -121,13 +129,21 @@ class FaceStream:
         now = self._timestamp(index)
         timings = {"decode": (time.perf_counter() - t_start) * 1e3, "detect": 0.0}
         detected = index >= self._next_detection
-        faces: list[Face] | None = [] if detected or not self._tracks else self._follow(bgr, t_start, timings)
-        if faces is None:  # a followed face looks lost: look for faces again now
-            detected = True
+        search = self._next_pass(bgr, timings) if detected and self._tracks else None  # overlaps _follow
+        followed = self._follow(bgr, t_start, timings) if self._tracks else []
+        anchored: set[int] = set()  # track ids whose box the detector gave on this frame
+        if followed is None or (detected and not followed):  # lost, or nothing to follow: full search
+            if search is not None:
+                search()  # superseded by the full search
+            detected, faces = True, self._detect(bgr, t_start, timings)
+            anchored = {f.track_id for f in faces}  # type: ignore[misc]
+        elif search is not None:
+            faces, anchored = self._refresh(bgr, followed, search(), t_start, timings)
+        else:
+            faces = followed
         if detected:
-            faces = self._detect(bgr, t_start, timings)
             self._next_detection = index + self.options.detect_every
-        faces = [self._update(face, now, detected) for face in faces or []]
+        faces = [self._update(face, now, face.track_id in anchored) for face in faces]
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         h, w = bgr.shape[:2]
         return Prediction(faces=faces, image_size=(w, h), timings_ms=timings, image=bgr,
@@ -171,9 +187,59 @@ class FaceStream:
                 return None
         return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
 
-    def _update(self, face: Face, now: float, detected: bool) -> Face:
-        """Record a face's track state and return it with its smoothed scores. A detector box fixes
-        where the box sits relative to the keypoints until the next detection."""
+    def _next_pass(self, bgr: np.ndarray, timings: dict[str, float]) -> Callable[[], list[Detection]]:
+        """Start the next detector pass on `bgr` in a thread (it runs while the followed faces' requests
+        are out); the returned callable waits for its detections. Its duration goes to timings["detect"]."""
+        search = self._passes[self._pass % len(self._passes)]
+        self._pass += 1
+
+        def timed() -> list[Detection]:
+            t = time.perf_counter()
+            try:
+                return search(bgr)
+            finally:
+                timings["detect"] += (time.perf_counter() - t) * 1e3
+
+        return in_background(timed)
+
+    def _refresh(self, bgr: np.ndarray, followed: list[Face], detections: list[Detection], t_start: float,
+                 timings: dict[str, float]) -> tuple[list[Face], set[int]]:
+        """A key frame with faces to follow: the detector pass's `detections` re-anchor the followed faces
+        they overlap (their box becomes the detector's) and start tracks for the faces nobody follows; a
+        followed face that a whole round of passes has not found is dropped."""
+        detections = sorted(detections, key=lambda d: -d.score)
+        found: dict[int, Detection] = {}  # index in `followed` -> its detection
+        new: list[Detection] = []
+        for d in detections:
+            overlap, best = max(((iou(d.box, f.box), i) for i, f in enumerate(followed) if i not in found),
+                                default=(0.0, -1))
+            if overlap >= self._tracker.min_iou:
+                found[best] = d
+            elif all(iou(d.box, f.box) < self._tracker.min_iou for f in followed):
+                new.append(d)
+        kept: list[Face] = []
+        for i, face in enumerate(followed):
+            track = self._tracks[face.track_id]  # type: ignore[index]
+            if i in found:
+                track.unfound = 0
+                d = found[i]
+                kept.append(replace(face, box=d.box, detection_score=d.score))
+            else:
+                track.unfound += 1
+                if track.unfound < len(self._passes):
+                    kept.append(face)
+                else:
+                    del self._tracks[face.track_id]  # type: ignore[arg-type]
+        added = self._infer(bgr, new, t_start, timings) if new else []
+        # followed faces are matched by their tracked boxes, so they keep their ids; new faces get new ones
+        ids = self._tracker.update([self._tracks[f.track_id].box for f in kept] + [f.box for f in added])
+        added = [replace(f, track_id=tid) for f, tid in zip(added, ids[len(kept):], strict=True)]
+        faces = sorted(kept + added, key=lambda f: (f.box[0], f.box[1]))
+        return faces, {followed[i].track_id for i in found} | {f.track_id for f in added}  # type: ignore[misc]
+
+    def _update(self, face: Face, now: float, anchored: bool) -> Face:
+        """Record a face's track state and return it with its smoothed scores. A detector box
+        (`anchored`) fixes where the box sits relative to the keypoints until the next detection."""
         assert face.track_id is not None
         old = self._tracks.get(face.track_id)
         smoothed = smooth(old.smoothed if old else None, face.scores, now - old.time if old else 0.0,
@@ -184,7 +250,7 @@ class FaceStream:
             return replace(face, smoothed_scores=smoothed)
         centre, spread = geometry
         x, y, w, h = face.box
-        if detected or old is None:
+        if anchored or old is None:
             offset = ((x + w / 2 - centre[0]) / spread, (y + h / 2 - centre[1]) / spread, w / spread)
         else:
             offset = old.offset
@@ -192,9 +258,31 @@ class FaceStream:
         cx, cy = centre[0] + offset[0] * spread, centre[1] + offset[1] * spread
         box = (float(cx - side / 2), float(cy - side / 2), float(side), float(side * h / max(w, 1e-6)))
         self._tracks[face.track_id] = _Track(box, face.detection_score, centre, spread, offset, smoothed, now,
-                                             eye_landmarks(face))
+                                             eye_landmarks(face), 0 if anchored or old is None else old.unfound)
         self._tracker.move(face.track_id, box)
         return replace(face, smoothed_scores=smoothed)
+
+
+def in_background(fn: Callable[[], T]) -> Callable[[], T]:
+    """Run `fn` in a thread now; the returned callable waits for it and returns its result (or raises)."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["value"] = fn()
+        except BaseException as exc:  # handed to the caller, raised there
+            out["error"] = exc
+
+    thread = threading.Thread(target=target, name="emotion-ai-detect", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in out:
+            raise out["error"]
+        return out["value"]
+
+    return result
 
 
 def prefetch(frames: Iterable[Any], depth: int) -> Iterator[Any]:
