@@ -281,11 +281,11 @@ def test_stream_options_are_validated():
         next(iter(client.stream([frame()], fps=0)))
 
 
-def _moving_astronaut(astronaut_bgr: np.ndarray, n: int) -> list[np.ndarray]:
+def _moving_astronaut(astronaut_bgr: np.ndarray, n: int, step: int = 6, start: int = 100) -> list[np.ndarray]:
     face = cv2.resize(astronaut_bgr[0:400, 56:456], (240, 240), interpolation=cv2.INTER_AREA)
     frames = []
     for i in range(n):
-        x = 100 + 6 * i
+        x = start + step * i
         img = np.full((480, 640, 3), 96, np.uint8)
         img[100:340, x : x + 240] = face
         frames.append(img)
@@ -305,6 +305,19 @@ def test_followed_faces_match_detected_faces_on_a_moving_face(server, astronaut_
         ka, kb = (np.array(list(p.faces[0].keypoints.values())) for p in (a, b))
         assert np.linalg.norm(ka - kb, axis=1).mean() < 3.0
         assert a.faces[0].emotion == b.faces[0].emotion
+
+
+def test_a_fast_face_is_followed_by_its_motion_not_re_detected_every_frame(server, astronaut_bgr):
+    """With the served models: a face (53 px box) crossing 20 px per frame, more than `max_drift` of its box,
+    is followed by its motion from the third frame on, within 3 px of what detection gives."""
+    frames = _moving_astronaut(astronaut_bgr, 8, step=20, start=20)
+    with EmotionClient(grpc_port=server.grpc_port, timeout=30) as client:
+        every = list(client.stream(frames, fps=25, options=StreamOptions(detect_every=1)))
+        tracked = list(client.stream(frames, fps=25, options=StreamOptions(detect_every=100)))
+    assert [p.detected for p in tracked] == [True, True] + [False] * 6  # the first follow has no motion yet
+    for a, b in zip(every, tracked, strict=True):
+        ka, kb = (np.array(list(p.faces[0].keypoints.values())) for p in (a, b))
+        assert np.linalg.norm(ka - kb, axis=1).mean() < 3.0
 
 
 # -- the CLI -----------------------------------------------------------------------------------------

@@ -111,8 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth frame (default: 1)")
     s_opts = StreamOptions()
     v.add_argument("--detect-every", type=int, default=s_opts.detect_every, metavar="N",
-                   help=f"run the face detector every N frames, follow faces by their keypoints between "
-                   f"(default: {s_opts.detect_every})")
+                   help=f"run a detector pass every N frames (MTCNN's upright and tilted searches in turn), "
+                   f"follow faces by their keypoints on every frame (default: {s_opts.detect_every})")
     v.add_argument("--smoothing", type=float, default=s_opts.smoothing, metavar="SECONDS",
                    help=f"time constant of the per-track score smoothing (default: {s_opts.smoothing:g})")
     v.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")

@@ -1,8 +1,9 @@
 """Video: stable track ids, per-track smoothed scores, and landmark tracking between detections.
 
-Every visible face is cropped where its previous keypoints say it now is (the box is placed relative
-to the keypoints as it was at the last detection), as MediaPipe's face tracking does; a face whose new
-keypoints jumped or changed scale by more than `max_drift` is looked for again by the whole detector at
+Every visible face is cropped where its previous keypoints say it now is, moved on by their last
+frame's motion (the box is placed relative to the keypoints as it was at the last detection), as
+MediaPipe's face tracking does; a face whose new keypoints land farther than `max_drift` from where
+they were expected, or changed scale by more than that, is looked for again by the whole detector at
 once. Every `detect_every` frames (a key frame) one pass of the detector's search runs as well
 (`detect.search_passes`: MTCNN's upright and tilted searches take turns, so a key frame costs one of
 them, not all): its faces re-anchor the followed faces they overlap and start tracks for new ones, and
@@ -38,13 +39,15 @@ class StreamOptions:
     """How `EmotionClient.stream` follows faces.
 
     Attributes:
-        detect_every: run the face detector on every Nth frame (1 = every frame); between, faces are
-            followed from their keypoints and new faces appear at the next detection.
+        detect_every: every Nth frame is a key frame (1 = every frame), on which one pass of the
+            detector's search runs (MTCNN: upright, then +25°, then -25°, in turn); faces are followed from
+            their keypoints on every frame, and new faces appear at the key frame whose pass finds them.
         smoothing: time constant in seconds of the per-track exponential moving average of the
             scores (0 = none): after `smoothing` seconds a change of expression is 63 % through.
         max_missed: frames a face may go unseen (occlusion, missed detection) and keep its track id.
-        max_drift: re-detect when a followed face's keypoint centre moved by more than this fraction
-            of its box, or their spread changed by more than this fraction, since the previous frame.
+        max_drift: re-detect when a followed face's keypoint centre landed farther than this fraction
+            of its box from where its last frame's motion put it, or their spread changed by more than
+            this fraction since the previous frame.
         prefetch: frames read ahead in a background thread (decoding overlaps the requests).
     """
 
@@ -74,6 +77,7 @@ class _Track:
     time: float
     eyes: tuple[tuple[float, float], ...] | None = None  # image-left eye first, as detector landmarks
     unfound: int = 0  # key frames in a row whose detector pass did not find this face
+    velocity: tuple[float, float] = (0.0, 0.0)  # keypoint centre's move over the last frame, in pixels
 
 
 def keypoint_frame(face: Face) -> tuple[np.ndarray, float] | None:
@@ -173,16 +177,20 @@ class FaceStream:
         return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
 
     def _follow(self, bgr: np.ndarray, t_start: float, timings: dict[str, float]) -> list[Face] | None:
-        """Faces re-cropped at their tracked boxes, or None when one of them looks lost."""
+        """Faces re-cropped where their tracks say they are now (moved on by their last frame's motion),
+        or None when one of them looks lost."""
         ids = list(self._tracks)
-        detections = [Detection(self._tracks[i].box, self._tracks[i].score, self._tracks[i].eyes) for i in ids]
+        detections = []
+        for i in ids:
+            (x, y, w, h), (vx, vy) = self._tracks[i].box, self._tracks[i].velocity
+            detections.append(Detection((x + vx, y + vy, w, h), self._tracks[i].score, self._tracks[i].eyes))
         faces = self._infer(bgr, detections, t_start, timings)
         limit = self.options.max_drift
         for tid, face in zip(ids, faces, strict=True):
             track, now = self._tracks[tid], keypoint_frame(face)
             if now is None:
                 return None
-            shift = float(np.linalg.norm(now[0] - track.centre)) / max(track.box[2], 1e-6)
+            shift = float(np.linalg.norm(now[0] - track.centre - track.velocity)) / max(track.box[2], 1e-6)
             if shift > limit or abs(now[1] / track.spread - 1.0) > limit:
                 return None
         return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
@@ -257,8 +265,10 @@ class FaceStream:
         side = offset[2] * spread
         cx, cy = centre[0] + offset[0] * spread, centre[1] + offset[1] * spread
         box = (float(cx - side / 2), float(cy - side / 2), float(side), float(side * h / max(w, 1e-6)))
+        velocity = (float(centre[0] - old.centre[0]), float(centre[1] - old.centre[1])) if old else (0.0, 0.0)
         self._tracks[face.track_id] = _Track(box, face.detection_score, centre, spread, offset, smoothed, now,
-                                             eye_landmarks(face), 0 if anchored or old is None else old.unfound)
+                                             eye_landmarks(face), 0 if anchored or old is None else old.unfound,
+                                             velocity)
         self._tracker.move(face.track_id, box)
         return replace(face, smoothed_scores=smoothed)
 

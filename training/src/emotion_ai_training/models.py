@@ -61,6 +61,10 @@ EMOTION_SMALL_RESNET = ResNetConfig(
 EMOTION_MEDIUM_RESNET = ResNetConfig(
     stem_width=40, stem_stride=2, stage_widths=(40, 80, 160, 320), stage_blocks=(2, 2, 2, 1), dropout=0.3,
 )
+#: Wider still (1.44x emotion_medium's compute): emotion_medium reached 0.678 with training accuracy only 0.70.
+EMOTION_LARGE_RESNET = ResNetConfig(
+    stem_width=48, stem_stride=2, stage_widths=(48, 96, 192, 384), stage_blocks=(2, 2, 2, 1), dropout=0.3,
+)
 KEYPOINTS_SMALL_RESNET = ResNetConfig(
     stem_width=24, stem_stride=2, stage_widths=(24, 48, 96, 192), stage_blocks=(1, 2, 2, 1),
     dropout=0.0, head="heatmap", head_width=64,
@@ -77,6 +81,7 @@ ARCHITECTURES: dict[str, tuple[str, ResNetConfig]] = {
     "emotion": ("emotion", EMOTION_RESNET),
     "emotion_small": ("emotion", EMOTION_SMALL_RESNET),
     "emotion_medium": ("emotion", EMOTION_MEDIUM_RESNET),
+    "emotion_large": ("emotion", EMOTION_LARGE_RESNET),
     "keypoints": ("keypoints", KEYPOINTS_RESNET),
     "keypoints_small": ("keypoints", KEYPOINTS_SMALL_RESNET),
 }
