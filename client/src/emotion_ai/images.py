@@ -102,14 +102,21 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
         )
 
 
-def _png_has_iend(data: bytes) -> bool:
-    """Whether a PNG's chunk chain reaches IEND inside `data` (bytes after IEND are allowed)."""
+def _png_problem(data: bytes) -> str | None:
+    """What is wrong with a PNG's chunk chain, or None when it reaches IEND intact (bytes after IEND are
+    allowed). A chunk whose length runs past the data (OpenCV would allocate it: a 154-byte file with a
+    4 GB IEND length took 3-5 s), a type that is not four ASCII letters, or no IEND, are refused."""
     pos = len(PNG_SIGNATURE)
-    while pos + 8 <= len(data):
-        if data[pos + 4 : pos + 8] == b"IEND":
-            return True
-        pos += 12 + int.from_bytes(data[pos : pos + 4], "big")  # length, type, payload, CRC
-    return False
+    while pos + 12 <= len(data):
+        length, kind = int.from_bytes(data[pos : pos + 4], "big"), data[pos + 4 : pos + 8]
+        if not kind.isalpha():
+            return f"PNG chunk type {kind!r} is not four letters"
+        if pos + 12 + length > len(data):
+            return f"PNG without its IEND chunk (cut off in a {kind.decode()} chunk of {length:,} bytes)"
+        if kind == b"IEND":
+            return None if length == 0 else "PNG IEND chunk with a payload"
+        pos += 12 + length  # length, type, payload, CRC
+    return "PNG without its IEND chunk"
 
 
 def decode_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -119,9 +126,9 @@ def decode_bytes(data: bytes, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     size = probe_size(data)
     if size is not None:
         _check_pixels(*size, max_pixels)
-    if data[:8] == PNG_SIGNATURE and not _png_has_iend(data):
-        # Caught here so that libpng never prints its own error for a cut-off file.
-        raise InvalidImageError("the data is a truncated or corrupt image (PNG without its IEND chunk)")
+    problem = _png_problem(data) if data[:8] == PNG_SIGNATURE else None
+    if problem:  # caught here so that libpng never prints its own error, nor OpenCV allocates a bogus length
+        raise InvalidImageError(f"the data is a truncated or corrupt image ({problem})")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         # IMREAD_COLOR: 16-bit -> 8-bit, gray/CMYK/palette -> BGR, no alpha, EXIF rotation applied.
