@@ -74,8 +74,8 @@ def frame(*squares: tuple[int, int, int]) -> np.ndarray:
     return img
 
 
-def stream(frames, *, transport=None, fps=10.0, **options):
-    detector = SquareDetector()
+def stream(frames, *, transport=None, detector=None, fps=10.0, **options):
+    detector = detector or SquareDetector()
     client = EmotionClient(transport=transport or ShapeTransport(), detector=detector)
     return list(client.stream(frames, fps=fps, options=StreamOptions(**options))), detector
 
@@ -140,15 +140,10 @@ class PassDetector(SquareDetector):
         return [] if tilt in self.hidden else SquareDetector.detect(self, image)
 
 
-def pass_stream(frames, detector, **options):
-    client = EmotionClient(transport=ShapeTransport(), detector=detector)
-    return list(client.stream(frames, fps=10.0, options=StreamOptions(**options)))
-
-
 def test_key_frames_take_turns_with_the_detector_passes_and_re_anchor_followed_faces():
     frames = [frame((100, 60, 80))] * 3 + [frame((100, 60, 80), (220, 100, 50))] * 5
     detector = PassDetector()
-    preds = pass_stream(frames, detector, detect_every=2)
+    preds, _ = stream(frames, detector=detector, detect_every=2)
     assert detector.log == ["all", 0.0, 25.0, -25.0]  # a whole search only when there is nothing to follow
     assert [p.detected for p in preds] == [i % 2 == 0 for i in range(8)]
     assert [[f.track_id for f in p.faces] for p in preds] == [[1]] * 4 + [[1, 2]] * 4  # the new face: frame 4
@@ -159,11 +154,11 @@ def test_key_frames_take_turns_with_the_detector_passes_and_re_anchor_followed_f
 
 def test_a_followed_face_no_pass_finds_for_a_whole_round_is_dropped():
     detector = PassDetector(hidden=frozenset({0.0, 25.0, -25.0}))  # the face is found once, then never
-    preds = pass_stream([frame((100, 60, 80))] * 6, detector, detect_every=1)
+    preds, _ = stream([frame((100, 60, 80))] * 6, detector=detector, detect_every=1)
     assert [len(p.faces) for p in preds] == [1, 1, 1, 0, 1, 1]  # kept through 2 unfound passes, then dropped
     assert detector.log == ["all", 0.0, 25.0, -25.0, "all", 0.0]
     found_by_one = PassDetector(hidden=frozenset({0.0, 25.0}))  # only the -25° pass finds it: kept throughout
-    preds = pass_stream([frame((100, 60, 80))] * 8, found_by_one, detect_every=1)
+    preds, _ = stream([frame((100, 60, 80))] * 8, detector=found_by_one, detect_every=1)
     assert [len(p.faces) for p in preds] == [1] * 8 and {f.track_id for p in preds for f in p.faces} == {1}
 
 
@@ -181,9 +176,8 @@ def test_a_key_frame_detector_pass_runs_while_the_followed_faces_requests_are_ou
             both.wait()
             return super().detect_pass(image, tilt)
 
-    detector = MeetingDetector()
-    client = EmotionClient(transport=MeetingTransport(), detector=detector)
-    preds = list(client.stream([frame((100, 60, 80))] * 3, fps=10.0, options=StreamOptions(detect_every=1)))
+    preds, detector = stream([frame((100, 60, 80))] * 3, transport=MeetingTransport(), detector=MeetingDetector(),
+                             detect_every=1)
     assert detector.log == ["all", 0.0, 25.0] and [len(p.faces) for p in preds] == [1, 1, 1]
 
 
@@ -193,7 +187,7 @@ def test_a_detector_pass_that_fails_raises_in_the_stream():
             raise RuntimeError("pass failed")
 
     with pytest.raises(RuntimeError, match="pass failed"):
-        pass_stream([frame((100, 60, 80))] * 3, BrokenPass(), detect_every=1)
+        stream([frame((100, 60, 80))] * 3, detector=BrokenPass(), detect_every=1)
 
 
 def test_scores_are_smoothed_per_track_over_time():

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from emotion_ai.errors import InvalidImageError
+from emotion_ai.images import decode_bytes
 from emotion_ai_serving.errors import ServingError
 from emotion_ai_serving.json_tensor import InputSpec, parse_json_object, predict_tensors_from_json
 
@@ -44,9 +46,6 @@ SLOW_PNG = bytes.fromhex(
 
 
 def test_png_chunks_that_run_past_the_data_are_refused_before_decoding() -> None:
-    from emotion_ai.errors import InvalidImageError
-    from emotion_ai.images import decode_bytes
-
     with pytest.raises(InvalidImageError, match="not four letters"):
         decode_bytes(SLOW_PNG)
     head = SLOW_PNG[:33]  # signature + a valid IHDR

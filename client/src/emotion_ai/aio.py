@@ -141,6 +141,7 @@ class AsyncEmotionClient:
                 yield await asyncio.get_running_loop().run_in_executor(self._pool, engine.process, frame, index, color)
                 index += 1
         finally:
+            engine.close()
             bridge.close()
 
     @overload

@@ -17,9 +17,10 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,8 +31,6 @@ from .tracking import IoUTracker, iou
 
 if TYPE_CHECKING:
     from .client import EmotionClient
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -119,12 +118,20 @@ class FaceStream:
         self._next_detection = 0
         self._passes = search_passes(client.detector)
         self._pass = 0  # the next key frame's pass
+        self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotion-ai-detect")
         self._t0: float | None = None
 
     def run(self, frames: Iterable[ImageInput], color: ColorOrder = "bgr") -> Iterator[Prediction]:
         """A `Prediction` for each frame of `frames`, with track ids and smoothed scores."""
-        for index, frame in enumerate(prefetch(frames, self.options.prefetch)):
-            yield self.process(frame, index, color=color)
+        try:
+            for index, frame in enumerate(prefetch(frames, self.options.prefetch)):
+                yield self.process(frame, index, color=color)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the detector-pass thread (`run` does this when it ends)."""
+        self._searcher.shutdown(wait=True)
 
     def process(self, frame: ImageInput, index: int, color: ColorOrder = "bgr") -> Prediction:
         """The prediction for frame number `index` (frames must come in order)."""
@@ -138,11 +145,11 @@ class FaceStream:
         anchored: set[int] = set()  # track ids whose box the detector gave on this frame
         if followed is None or (detected and not followed):  # lost, or nothing to follow: full search
             if search is not None:
-                search()  # superseded by the full search
+                search.result()  # superseded by the full search
             detected, faces = True, self._detect(bgr, t_start, timings)
             anchored = {f.track_id for f in faces}  # type: ignore[misc]
         elif search is not None:
-            faces, anchored = self._refresh(bgr, followed, search(), t_start, timings)
+            faces, anchored = self._refresh(bgr, followed, search.result(), t_start, timings)
         else:
             faces = followed
         if detected:
@@ -195,9 +202,9 @@ class FaceStream:
                 return None
         return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
 
-    def _next_pass(self, bgr: np.ndarray, timings: dict[str, float]) -> Callable[[], list[Detection]]:
+    def _next_pass(self, bgr: np.ndarray, timings: dict[str, float]) -> Future[list[Detection]]:
         """Start the next detector pass on `bgr` in a thread (it runs while the followed faces' requests
-        are out); the returned callable waits for its detections. Its duration goes to timings["detect"]."""
+        are out); its duration goes to timings["detect"]."""
         search = self._passes[self._pass % len(self._passes)]
         self._pass += 1
 
@@ -208,22 +215,22 @@ class FaceStream:
             finally:
                 timings["detect"] += (time.perf_counter() - t) * 1e3
 
-        return in_background(timed)
+        return self._searcher.submit(timed)
 
     def _refresh(self, bgr: np.ndarray, followed: list[Face], detections: list[Detection], t_start: float,
                  timings: dict[str, float]) -> tuple[list[Face], set[int]]:
         """A key frame with faces to follow: the detector pass's `detections` re-anchor the followed faces
         they overlap (their box becomes the detector's) and start tracks for the faces nobody follows; a
         followed face that a whole round of passes has not found is dropped."""
-        detections = sorted(detections, key=lambda d: -d.score)
         found: dict[int, Detection] = {}  # index in `followed` -> its detection
         new: list[Detection] = []
-        for d in detections:
-            overlap, best = max(((iou(d.box, f.box), i) for i, f in enumerate(followed) if i not in found),
-                                default=(0.0, -1))
-            if overlap >= self._tracker.min_iou:
+        for d in sorted(detections, key=lambda d: -d.score):
+            overlaps = [iou(d.box, f.box) for f in followed]
+            free = [i for i in range(len(followed)) if i not in found]
+            best = max(free, key=overlaps.__getitem__, default=None)
+            if best is not None and overlaps[best] >= self._tracker.min_iou:
                 found[best] = d
-            elif all(iou(d.box, f.box) < self._tracker.min_iou for f in followed):
+            elif max(overlaps) < self._tracker.min_iou:  # a face nobody follows (not a duplicate of one)
                 new.append(d)
         kept: list[Face] = []
         for i, face in enumerate(followed):
@@ -271,28 +278,6 @@ class FaceStream:
                                              velocity)
         self._tracker.move(face.track_id, box)
         return replace(face, smoothed_scores=smoothed)
-
-
-def in_background(fn: Callable[[], T]) -> Callable[[], T]:
-    """Run `fn` in a thread now; the returned callable waits for it and returns its result (or raises)."""
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["value"] = fn()
-        except BaseException as exc:  # handed to the caller, raised there
-            out["error"] = exc
-
-    thread = threading.Thread(target=target, name="emotion-ai-detect", daemon=True)
-    thread.start()
-
-    def result() -> T:
-        thread.join()
-        if "error" in out:
-            raise out["error"]
-        return out["value"]
-
-    return result
 
 
 def prefetch(frames: Iterable[Any], depth: int) -> Iterator[Any]:
