@@ -58,8 +58,8 @@ def test_search_passes_split_detect_into_its_tilted_searches(mtcnn, astronaut_bg
         merged = _merge(merged, search(turned))
     assert [d.box for d in merged] == [d.box for d in mtcnn.detect(turned)]  # together they are `detect`
     expect = m @ np.append(_centre(ASTRONAUT_FACE), 1.0)
-    for search in passes[1:]:  # each tilted pass, alone, finds the face where it is
-        assert [np.linalg.norm(_centre(d.box) - expect) < 15 for d in search(turned)] == [True]
+    against = passes[1 + mtcnn.tilts.index(-np.sign(degrees) * 25.0)]  # the pass that turns the face upright
+    assert [np.linalg.norm(_centre(d.box) - expect) < 15 for d in against(turned)] == [True]
     haar = HaarFaceDetector()
     assert search_passes(haar) == [haar.detect]
 
@@ -153,6 +153,35 @@ def test_nms_keeps_the_best_of_overlapping_boxes():
     scores = np.array([0.8, 0.9, 0.7, 0.6])
     assert nms(boxes, scores, 0.5).tolist() == [1, 2, 3]
     assert nms(boxes, scores, 0.5, "min").tolist() == [1, 2]  # the small box lies inside the first
+
+
+def _greedy_iou_nms(boxes: np.ndarray, scores: np.ndarray, threshold: float) -> list[int]:
+    """The textbook rule, box by box: keep the best remaining box, drop those overlapping it by IoU > t."""
+    area = lambda b: (b[2] - b[0] + 1) * (b[3] - b[1] + 1)  # noqa: E731 (inclusive pixel ranges)
+    keep: list[int] = []
+    for i in sorted(range(len(boxes)), key=lambda i: -scores[i]):
+        a = boxes[i]
+        for j in keep:
+            b = boxes[j]
+            iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]) + 1)
+            ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]) + 1)
+            if iw * ih / (area(a) + area(b) - iw * ih) > threshold:
+                break
+        else:
+            keep.append(i)
+    return keep
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_union_nms_is_the_greedy_iou_rule_on_random_boxes(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    xy = np.fix(rng.uniform(0, 400, (n, 2)))
+    boxes = np.hstack([xy, xy + np.fix(rng.uniform(12, 120, (n, 1)))])
+    scores = rng.permutation(n) / n + 0.01  # distinct, > 0
+    for threshold in (0.5, 0.7):
+        assert nms(boxes, scores, threshold).tolist() == _greedy_iou_nms(boxes, scores, threshold)
+    assert nms(np.empty((0, 4)), np.empty(0), 0.5).tolist() == []
 
 
 def test_runner_matches_the_detector_on_a_group_photo():

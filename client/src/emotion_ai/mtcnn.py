@@ -49,7 +49,13 @@ class MtcnnResult:
 
 
 def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
-    """Indices kept by greedy non-maximum suppression (overlap = IoU, or intersection/min area)."""
+    """Indices kept by greedy non-maximum suppression (overlap = IoU, or intersection/min area), highest
+    score first. Boxes are inclusive pixel ranges (x1, y1, x2, y2): a box covers x2 - x1 + 1 columns."""
+    if mode == "union":  # OpenCV's C++ loop; same rule, several times faster than numpy's
+        if len(boxes) == 0:
+            return np.empty(0, np.int64)
+        xywh = np.column_stack([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2] + 1])
+        return np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, threshold), np.int64).reshape(-1)
     x1, y1, x2, y2 = boxes.T
     area = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.argsort(scores)[::-1]
@@ -61,8 +67,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
         w = np.maximum(0.0, np.minimum(x2[i], x2[rest]) - np.maximum(x1[i], x1[rest]) + 1)
         h = np.maximum(0.0, np.minimum(y2[i], y2[rest]) - np.maximum(y1[i], y1[rest]) + 1)
         inter = w * h
-        denom = np.minimum(area[i], area[rest]) if mode == "min" else area[i] + area[rest] - inter
-        order = rest[inter / denom <= threshold]
+        order = rest[inter / np.minimum(area[i], area[rest]) <= threshold]
     return np.asarray(keep, dtype=np.int64)
 
 
@@ -98,10 +103,13 @@ def _crops(rgb: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         bw, bh = x2 - x1 + 1, y2 - y1 + 1
         if bw < 1 or bh < 1:
             continue
-        patch = np.zeros((bh, bw, 3), dtype=np.uint8)
-        sx0, sy0, sx1, sy1 = max(x1, 0), max(y1, 0), min(x2 + 1, w), min(y2 + 1, h)
-        if sx1 > sx0 and sy1 > sy0:
-            patch[sy0 - y1 : sy1 - y1, sx0 - x1 : sx1 - x1] = rgb[sy0:sy1, sx0:sx1]
+        if x1 >= 0 and y1 >= 0 and x2 < w and y2 < h:  # inside: resize the view, no copy
+            patch = rgb[y1 : y2 + 1, x1 : x2 + 1]
+        else:
+            patch = np.zeros((bh, bw, 3), dtype=np.uint8)
+            sx0, sy0, sx1, sy1 = max(x1, 0), max(y1, 0), min(x2 + 1, w), min(y2 + 1, h)
+            if sx1 > sx0 and sy1 > sy0:
+                patch[sy0 - y1 : sy1 - y1, sx0 - x1 : sx1 - x1] = rgb[sy0:sy1, sx0:sx1]
         out[k] = cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA)
     return _normalise(out).transpose(0, 2, 1, 3)
 
@@ -172,9 +180,10 @@ class Mtcnn:
         """Stage 1: P-Net over the image pyramid -> square candidate boxes and their scores."""
         h, w = rgb.shape[:2]
         boxes, scores = [], []
+        level = rgb
         for scale in self._scales(h, w, min_face_size):
             sw, sh = int(np.ceil(w * scale)), int(np.ceil(h * scale))
-            level = cv2.resize(rgb, (sw, sh), interpolation=cv2.INTER_AREA)
+            level = cv2.resize(level, (sw, sh), interpolation=cv2.INTER_AREA)
             pnet = self._pnet((sh, sw))
             pnet.setInput(_normalise(level)[None].transpose(0, 2, 1, 3))
             reg, prob = pnet.forward(["conv2d_4", "softmax"])
