@@ -40,6 +40,7 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--temperature": ("temperature", float, None),
     "--limit": ("limit", int, None),
     "--init-from": ("init_from", str, None),
+    "--keep-epochs": ("keep_epochs", int, None),
 }
 _TRAIN_HELP = {
     "--epochs": "epochs of the cosine schedule; with --resume, changes the run's length",
@@ -55,6 +56,7 @@ _TRAIN_HELP = {
     "--temperature": "emotion distillation temperature",
     "--limit": "use at most N training rows (0 = all)",
     "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras",
+    "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0)",
 }
 
 
@@ -201,6 +203,24 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _add_average(sub) -> None:
+    p = sub.add_parser("average", help="average a run's kept epoch weights (SWA) into averaged.keras; "
+                                       "reports its validation metric beside best.keras's")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run trained with --keep-epochs")
+    p.add_argument("--from", dest="first", type=int, metavar="EPOCH",
+                   help="first epoch averaged (default: the oldest kept)")
+    p.add_argument("--to", dest="last", type=int, metavar="EPOCH",
+                   help="last epoch averaged (default: the newest kept)")
+
+
+def _cmd_average(args) -> int:
+    from emotion_ai_training.average import average_run
+
+    report = average_run(Path(args.run_dir), args.first, args.last)
+    sys.stdout.write(json.dumps(report) + "\n")
+    return 0
+
+
 def _add_model_info(sub) -> None:
     sub.add_parser("model-info", help="architecture table: parameters and FLOPs per image of both ResNets")
 
@@ -256,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_describe(sub)
     _add_evaluate(sub)
     _add_export(sub)
+    _add_average(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
     return parser
@@ -266,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
-                "export": _cmd_export, "model-info": _cmd_model_info,
+                "export": _cmd_export, "average": _cmd_average, "model-info": _cmd_model_info,
                 "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)

@@ -283,6 +283,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     with `evaluate`, its validation metrics; the evaluation's JSON and confusion matrix go to
     `eval_dir/<task>-<version>/` (nowhere when None).
     """
+    from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
     from emotion_ai_training.data import load_task
     from emotion_ai_training.evaluate import evaluate as evaluate_model
     from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
@@ -297,10 +298,14 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
         model = build_model(cfg)
         copy_weights(run_dir / checkpoint, model)
         models.append(model)
-        members.append({"run": run_dir.name, "checkpoint": checkpoint, "epochs_trained": state["epoch"],
-                        "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if checkpoint == "best.keras"
-                                             else state["epoch"]),
-                        "train_seconds": state.get("train_seconds"), "config": config})
+        member = {"run": run_dir.name, "checkpoint": checkpoint, "epochs_trained": state["epoch"],
+                  "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if checkpoint == "best.keras"
+                                       else state["epoch"]),
+                  "train_seconds": state.get("train_seconds"), "config": config}
+        if checkpoint == AVERAGED and (run_dir / AVERAGED_REPORT).exists():  # the mean of several epochs
+            member["checkpoint_epoch"] = None
+            member["averaged_epochs"] = json.loads((run_dir / AVERAGED_REPORT).read_text())["epochs"]
+        members.append(member)
     cfg = cfgs[0]
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
     card = {

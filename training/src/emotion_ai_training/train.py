@@ -20,6 +20,7 @@ import numpy as np
 from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 
 from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
+from emotion_ai_training.average import epoch_path, kept_epochs, save_epoch_weights
 from emotion_ai_training.data import label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
 from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
@@ -69,6 +70,7 @@ class TrainConfig:
     teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
     distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
     temperature: float = 4.0  # emotion distillation softening
+    keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -80,6 +82,8 @@ class TrainConfig:
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
+        if self.keep_epochs < 0:
+            raise ValueError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
         for name in ("dropout", "erase_probability", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -136,12 +140,14 @@ class Batches(keras.utils.PyDataset):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves."""
+    """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves;
+    with `keep_epochs`, the epoch's weights in epochs/ (the oldest beyond that many removed)."""
 
-    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None, train_seconds: float):
+    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None, train_seconds: float,
+                 keep_epochs: int = 0):
         super().__init__()
         self.run_dir, self.monitor, self.mode = run_dir, monitor, mode
-        self.best, self.train_seconds = best, train_seconds
+        self.best, self.train_seconds, self.keep_epochs = best, train_seconds, keep_epochs
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.t0 = time.perf_counter()
@@ -157,6 +163,8 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best = value
             _atomic_save(self.model, self.run_dir / "best.keras")
         _atomic_save(self.model, self.run_dir / "last.keras")
+        if self.keep_epochs:
+            self._keep(epoch + 1)
         self.train_seconds += time.perf_counter() - self.t0
         state = {"epoch": epoch + 1, "monitor": self.monitor, "best": self.best,
                  "train_seconds": round(self.train_seconds, 1)}
@@ -164,6 +172,12 @@ class RunCheckpoint(keras.callbacks.Callback):
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.run_dir / "state.json")
         plot_history(self.run_dir / "history.csv", self.run_dir / "training_curves.png")
+
+
+    def _keep(self, epoch: int) -> None:
+        save_epoch_weights(self.model, epoch_path(self.run_dir, epoch))
+        for old in kept_epochs(self.run_dir)[: -self.keep_epochs]:
+            epoch_path(self.run_dir, old).unlink()
 
 
 def _read_history(csv_path: Path) -> np.ndarray | None:
@@ -244,6 +258,21 @@ def _load_task_data(cfg: TrainConfig):
     return x_tr, y_tr, x_va, y_va
 
 
+def _batches(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
+             y_va: np.ndarray) -> tuple[Batches, Batches]:
+    """(augmented, shuffled training batches; plain validation batches) of a run."""
+    is_points = cfg.task == "keypoints"
+    augmenter = Augmenter(cfg.augment_config(), cfg.seed)
+    train_batches = Batches(x_tr, y_tr, cfg.batch_size, augmenter, is_points, True, cfg.seed, workers=2,
+                            use_multiprocessing=False, max_queue_size=8)
+    return train_batches, Batches(x_va, y_va, 256, None, is_points, False, cfg.seed)
+
+
+def run_batches(cfg: TrainConfig) -> tuple[Batches, Batches]:
+    """A run's training and validation batches, as `train` builds them (teacher targets from the cache)."""
+    return _batches(cfg, *_load_task_data(cfg))
+
+
 def _distill_targets(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, y_va: np.ndarray):
     """Training targets with the teacher's outputs: emotion [label ‖ teacher] (validation: [label ‖ label]),
     keypoints the teacher/label mix of distill.keypoint_targets (validation keeps the labels)."""
@@ -318,11 +347,7 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
     x_tr, y_tr, x_va, y_va = _load_task_data(cfg)
     if not resuming:
         cfg.data_sha256 = file_sha256(Path(cfg.data))
-    is_points = cfg.task == "keypoints"
-    augmenter = Augmenter(cfg.augment_config(), cfg.seed)
-    train_batches = Batches(x_tr, y_tr, cfg.batch_size, augmenter, is_points, True, cfg.seed, workers=2,
-                            use_multiprocessing=False, max_queue_size=8)
-    val_batches = Batches(x_va, y_va, 256, None, is_points, False, cfg.seed)
+    train_batches, val_batches = _batches(cfg, x_tr, y_tr, x_va, y_va)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(asdict(cfg) | {"resnet": asdict(cfg.resnet_config())},
                                                     indent=2))
@@ -345,7 +370,7 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
              cfg.task, len(x_tr), len(x_va), model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
     callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-        RunCheckpoint(run_dir, monitor, mode, best, seconds),
+        RunCheckpoint(run_dir, monitor, mode, best, seconds, cfg.keep_epochs),
         keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
         _Throughput(cfg.batch_size),
     ]
