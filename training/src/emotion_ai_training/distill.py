@@ -2,8 +2,8 @@
 
 A teacher is one or more exported SavedModels (any views or ensemble inside their graph) or `.keras`
 checkpoints; several are averaged. Teachers run offline, once per training set: their outputs on the
-un-augmented training images are cached under `cache_dir/teacher/` (keyed by the teacher files and
-the images themselves) and reused by every epoch and every run with the same teacher. The emotion
+un-augmented training images are cached under `cache_dir/teacher/`, one file per teacher (keyed by its
+files and the images themselves), and reused by every epoch and every run that uses that teacher. The emotion
 teachers shipped here average the mirror image, so their output is already the one of a flipped copy.
 
 - emotion: targets are `[one-hot label ‖ teacher probabilities]`; `DistillationLoss` is
@@ -68,32 +68,34 @@ def _load_teacher(path: Path, task: str):
 
 def teacher_outputs(teachers: Sequence[str | Path], task: str, images: np.ndarray,
                     cache_dir: str | Path | None) -> np.ndarray:
-    """Mean teacher output on `images` (uint8 [N, H, W]), computed once and cached."""
+    """Mean teacher output on `images` (uint8 [N, H, W]); each teacher's outputs are computed once and
+    cached on their own, so adding a member to an ensemble teacher reruns only the new member."""
     paths = [Path(t) for t in teachers]
     if not paths:
         raise ValueError("no teacher given")
-    key = hashlib.sha256(json.dumps([_teacher_fingerprint(p) for p in paths]).encode())
+    return np.mean([_one_teacher(path, task, images, cache_dir) for path in paths], axis=0, dtype=np.float32)
+
+
+def _one_teacher(path: Path, task: str, images: np.ndarray, cache_dir: str | Path | None) -> np.ndarray:
+    """One teacher's outputs on `images`, from `cache_dir/teacher/` or computed (and cached)."""
+    key = hashlib.sha256(json.dumps([_teacher_fingerprint(path)]).encode())
     key.update(np.ascontiguousarray(images).tobytes())
     cache = Path(cache_dir) / "teacher" / f"{task}-{key.hexdigest()[:16]}.npz" if cache_dir else None
     if cache is not None and cache.exists():
         with np.load(cache) as z:
-            log.info("teacher outputs from %s (%d images)", cache, len(z["outputs"]))
+            log.info("teacher %s outputs from %s (%d images)", path, cache, len(z["outputs"]))
             return z["outputs"]
     t0 = time.perf_counter()
-    total = None
-    for path in paths:
-        run = _load_teacher(path, task)
-        out = np.concatenate([run(images[i:i + TEACHER_BATCH, ..., None].astype(np.float32))
+    run = _load_teacher(path, task)
+    outputs = np.concatenate([run(images[i:i + TEACHER_BATCH, ..., None].astype(np.float32))
                               for i in range(0, len(images), TEACHER_BATCH)]).astype(np.float32)
-        total = out if total is None else total + out
-    outputs = total / len(paths)
     seconds = time.perf_counter() - t0
-    log.info("teacher outputs for %d images in %.0f s (%.1f images/s)", len(images), seconds,
+    log.info("teacher %s outputs for %d images in %.0f s (%.1f images/s)", path, len(images), seconds,
              len(images) / max(seconds, 1e-9))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_name(cache.stem + ".tmp.npz")
-        np.savez(tmp, outputs=outputs, teachers=np.array([str(p) for p in paths]), seconds=seconds)
+        np.savez(tmp, outputs=outputs, teacher=str(path), seconds=seconds)
         tmp.replace(cache)
     return outputs
 
