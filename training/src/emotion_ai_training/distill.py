@@ -73,10 +73,10 @@ def teacher_outputs(teachers: Sequence[str | Path], task: str, images: np.ndarra
     paths = [Path(t) for t in teachers]
     if not paths:
         raise ValueError("no teacher given")
-    return np.mean([_one_teacher(path, task, images, cache_dir) for path in paths], axis=0, dtype=np.float32)
+    return np.mean([teacher_output(path, task, images, cache_dir) for path in paths], axis=0, dtype=np.float32)
 
 
-def _one_teacher(path: Path, task: str, images: np.ndarray, cache_dir: str | Path | None) -> np.ndarray:
+def teacher_output(path: Path, task: str, images: np.ndarray, cache_dir: str | Path | None) -> np.ndarray:
     """One teacher's outputs on `images`, from `cache_dir/teacher/` or computed (and cached)."""
     key = hashlib.sha256(json.dumps([_teacher_fingerprint(path)]).encode())
     key.update(np.ascontiguousarray(images).tobytes())

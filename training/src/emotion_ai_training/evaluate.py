@@ -80,16 +80,12 @@ def evaluate(kind: str, model_dir: Path, data: str, out_dir: Path, cache_dir: st
     return evaluate_keypoints(model_dir, dataset, out_dir, name, seed)
 
 
-def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name: str) -> dict:
-    _, fn = _signature(model_dir)
-    images, labels = dataset.subset("validation")
-    t0 = time.perf_counter()
-    out = _run(fn, images)
-    seconds = time.perf_counter() - t0
-    model_labels = tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0])
-    scores = out[SCORES_OUTPUT_KEY]
+def emotion_report(scores: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...],
+                   model_labels: tuple[str, ...]) -> dict:
+    """Accuracy, macro-F1, disgust recall, the 5-class subset's accuracy and the per-class table of
+    `scores` (columns named by `model_labels`) against dataset `labels` (indices into `label_names`)."""
     # Map dataset labels onto the model's label order (they may differ, e.g. a 5-class model).
-    y = label_remap(dataset.label_names, model_labels)[labels]
+    y = label_remap(label_names, model_labels)[labels]
     keep = y >= 0
     report = classification_report(y[keep], scores[keep].argmax(1), model_labels)
     subset = [model_labels.index(n) for n in EMOTION_LABELS_5 if n in model_labels]
@@ -97,17 +93,27 @@ def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name:
     pred5 = np.array(subset)[scores[in5][:, subset].argmax(1)]
     report5 = classification_report(np.searchsorted(subset, y[in5]), np.searchsorted(subset, pred5),
                                     tuple(model_labels[i] for i in subset))
-    result = {
-        "model": name, "data": dataset.source, "split": "validation (FER-2013 PublicTest)",
+    return {
         "images": int(keep.sum()), "labels": list(model_labels),
         "accuracy": report["accuracy"], "macro_f1": report["macro_f1"],
         "disgust_recall": report["per_class"].get("disgust", {}).get("recall"),
         "accuracy_5class": report5["accuracy"], "macro_f1_5class": report5["macro_f1"],
         "per_class": report["per_class"], "confusion_matrix": report["confusion_matrix"],
-        "images_per_second": round(len(images) / seconds, 1),
     }
+
+
+def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name: str) -> dict:
+    _, fn = _signature(model_dir)
+    images, labels = dataset.subset("validation")
+    t0 = time.perf_counter()
+    out = _run(fn, images)
+    seconds = time.perf_counter() - t0
+    model_labels = tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0])
+    result = {"model": name, "data": dataset.source, "split": "validation (FER-2013 PublicTest)",
+              **emotion_report(out[SCORES_OUTPUT_KEY], labels, dataset.label_names, model_labels),
+              "images_per_second": round(len(images) / seconds, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plot_confusion(np.array(report["confusion_matrix"]), model_labels, out_dir / "confusion_matrix.png",
+    _plot_confusion(np.array(result["confusion_matrix"]), model_labels, out_dir / "confusion_matrix.png",
                     f"{name} — accuracy {result['accuracy']:.3f}")
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
