@@ -65,7 +65,7 @@ def main() -> int:
         report = emotion_report(scores, labels, data.label_names, EMOTION_LABELS)
         results.append({"members": list(members), **{m: report[m] for m in METRICS}})
     doc = {"command": "python bench/teacher_ensemble.py " + " ".join(display_path(t, REPO) for t in args.teachers),
-           "machine": machine_info(), "images": len(images),
+           "machine": machine_info()["summary"], "images": len(images),
            "teachers": [display_path(t, REPO) for t in args.teachers], "results": results}
     write_results(args.out, "teacher_ensemble", doc, markdown)
     return 0

@@ -75,24 +75,28 @@ def test_keep_epochs_then_average_cli(tmp_path: Path) -> None:
                       "--cache-dir", str(tmp_path / "cache")]) == 0
     run = runs / "e"
     assert kept_epochs(run) == [2, 3]  # the oldest beyond two were removed
+    # --resume may change how many are kept from then on
+    assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "e", "--tiny",
+                      "--epochs", "4", "--resume", "--keep-epochs", "3"]) == 0
+    assert kept_epochs(run) == [2, 3, 4]
     last = keras.models.load_model(run / "last.keras", compile=False)
-    with np.load(epoch_path(run, 3)) as f:  # the newest kept epoch is last.keras's weights
+    with np.load(epoch_path(run, 4)) as f:  # the newest kept epoch is last.keras's weights
         for i, w in enumerate(last.get_weights()):
             np.testing.assert_array_equal(f[f"arr_{i}"], w)
 
     assert train_cli(["average", str(run), "--from", "2"]) == 0
     report = json.loads((run / "averaged.json").read_text())
-    assert report["epochs"] == [2, 3] and report["metric"] == "accuracy"
+    assert report["epochs"] == [2, 3, 4] and report["metric"] == "accuracy"
     assert 0.0 <= report["averaged"] <= 1.0 and 0.0 <= report["best_checkpoint"] <= 1.0
     averaged = keras.models.load_model(run / "averaged.keras", compile=False)
     kernel = "stage1_block1_conv1"
-    expect = np.mean([_kernel(run, e, last, kernel) for e in (2, 3)], axis=0)
+    expect = np.mean([_kernel(run, e, last, kernel) for e in (2, 3, 4)], axis=0)
     np.testing.assert_allclose(averaged.get_layer(kernel).get_weights()[0], expect, rtol=1e-5, atol=1e-7)
     # exported like any checkpoint
     out = tmp_path / "models_export"
     assert train_cli(["export", str(run), "--out", str(out), "--checkpoint", "averaged.keras", "--no-evaluate"]) == 0
     card = json.loads((out / "emotion" / "1" / "model_card.json").read_text())
-    assert card["training"]["averaged_epochs"] == [2, 3] and card["training"]["checkpoint_epoch"] is None
+    assert card["training"]["averaged_epochs"] == [2, 3, 4] and card["training"]["checkpoint_epoch"] is None
     # no kept epoch in the range: a clear error, exit code 2
     assert train_cli(["average", str(run), "--from", "7"]) == 2
 

@@ -56,7 +56,8 @@ _TRAIN_HELP = {
     "--temperature": "emotion distillation temperature",
     "--limit": "use at most N training rows (0 = all)",
     "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras",
-    "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0)",
+    "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0; "
+                     "with --resume, from then on)",
 }
 
 
@@ -105,7 +106,7 @@ def _cmd_train(args) -> int:
     cfg = train_config_from_args(args)
     if args.preview:
         return _preview(cfg, Path(args.preview))
-    run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs)
+    run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs, keep_epochs=args.keep_epochs)
     log.info("run written to %s", run_dir)
     return 0
 

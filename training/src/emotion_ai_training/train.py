@@ -321,11 +321,13 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None
         model.compile(optimizer, KEYPOINTS_LOSSES[cfg.keypoints_loss], metrics=[MaskedRMSE()])
 
 
-def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = None,
+          keep_epochs: int | None = None) -> Path:
     """Train (or resume) a run; returns the run directory.
 
     A resumed run keeps its saved configuration. `resume_epochs` changes its length (longer or shorter,
-    but past the epochs already trained): the cosine schedule is re-planned to end there.
+    but past the epochs already trained): the cosine schedule is re-planned to end there. `keep_epochs`
+    changes how many epochs' weights it keeps from now on.
     """
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / "state.json"
@@ -339,6 +341,8 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
             if resume_epochs <= done:
                 raise ValueError(f"{run_dir} has already trained {done} epochs: --epochs must be more than that")
             cfg.epochs, replan = resume_epochs, True
+        if keep_epochs is not None:
+            cfg.keep_epochs = TrainConfig(**{**asdict(cfg), "keep_epochs": keep_epochs}).keep_epochs  # validated
         log.info("resuming %s", run_dir)
     elif run_dir.exists() and any(run_dir.glob("*.keras")):
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or pick another --name")
