@@ -211,3 +211,25 @@ def test_mtcnn_tilt_search_finds_the_tilted_faces_the_upright_search_misses(real
     (tilted,) = db.run_detector(detect.MtcnnFaceDetector(), [scene])
     assert None not in tilted.found and tilted.false_boxes == 0
     assert upright.found.count(None) >= 1 and upright.false_boxes == 0
+
+
+def test_runner_ab_compares_a_commit_with_the_tree_and_finds_no_difference_against_itself(tmp_path, monkeypatch):
+    """bench/mtcnn_runner_ab.py against HEAD's runner: where the tree's runner is HEAD's, nothing differs."""
+    import json
+    import shutil
+    import subprocess
+
+    if not db.DATA.is_file():
+        pytest.skip(f"no keypoints data at {db.DATA}")
+    ab = bench_module("mtcnn_runner_ab")
+    head = subprocess.run(["git", "show", f"HEAD:{ab.RUNNER}"], check=False, cwd=ab.REPO, capture_output=True,
+                          text=True) if shutil.which("git") else None
+    if head is None or head.returncode or head.stdout != (ab.REPO / ab.RUNNER).read_text():
+        pytest.skip("not a git checkout whose runner equals HEAD's")
+    monkeypatch.setattr("sys.argv", ["mtcnn_runner_ab.py", "--rev", "HEAD", "--scenes", "3", "--out", str(tmp_path)])
+    assert ab.main() == 0
+    doc = json.loads((tmp_path / "mtcnn_runner_ab.json").read_text())
+    assert doc["differing_scenes"] == 0 and doc["scenes"] == 3
+    earlier, current = doc["runners"].values()
+    assert (earlier["found"], earlier["false_boxes"]) == (current["found"], current["false_boxes"])
+    assert current["faces"] > 0
