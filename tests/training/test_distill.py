@@ -140,18 +140,25 @@ def test_cli_train_defaults_are_the_python_api_defaults() -> None:
                                                                                              "keypoints_small", 0.3)
 
 
-def test_an_ensemble_teacher_is_the_mean_of_its_members_each_cached_on_its_own(tmp_path: Path, caplog) -> None:
+def _two_teachers(tmp_path: Path, seed: int) -> tuple[Path, Path]:
+    """Two different emotion teachers: the tiny exported SavedModel and a seeded one-layer .keras model."""
     import keras
-    from emotion_ai_training.distill import teacher_outputs
 
     from ..support.tiny_models import make_export_tree
 
     saved_model = make_export_tree(tmp_path / "teachers") / "emotion" / "1"
-    keras.utils.set_random_seed(0)
+    keras.utils.set_random_seed(seed)
     inputs = keras.Input((48, 48, 1))
     checkpoint = tmp_path / "t2.keras"
     keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs / 255.0))
                 ).save(checkpoint)
+    return saved_model, checkpoint
+
+
+def test_an_ensemble_teacher_is_the_mean_of_its_members_each_cached_on_its_own(tmp_path: Path, caplog) -> None:
+    from emotion_ai_training.distill import teacher_outputs
+
+    saved_model, checkpoint = _two_teachers(tmp_path, seed=0)
     images = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
     cache = tmp_path / "cache"
     first = teacher_outputs([saved_model], "emotion", images, cache)
@@ -168,21 +175,14 @@ def test_an_ensemble_teacher_is_the_mean_of_its_members_each_cached_on_its_own(t
 
 
 def test_teacher_ensemble_bench_reports_members_and_their_mean(tmp_path: Path, monkeypatch) -> None:
-    import keras
     from emotion_ai_training.data import load_task
     from emotion_ai_training.distill import teacher_output
 
     from ..quality.quality_support import bench_module
-    from ..support.tiny_models import make_export_tree
 
     bench = bench_module("teacher_ensemble")
     assert bench.combinations(3) == [(0,), (1,), (2,), (0, 1, 2), (0, 1), (0, 2)]
-    saved_model = make_export_tree(tmp_path / "teachers") / "emotion" / "1"
-    keras.utils.set_random_seed(1)
-    inputs = keras.Input((48, 48, 1))
-    checkpoint = tmp_path / "t2.keras"
-    keras.Model(inputs, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(inputs / 255.0))
-                ).save(checkpoint)
+    saved_model, checkpoint = _two_teachers(tmp_path, seed=1)
     data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(60))
     cache, out = str(tmp_path / "cache"), tmp_path / "out"
     monkeypatch.setattr("sys.argv", ["teacher_ensemble.py", str(saved_model), str(checkpoint), "--data", str(data),
