@@ -78,7 +78,7 @@ def teacher_outputs(teachers: Sequence[str | Path], task: str, images: np.ndarra
 
 def teacher_output(path: Path, task: str, images: np.ndarray, cache_dir: str | Path | None) -> np.ndarray:
     """One teacher's outputs on `images`, from `cache_dir/teacher/` or computed (and cached)."""
-    key = hashlib.sha256(json.dumps([_teacher_fingerprint(path)]).encode())
+    key = hashlib.sha256(json.dumps([_teacher_fingerprint(path)]).encode())  # a list: one-teacher caches stay valid
     key.update(np.ascontiguousarray(images).tobytes())
     cache = Path(cache_dir) / "teacher" / f"{task}-{key.hexdigest()[:16]}.npz" if cache_dir else None
     if cache is not None and cache.exists():

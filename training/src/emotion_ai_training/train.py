@@ -342,7 +342,7 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
                 raise ValueError(f"{run_dir} has already trained {done} epochs: --epochs must be more than that")
             cfg.epochs, replan = resume_epochs, True
         if keep_epochs is not None:
-            cfg.keep_epochs = TrainConfig(**{**asdict(cfg), "keep_epochs": keep_epochs}).keep_epochs  # validated
+            cfg = replace(cfg, keep_epochs=keep_epochs)  # validated by __post_init__
         log.info("resuming %s", run_dir)
     elif run_dir.exists() and any(run_dir.glob("*.keras")):
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or pick another --name")
