@@ -334,18 +334,20 @@ class SceneResult:
     rolls: list[float] = field(default_factory=list)  # per detection: the client's leveling angle
 
 
+def detect_scene(detector: detect.FaceDetector, scene: Scene) -> SceneResult:
+    """One timed detector call on `scene`, matched against its reference faces."""
+    t = time.perf_counter()
+    found = detector.detect(scene.image)
+    ms = (time.perf_counter() - t) * 1e3
+    boxes = [tuple(float(v) for v in d.box) for d in found]
+    matched, false_boxes = match([f.box for f in scene.faces], boxes)
+    return SceneResult(boxes, ms, matched, false_boxes, [level_angle(d.landmarks) for d in found])
+
+
 def run_detector(detector: detect.FaceDetector, scenes: Sequence[Scene]) -> list[SceneResult]:
     """Detect on every scene (after one untimed warm-up call) and match against the reference faces."""
     detector.detect(scenes[0].image)
-    out = []
-    for scene in scenes:
-        t = time.perf_counter()
-        found = detector.detect(scene.image)
-        ms = (time.perf_counter() - t) * 1e3
-        boxes = [tuple(float(v) for v in d.box) for d in found]
-        matched, false_boxes = match([f.box for f in scene.faces], boxes)
-        out.append(SceneResult(boxes, ms, matched, false_boxes, [level_angle(d.landmarks) for d in found]))
-    return out
+    return [detect_scene(detector, scene) for scene in scenes]
 
 
 def _bucket(value: float, buckets: Sequence[tuple[str, float, float]]) -> str:

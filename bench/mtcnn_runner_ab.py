@@ -15,7 +15,6 @@ import importlib.util
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import detector_bench as db
@@ -71,12 +70,7 @@ def main() -> int:
         d.detect(scenes[0].image)  # warm-up
     for scene in scenes:
         for name, d in detectors.items():
-            t = time.perf_counter()
-            found = d.detect(scene.image)
-            ms = (time.perf_counter() - t) * 1e3
-            boxes = [tuple(float(v) for v in f.box) for f in found]
-            matched, false_boxes = db.match([f.box for f in scene.faces], boxes)
-            results[name].append(db.SceneResult(boxes, ms, matched, false_boxes))
+            results[name].append(db.detect_scene(d, scene))
     a, b = results.values()
     doc = {"command": "python bench/mtcnn_runner_ab.py " + " ".join(sys.argv[1:]), "machine": machine_info()["summary"],
            "scenes": len(scenes), "seed": args.seed,
