@@ -1,19 +1,22 @@
-"""The MTCNN runner of this tree against the one of an earlier commit, on the detector benchmark's scenes.
+"""The MTCNN detector of this tree against the one of an earlier commit, on the detector benchmark's scenes.
 
-    .venv/bin/python bench/mtcnn_runner_ab.py --rev f7e15f1 --scenes 200
+    .venv/bin/python bench/mtcnn_runner_ab.py --rev d417b0e --scenes 200
 
-The earlier `client/src/emotion_ai/mtcnn.py` is read with `git show REV:...` and put under the default
-`MtcnnFaceDetector` settings in place of the current runner; the two detectors take turns scene by
-scene, so load changes touch both alike. Reports recall, false boxes and ms per scene for each, and how
-many scenes gave different boxes. Writes bench/results/mtcnn_runner_ab.json and .md.
+The earlier client package (`client/src/emotion_ai`, runner and detector wrapper alike) is extracted with
+`git archive REV` and imported under another name; both trees' default `MtcnnFaceDetector()` take turns
+scene by scene, so load changes touch both alike. Reports recall (by size and tilt), false boxes and ms
+per scene for each, and how many scenes gave different boxes. Writes bench/results/mtcnn_runner_ab.json
+and .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import importlib
+import io
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
@@ -24,35 +27,42 @@ from machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-RUNNER = "client/src/emotion_ai/mtcnn.py"
+PACKAGE = "client/src/emotion_ai"
 
 
-def runner_at(rev: str, scratch: Path):
-    """The `emotion_ai.mtcnn` module as it was at git revision `rev`."""
-    source = subprocess.run(["git", "show", f"{rev}:{RUNNER}"], cwd=REPO, check=True, capture_output=True,
-                            text=True).stdout
-    path = scratch / "mtcnn_at_rev.py"
-    path.write_text(source)
-    spec = importlib.util.spec_from_file_location("emotion_ai.mtcnn_at_rev", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
-    return module
+def package_at(rev: str, scratch: Path):
+    """The `emotion_ai.detect` module as it was at git revision `rev` (its package imported as
+    `emotion_ai_at_rev` from `scratch`)."""
+    archive = subprocess.run(["git", "archive", rev, PACKAGE], cwd=REPO, check=True, capture_output=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(scratch, filter="data")
+    (scratch / PACKAGE).rename(scratch / "emotion_ai_at_rev")
+    for name in [m for m in sys.modules if m.split(".")[0] == "emotion_ai_at_rev"]:  # a previous call's
+        del sys.modules[name]
+    sys.path.insert(0, str(scratch))
+    try:
+        return importlib.import_module("emotion_ai_at_rev.detect")
+    finally:
+        sys.path.remove(str(scratch))
 
 
 def markdown(doc: dict) -> str:
-    lines = ["# MTCNN runner: this tree against an earlier commit", "", f"Command: `{doc['command']}`  ",
+    lines = ["# MTCNN detector: this tree against an earlier commit", "", f"Command: `{doc['command']}`  ",
              f"Machine: {doc['machine']}  ", f"Scenes: {doc['scenes']} (detector_bench, seed {doc['seed']}); "
              f"scenes whose boxes differ: {doc['differing_scenes']}", "",
-             "| runner | recall | false boxes / image | ms per scene (mean) |", "|---|---:|---:|---:|"]
-    for name, m in doc["runners"].items():
-        lines.append(f"| {name} | {m['recall']:.4f} ({m['found']}/{m['faces']}) | {m['false_boxes_per_image']:.3f} "
-                     f"| {m['ms_mean']:.1f} |")
+             "| detector | recall | by face size <32 / 32-64 / 64-128 / >=128 px | by tilt <10 / 10-20 / 20-30° "
+             "| false boxes / image | ms per scene (mean / p95) |", "|---|---:|---|---|---:|---:|"]
+    for name, m in doc["detectors"].items():
+        sizes = " / ".join(f"{v['recall']:.2f}" for v in m["recall_by_size"].values())
+        tilts = " / ".join(f"{v['recall']:.2f}" for v in m["recall_by_rotation"].values())
+        lines.append(f"| {name} | {m['recall']:.4f} ({m['found']}/{m['faces']}) | {sizes} | {tilts} "
+                     f"| {m['false_boxes_per_image']:.3f} | {m['ms_mean']:.1f} / {m['ms_p95']:.1f} |")
     return "\n".join([*lines, ""])
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rev", required=True, help="git revision whose runner is compared")
+    p.add_argument("--rev", required=True, help="git revision whose detector is compared")
     p.add_argument("--scenes", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", type=Path, default=db.DATA)
@@ -61,9 +71,9 @@ def main() -> int:
     args = p.parse_args()
     scenes = db.make_scenes(db.validation_faces(args.data, args.cache_dir, 0), db.load_backgrounds(), args.scenes,
                             seed=args.seed)
-    current, earlier = detect.MtcnnFaceDetector(), detect.MtcnnFaceDetector()
     with tempfile.TemporaryDirectory() as scratch:
-        earlier._net = runner_at(args.rev, Path(scratch)).Mtcnn()
+        earlier = package_at(args.rev, Path(scratch)).MtcnnFaceDetector()  # reads its ONNX files now
+    current = detect.MtcnnFaceDetector()
     detectors = {f"at {args.rev}": earlier, "this tree": current}
     results: dict[str, list[db.SceneResult]] = {name: [] for name in detectors}
     for d in detectors.values():
@@ -75,7 +85,7 @@ def main() -> int:
     doc = {"command": "python bench/mtcnn_runner_ab.py " + " ".join(sys.argv[1:]), "machine": machine_info()["summary"],
            "scenes": len(scenes), "seed": args.seed,
            "differing_scenes": sum(x.boxes != y.boxes for x, y in zip(a, b, strict=True)),
-           "runners": {name: db.detection_metrics(scenes, r) for name, r in results.items()}}
+           "detectors": {name: db.detection_metrics(scenes, r) for name, r in results.items()}}
     write_results(args.out, "mtcnn_runner_ab", doc, markdown)
     return 0
 

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 from emotion_ai import EmotionClient, HaarFaceDetector, MtcnnFaceDetector, make_detector, spec
-from emotion_ai.detect import _merge, _unturn, crops_for, search_passes
-from emotion_ai.mtcnn import LANDMARK_NAMES, Mtcnn, nms
+from emotion_ai.detect import _unturn, crops_for
+from emotion_ai.mtcnn import LANDMARK_NAMES, Mtcnn, _crops, _unturn_boxes, _unturn_points, nms
 
 ASTRONAUT_FACE = (179.0, 59.0, 88.0, 113.0)  # MTCNN's box (x, y, w, h) in the 512-px photo
 
@@ -49,19 +49,44 @@ def test_finds_faces_tilted_up_to_30_degrees(mtcnn, astronaut_bgr, degrees):
 
 
 @pytest.mark.parametrize("degrees", [-30, 30])
-def test_search_passes_split_detect_into_its_tilted_searches(mtcnn, astronaut_bgr, degrees):
-    passes = search_passes(mtcnn)
-    assert len(passes) == 1 + len(mtcnn.tilts) == 3
+def test_tilted_faces_keep_their_landmarks_in_place(mtcnn, astronaut_bgr, degrees):
+    (upright,) = mtcnn.detect(astronaut_bgr)
     turned, m = _rotate(astronaut_bgr, degrees)
-    merged: list = []
-    for search in passes:
-        merged = _merge(merged, search(turned))
-    assert [d.box for d in merged] == [d.box for d in mtcnn.detect(turned)]  # together they are `detect`
-    expect = m @ np.append(_centre(ASTRONAUT_FACE), 1.0)
-    against = passes[1 + mtcnn.tilts.index(-np.sign(degrees) * 25.0)]  # the pass that turns the face upright
-    assert [np.linalg.norm(_centre(d.box) - expect) < 15 for d in against(turned)] == [True]
-    haar = HaarFaceDetector()
-    assert search_passes(haar) == [haar.detect]
+    (tilted,) = mtcnn.detect(turned)
+    expect = np.array(upright.landmarks) @ m[:, :2].T + m[:, 2]  # where the turn moved the upright landmarks
+    assert np.abs(np.array(tilted.landmarks) - expect).max() < 6
+
+
+@pytest.mark.parametrize("degrees", [-25.0, 25.0])
+def test_a_turned_crop_undoes_the_tilt_of_the_image(astronaut_bgr, degrees):
+    rgb = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2RGB)
+    x, y, w, _ = ASTRONAUT_FACE
+    box = np.array([[x, y + 10, x + w, y + 10 + w]])  # a square on the face
+    centre = ((box[0, 0] + box[0, 2]) / 2, (box[0, 1] + box[0, 3]) / 2)
+    tilted = cv2.warpAffine(rgb, cv2.getRotationMatrix2D(centre, degrees, 1.0), (512, 512),
+                            borderMode=cv2.BORDER_REPLICATE)
+    upright = _crops(rgb, box, 48)
+    assert np.abs(_crops(tilted, box, 48, np.array([-degrees])) - upright).mean() < 0.05  # of a [-1, 1] range
+    assert np.abs(_crops(tilted, box, 48) - upright).mean() > 0.15  # the tilt itself is far bigger
+    assert np.array_equal(_crops(rgb, box, 48, np.array([0.0])), upright)
+
+
+def test_points_found_in_a_turned_crop_map_back_to_the_image():
+    boxes = np.array([[10.0, 20.0, 50.0, 60.0], [100.0, 0.0, 130.0, 30.0]])
+    angles = np.array([25.0, 0.0])
+    rng = np.random.default_rng(0)
+    points = rng.uniform(0, 140, (2, 5, 2))
+    seen = points.copy()  # where the crop frame (the image turned about the box centre) holds them
+    m = cv2.getRotationMatrix2D((30.0, 40.0), 25.0, 1.0)
+    seen[0] = points[0] @ m[:, :2].T + m[:, 2]
+    back = _unturn_points(boxes, angles, seen)
+    assert np.allclose(back, points) and back[1] is not points[1] and np.array_equal(back[1], points[1])
+    found = np.array([[12.0, 22.0, 52.0, 62.0], [101.0, 1.0, 131.0, 31.0]])  # boxes found in those frames
+    mapped = _unturn_boxes(boxes, angles, found)
+    assert np.array_equal(mapped[1], found[1])  # upright: unchanged
+    centre = ((found[0, :2] + found[0, 2:]) / 2)[None, None]
+    assert np.allclose((mapped[0, :2] + mapped[0, 2:]) / 2, _unturn_points(boxes[:1], angles[:1], centre)[0, 0])
+    assert np.allclose(mapped[0, 2:] - mapped[0, :2], found[0, 2:] - found[0, :2])  # same size, upright
 
 
 @pytest.mark.parametrize("side", [20, 24, 32])

@@ -14,7 +14,7 @@ from emotion_ai import cli as cli_mod
 from emotion_ai.detect import Detection
 from emotion_ai.errors import RequestTimeoutError
 from emotion_ai.result import Face, Prediction
-from emotion_ai.streaming import prefetch, smooth
+from emotion_ai.streaming import UNFOUND_KEY_FRAMES, prefetch, smooth
 from emotion_ai.transport import ModelRef, VersionStatus
 
 LABELS = ("happy", "sad")
@@ -108,7 +108,7 @@ def test_track_ids_stay_with_their_faces_and_new_faces_get_new_ids():
 def test_a_face_keeps_its_id_through_a_short_occlusion_but_not_a_long_one():
     face, blank = frame((100, 60, 80)), frame()
     preds, _ = stream([face] * 3 + [blank] * 4 + [face] * 2, detect_every=1, max_missed=5)
-    assert [len(p.faces) for p in preds] == [1, 1, 1, 0, 0, 0, 0, 1, 1]
+    assert [len(p.faces) for p in preds] == [1, 1, 1, 1, 0, 0, 0, 1, 1]  # followed through the first miss
     assert {f.track_id for p in preds for f in p.faces} == {1}
     preds, _ = stream([face] * 2 + [blank] * 6 + [face], detect_every=1, max_missed=3)
     assert preds[-1].faces[0].track_id == 2
@@ -122,29 +122,22 @@ def test_a_followed_face_that_jumps_is_detected_again_at_once():
     assert {f.track_id for p in preds for f in p.faces} == {1}
 
 
-class PassDetector(SquareDetector):
-    """A SquareDetector whose search comes in passes (as MTCNN's tilts do); `hidden` passes find nothing."""
+class BlindDetector(SquareDetector):
+    """A SquareDetector that finds nothing on the calls numbered in `blind` (1 = the first call)."""
 
-    passes = (0.0, 25.0, -25.0)
-
-    def __init__(self, hidden: frozenset[float] = frozenset()):
+    def __init__(self, blind: frozenset[int] = frozenset()):
         super().__init__()
-        self.hidden, self.log = hidden, []
+        self.blind = blind
 
     def detect(self, image):
-        self.log.append("all")
-        return super().detect(image)
-
-    def detect_pass(self, image, tilt=0.0):
-        self.log.append(tilt)
-        return [] if tilt in self.hidden else SquareDetector.detect(self, image)
+        found = super().detect(image)
+        return [] if self.calls in self.blind else found
 
 
-def test_key_frames_take_turns_with_the_detector_passes_and_re_anchor_followed_faces():
+def test_key_frames_re_anchor_followed_faces_and_start_tracks_for_new_ones():
     frames = [frame((100, 60, 80))] * 3 + [frame((100, 60, 80), (220, 100, 50))] * 5
-    detector = PassDetector()
-    preds, _ = stream(frames, detector=detector, detect_every=2)
-    assert detector.log == ["all", 0.0, 25.0, -25.0]  # a whole search only when there is nothing to follow
+    preds, detector = stream(frames, detect_every=2)
+    assert detector.calls == 4  # frames 0, 2, 4 and 6
     assert [p.detected for p in preds] == [i % 2 == 0 for i in range(8)]
     assert [[f.track_id for f in p.faces] for p in preds] == [[1]] * 4 + [[1, 2]] * 4  # the new face: frame 4
     for p in preds:
@@ -152,17 +145,17 @@ def test_key_frames_take_turns_with_the_detector_passes_and_re_anchor_followed_f
             assert [f.box for f in p.faces] == [d.box for d in SquareDetector().detect(p.image)]
 
 
-def test_a_followed_face_no_pass_finds_for_a_whole_round_is_dropped():
-    detector = PassDetector(hidden=frozenset({0.0, 25.0, -25.0}))  # the face is found once, then never
-    preds, _ = stream([frame((100, 60, 80))] * 6, detector=detector, detect_every=1)
-    assert [len(p.faces) for p in preds] == [1, 1, 1, 0, 1, 1]  # kept through 2 unfound passes, then dropped
-    assert detector.log == ["all", 0.0, 25.0, -25.0, "all", 0.0]
-    found_by_one = PassDetector(hidden=frozenset({0.0, 25.0}))  # only the -25° pass finds it: kept throughout
-    preds, _ = stream([frame((100, 60, 80))] * 8, detector=found_by_one, detect_every=1)
+def test_a_followed_face_two_key_frames_in_a_row_miss_is_dropped():
+    assert UNFOUND_KEY_FRAMES == 2
+    never_again = BlindDetector(blind=frozenset(range(2, 100)))  # the face is found once, then never
+    preds, _ = stream([frame((100, 60, 80))] * 5, detector=never_again, detect_every=1)
+    assert [len(p.faces) for p in preds] == [1, 1, 0, 0, 0]  # kept through one miss, dropped at the second
+    every_other = BlindDetector(blind=frozenset({2, 4, 6}))  # one miss at a time: kept throughout
+    preds, _ = stream([frame((100, 60, 80))] * 8, detector=every_other, detect_every=1)
     assert [len(p.faces) for p in preds] == [1] * 8 and {f.track_id for p in preds for f in p.faces} == {1}
 
 
-def test_a_key_frame_detector_pass_runs_while_the_followed_faces_requests_are_out():
+def test_a_key_frame_detection_runs_while_the_followed_faces_requests_are_out():
     both = threading.Barrier(2, timeout=10)  # broken (and the test failed) unless both are in flight at once
 
     class MeetingTransport(ShapeTransport):
@@ -171,23 +164,26 @@ def test_a_key_frame_detector_pass_runs_while_the_followed_faces_requests_are_ou
                 both.wait()
             return super().predict(model, inputs, timeout)
 
-    class MeetingDetector(PassDetector):
-        def detect_pass(self, image, tilt=0.0):
-            both.wait()
-            return super().detect_pass(image, tilt)
+    class MeetingDetector(SquareDetector):
+        def detect(self, image):
+            if self.calls:  # not the first frame's search: there is nothing to follow yet
+                both.wait()
+            return super().detect(image)
 
     preds, detector = stream([frame((100, 60, 80))] * 3, transport=MeetingTransport(), detector=MeetingDetector(),
                              detect_every=1)
-    assert detector.log == ["all", 0.0, 25.0] and [len(p.faces) for p in preds] == [1, 1, 1]
+    assert detector.calls == 3 and [len(p.faces) for p in preds] == [1, 1, 1]
 
 
-def test_a_detector_pass_that_fails_raises_in_the_stream():
-    class BrokenPass(PassDetector):
-        def detect_pass(self, image, tilt=0.0):
-            raise RuntimeError("pass failed")
+def test_a_key_frame_detection_that_fails_raises_in_the_stream():
+    class BrokenLater(SquareDetector):
+        def detect(self, image):
+            if self.calls:
+                raise RuntimeError("detector failed")
+            return super().detect(image)
 
-    with pytest.raises(RuntimeError, match="pass failed"):
-        stream([frame((100, 60, 80))] * 3, detector=BrokenPass(), detect_every=1)
+    with pytest.raises(RuntimeError, match="detector failed"):
+        stream([frame((100, 60, 80))] * 3, detector=BrokenLater(), detect_every=1)
 
 
 def test_scores_are_smoothed_per_track_over_time():
@@ -335,18 +331,18 @@ def test_cli_video_rows_for_every_analysed_frame_summary_and_bounds(cli_fake, tm
     out, summary = tmp_path / "t.jsonl", tmp_path / "s.json"
     assert cli_mod.main(["video", str(video), "--out", str(out), "--detect-every", "1", "--summary", str(summary)]) == 0
     frames = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [len(f["faces"]) for f in frames] == [1, 1, 1, 1, 0, 0, 1, 1, 1, 1]
+    assert [len(f["faces"]) for f in frames] == [1, 1, 1, 1, 1, 0, 1, 1, 1, 1]  # followed through one miss
     assert {face["track_id"] for f in frames for face in f["faces"]} == {1}
     assert json.loads(summary.read_text())[0] | {"mean_happy": 0, "mean_sad": 0} == {
-        "track_id": 1, "first_frame": 0, "last_frame": 9, "frames": 8, "dominant": "happy", "mean_happy": 0,
+        "track_id": 1, "first_frame": 0, "last_frame": 9, "frames": 9, "dominant": "happy", "mean_happy": 0,
         "mean_sad": 0}
-    assert "track 1: frames 0-9 (8 analysed), mostly happy" in capsys.readouterr().err
+    assert "track 1: frames 0-9 (9 analysed), mostly happy" in capsys.readouterr().err
     assert cli_mod.main(["video", str(video), "--out", str(out), "--max-frames", "3"]) == 0
     assert len(out.read_text().splitlines()) == 3
     csv_out = tmp_path / "t.csv"
     assert cli_mod.main(["video", str(video), "--out", str(csv_out), "--detect-every", "1"]) == 0
     lines = csv_out.read_text().splitlines()
-    assert len(lines) == 1 + 10 and lines[5].startswith("4,0.4,,")  # the no-face frame has its row
+    assert len(lines) == 1 + 10 and lines[6].startswith("5,0.5,,")  # the no-face frame has its row
 
 
 def test_cli_video_leaves_no_file_when_the_server_is_down(tmp_path, capsys):

@@ -196,8 +196,8 @@ def _intersect(a, b) -> bool:
 
 @pytest.mark.parametrize("angle", [-28.0, 28.0])
 def test_mtcnn_tilt_search_finds_the_tilted_faces_the_upright_search_misses(real_faces, angle):
-    """Validation faces tilted 28°: the default (±25° copies searched too) finds them all, the upright search
-    misses some; neither draws a false box."""
+    """Validation faces tilted 28°: the default (doubtful candidates looked at turned ±25° too) finds them
+    all, the upright look misses some; neither draws a false box."""
     if real_faces is None:
         pytest.skip(f"no keypoints data at {db.DATA}")
     image = db.load_backgrounds(("brick",))["brick"][:480, :640].copy()
@@ -213,8 +213,8 @@ def test_mtcnn_tilt_search_finds_the_tilted_faces_the_upright_search_misses(real
     assert upright.found.count(None) >= 1 and upright.false_boxes == 0
 
 
-def test_runner_ab_compares_a_commit_with_the_tree_and_finds_no_difference_against_itself(tmp_path, monkeypatch):
-    """bench/mtcnn_runner_ab.py against HEAD's runner: where the tree's runner is HEAD's, nothing differs."""
+def test_detector_ab_compares_a_commit_with_the_tree_and_finds_no_difference_against_itself(tmp_path, monkeypatch):
+    """bench/mtcnn_runner_ab.py against HEAD's client package: where the tree's is HEAD's, nothing differs."""
     import json
     import shutil
     import subprocess
@@ -222,14 +222,15 @@ def test_runner_ab_compares_a_commit_with_the_tree_and_finds_no_difference_again
     if not db.DATA.is_file():
         pytest.skip(f"no keypoints data at {db.DATA}")
     ab = bench_module("mtcnn_runner_ab")
-    head = subprocess.run(["git", "show", f"HEAD:{ab.RUNNER}"], check=False, cwd=ab.REPO, capture_output=True,
-                          text=True) if shutil.which("git") else None
-    if head is None or head.returncode or head.stdout != (ab.REPO / ab.RUNNER).read_text():
-        pytest.skip("not a git checkout whose runner equals HEAD's")
+    same = shutil.which("git") and subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ab.PACKAGE], check=False,
+                                                  cwd=ab.REPO, capture_output=True).returncode == 0
+    if not same:
+        pytest.skip("not a git checkout whose client package equals HEAD's")
     monkeypatch.setattr("sys.argv", ["mtcnn_runner_ab.py", "--rev", "HEAD", "--scenes", "3", "--out", str(tmp_path)])
     assert ab.main() == 0
     doc = json.loads((tmp_path / "mtcnn_runner_ab.json").read_text())
     assert doc["differing_scenes"] == 0 and doc["scenes"] == 3
-    earlier, current = doc["runners"].values()
+    earlier, current = doc["detectors"].values()
     assert (earlier["found"], earlier["false_boxes"]) == (current["found"], current["false_boxes"])
     assert current["faces"] > 0
+    assert "| at HEAD |" in (tmp_path / "mtcnn_runner_ab.md").read_text()

@@ -10,11 +10,9 @@ file you supply. Any object with a matching `detect()` method can be plugged int
 
 from __future__ import annotations
 
-import functools
 import math
 import os
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -25,7 +23,6 @@ import numpy as np
 from . import spec
 from .mtcnn import Mtcnn, MtcnnResult
 from .preprocess import to_gray
-from .tracking import iou
 
 Point = tuple[float, float]
 
@@ -170,11 +167,9 @@ class MtcnnFaceDetector:
         orientations: image rotations searched, in degrees counter-clockwise (multiples of 90); add
             90, 180, 270 for sideways or upside-down photos (searched only when the upright image has
             no face).
-        tilts: also search copies tilted by these angles (degrees) and merge the faces found: the
-            upright search alone misses a quarter of the faces tilted 20-30° in the detector benchmark;
-            the ±25° copies find them, at 3-4 times the detection time; `tilts=()` for speed.
-        tilt_scale: size of the tilted copies relative to the working copy (their cost goes with its
-            square; faces smaller than 12 / tilt_scale px are found by the upright search only).
+        tilts: also look at each candidate face that MTCNN's second and third networks doubt turned by
+            these angles (degrees; `mtcnn.Mtcnn.detect`): the upright look alone misses a quarter of
+            the faces tilted 20-30° in the detector benchmark; `tilts=()` for speed.
         enhance: when nothing is found in a dark (mean < 60) or flat (std < 25) image, search a
             contrast-equalised (CLAHE) copy too; the models still see the original pixels.
     """
@@ -189,7 +184,6 @@ class MtcnnFaceDetector:
         min_score: float = 0.95,
         orientations: tuple[int, ...] = (0,),
         tilts: tuple[float, ...] = (-25.0, 25.0),
-        tilt_scale: float = 0.7,
         enhance: bool = True,
     ):
         if min_face_size <= 0 or max_side < 32 or not 0 <= min_score <= 1:
@@ -201,22 +195,8 @@ class MtcnnFaceDetector:
         self.min_score = min_score
         self.orientations = tuple(o % 360 for o in orientations)
         self.tilts = tuple(float(t) for t in tilts)
-        if not 0 < tilt_scale <= 1:
-            raise ValueError("tilt_scale must be in (0, 1]")
-        self.tilt_scale = tilt_scale
         self.enhance = enhance
         self._net = Mtcnn()
-
-    @property
-    def passes(self) -> tuple[float, ...]:
-        """The searches of one `detect` by tilt (0 = upright), for callers that spread them over the
-        frames of a video (`search_passes`)."""
-        return (0.0, *self.tilts)
-
-    def detect_pass(self, image: np.ndarray, tilt: float = 0.0) -> list[Detection]:
-        """The faces one search of `detect` finds: the upright image, or its copy tilted by `tilt`."""
-        _, rgb, scale = self._working_copy(image)
-        return self._search(rgb, 0, scale, tilt)
 
     def _working_copy(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
         """The image at most `max_side` pixels long (BGR and RGB), and its scale."""
@@ -232,8 +212,6 @@ class MtcnnFaceDetector:
         found: list[Detection] = []
         for turn in self.orientations:
             found = self._search(rgb, turn, scale)
-            for tilt in self.tilts:
-                found = _merge(found, self._search(rgb, turn, scale, tilt))
             if found:
                 return found
         gray = to_gray(small)
@@ -242,30 +220,13 @@ class MtcnnFaceDetector:
             found = self._search(cv2.cvtColor(clahe, cv2.COLOR_GRAY2RGB), 0, scale)
         return found
 
-    def _search(self, rgb: np.ndarray, turn: int, scale: float, tilt: float = 0.0) -> list[Detection]:
-        """Detections in `rgb` turned by `turn` degrees (then tilted by `tilt`), in original-image pixels."""
+    def _search(self, rgb: np.ndarray, turn: int, scale: float) -> list[Detection]:
+        """Detections in `rgb` turned by `turn` degrees, in original-image pixels."""
         h, w = rgb.shape[:2]
         k = turn // 90
         turned = np.ascontiguousarray(np.rot90(rgb, k)) if k else rgb
-        min_face = max(12.0, self.min_face_size * scale)
-        if not tilt:
-            return self._collect(self._net.detect(turned, min_face), k, w, h, scale)
-        f = self.tilt_scale  # tilted copies are searched smaller (cost ~ f²); faces under 12/f px are missed there
-        th, tw = turned.shape[:2]
-        c, s = abs(np.cos(np.radians(tilt))) * f, abs(np.sin(np.radians(tilt))) * f
-        cw, ch = round(tw * c + th * s), round(tw * s + th * c)
-        m = cv2.getRotationMatrix2D((tw / 2, th / 2), tilt, f)
-        m[:, 2] += ((cw - tw) / 2, (ch - th) / 2)
-        tilted = cv2.warpAffine(turned, m, (cw, ch), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
-        result = self._net.detect(tilted, max(12.0, min_face * f))
-        back = cv2.invertAffineTransform(m)
-        untilt = lambda pts: pts @ back[:, :2].T + back[:, 2]  # noqa: E731
-        boxes = result.boxes.copy()
-        if len(boxes):  # the box stays upright and keeps its size; its centre is mapped back
-            centres = untilt((boxes[:, :2] + boxes[:, 2:]) / 2)
-            half = (boxes[:, 2:] - boxes[:, :2]) / (2 * f)
-            boxes = np.hstack([centres - half, centres + half])
-        return self._collect(MtcnnResult(boxes, result.scores, untilt(result.landmarks)), k, w, h, scale)
+        result = self._net.detect(turned, max(12.0, self.min_face_size * scale), self.tilts)
+        return self._collect(result, k, w, h, scale)
 
     def _collect(self, result: MtcnnResult, k: int, w: int, h: int, scale: float) -> list[Detection]:
         """Detections of `result` (found in `rgb` turned k quarter turns) above the score and size floors."""
@@ -281,16 +242,6 @@ class MtcnnFaceDetector:
             out.append(Detection(tuple(float(v) for v in found), float(score),  # type: ignore[arg-type]
                                  tuple((float(x), float(y)) for x, y in points)))
         return out
-
-
-def _merge(found: list[Detection], extra: list[Detection], overlap: float = 0.3) -> list[Detection]:
-    """`found` plus the faces of `extra` that overlap none of them (the upright search's box wins: it
-    is the better-placed one for a face it found)."""
-    out = list(found)
-    for d in sorted(extra, key=lambda d: -d.score):
-        if all(iou(d.box, o.box) <= overlap for o in out):
-            out.append(d)
-    return out
 
 
 def _unturn(points: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
@@ -326,15 +277,6 @@ def make_detector(detector: str | FaceDetector | None = None, **options: object)
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}; choose one of {', '.join(DETECTORS)} or yunet:PATH")
     return DETECTORS[detector](**options)
-
-
-def search_passes(detector: FaceDetector) -> list[Callable[[np.ndarray], list[Detection]]]:
-    """`detector`'s search split into passes whose faces together are what `detect` finds: one per
-    tilt for MTCNN, `[detector.detect]` for other detectors. Video spreads them over key frames."""
-    passes = getattr(detector, "passes", None)
-    if passes is None or not hasattr(detector, "detect_pass"):
-        return [detector.detect]
-    return [functools.partial(detector.detect_pass, tilt=t) for t in passes]
 
 
 def crops_for(detector: FaceDetector) -> spec.DetectorCrops:

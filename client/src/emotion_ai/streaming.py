@@ -4,11 +4,10 @@ Every visible face is cropped where its previous keypoints say it now is, moved 
 frame's motion (the box is placed relative to the keypoints as it was at the last detection), as
 MediaPipe's face tracking does; a face whose new keypoints land farther than `max_drift` from where
 they were expected, or changed scale by more than that, is looked for again by the whole detector at
-once. Every `detect_every` frames (a key frame) one pass of the detector's search runs as well
-(`detect.search_passes`: MTCNN's upright and tilted searches take turns, so a key frame costs one of
-them, not all): its faces re-anchor the followed faces they overlap and start tracks for new ones, and
-a followed face that no pass found for a whole round of passes is dropped. Memory is constant: only the
-current tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
+once. Every `detect_every` frames (a key frame) the detector runs as well, while the followed faces'
+requests are out: its faces re-anchor the followed faces they overlap and start tracks for new ones,
+and a followed face that `UNFOUND_KEY_FRAMES` key frames in a row have not found is dropped. Memory is
+constant: only the current tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
 """
 
 from __future__ import annotations
@@ -24,10 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .detect import Detection, search_passes
+from .detect import Detection
 from .images import ColorOrder, ImageInput, load_image
 from .result import Box, Face, Prediction
 from .tracking import IoUTracker, iou
+
+#: A followed face is dropped when this many key frames in a row did not detect it (one miss is forgiven:
+#: the detector can lose a face for a frame, e.g. to motion blur, that landmark tracking still holds).
+UNFOUND_KEY_FRAMES = 2
 
 if TYPE_CHECKING:
     from .client import EmotionClient
@@ -75,7 +78,7 @@ class _Track:
     smoothed: dict[str, float]
     time: float
     eyes: tuple[tuple[float, float], ...] | None = None  # image-left eye first, as detector landmarks
-    unfound: int = 0  # key frames in a row whose detector pass did not find this face
+    unfound: int = 0  # key frames in a row whose detection did not find this face
     velocity: tuple[float, float] = (0.0, 0.0)  # keypoint centre's move over the last frame, in pixels
 
 
@@ -116,8 +119,6 @@ class FaceStream:
         self._tracker = IoUTracker(max_age=max(1, math.ceil(o.max_missed / o.detect_every)))
         self._tracks: dict[int, _Track] = {}
         self._next_detection = 0
-        self._passes = search_passes(client.detector)
-        self._pass = 0  # the next key frame's pass
         self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotion-ai-detect")
         self._t0: float | None = None
 
@@ -140,7 +141,7 @@ class FaceStream:
         now = self._timestamp(index)
         timings = {"decode": (time.perf_counter() - t_start) * 1e3, "detect": 0.0}
         detected = index >= self._next_detection
-        search = self._next_pass(bgr, timings) if detected and self._tracks else None  # overlaps _follow
+        search = self._search(bgr, timings) if detected and self._tracks else None  # overlaps _follow
         followed = self._follow(bgr, t_start, timings) if self._tracks else []
         anchored: set[int] = set()  # track ids whose box the detector gave on this frame
         if followed is None or (detected and not followed):  # lost, or nothing to follow: full search
@@ -202,11 +203,10 @@ class FaceStream:
                 return None
         return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
 
-    def _next_pass(self, bgr: np.ndarray, timings: dict[str, float]) -> Future[list[Detection]]:
-        """Start the next detector pass on `bgr` in a thread (it runs while the followed faces' requests
-        are out); its duration goes to timings["detect"]."""
-        search = self._passes[self._pass % len(self._passes)]
-        self._pass += 1
+    def _search(self, bgr: np.ndarray, timings: dict[str, float]) -> Future[list[Detection]]:
+        """Start the detector on `bgr` in a thread (it runs while the followed faces' requests are out);
+        its duration goes to timings["detect"]."""
+        search = self.client.detector.detect
 
         def timed() -> list[Detection]:
             t = time.perf_counter()
@@ -219,9 +219,9 @@ class FaceStream:
 
     def _refresh(self, bgr: np.ndarray, followed: list[Face], detections: list[Detection], t_start: float,
                  timings: dict[str, float]) -> tuple[list[Face], set[int]]:
-        """A key frame with faces to follow: the detector pass's `detections` re-anchor the followed faces
-        they overlap (their box becomes the detector's) and start tracks for the faces nobody follows; a
-        followed face that a whole round of passes has not found is dropped."""
+        """A key frame with faces to follow: the detector's `detections` re-anchor the followed faces they
+        overlap (their box becomes the detector's) and start tracks for the faces nobody follows; a
+        followed face that `UNFOUND_KEY_FRAMES` key frames in a row have not found is dropped."""
         found: dict[int, Detection] = {}  # index in `followed` -> its detection
         new: list[Detection] = []
         for d in sorted(detections, key=lambda d: -d.score):
@@ -241,7 +241,7 @@ class FaceStream:
                 kept.append(replace(face, box=d.box, detection_score=d.score))
             else:
                 track.unfound += 1
-                if track.unfound < len(self._passes):
+                if track.unfound < UNFOUND_KEY_FRAMES:
                     kept.append(face)
                 else:
                     del self._tracks[face.track_id]  # type: ignore[arg-type]
