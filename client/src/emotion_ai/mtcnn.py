@@ -189,12 +189,13 @@ class Mtcnn:
 
     Attributes:
         min_face_size: smallest face side searched, in pixels of the image given to `detect`.
-        thresholds: face-score thresholds of P-Net, R-Net and O-Net (P-Net's is 0.5, not the paper's
-            0.6: the extra proposals let the tilted looks find more faces; see the detector benchmark).
+        thresholds: face-score thresholds of P-Net, R-Net and O-Net (P-Net's is 0.4, not the paper's
+            0.6: the extra proposals let the turned looks find more tilted faces; see the detector
+            benchmark).
         scale_factor: ratio between pyramid levels.
     """
 
-    def __init__(self, min_face_size: float = 20.0, thresholds: tuple[float, float, float] = (0.5, 0.7, 0.7),
+    def __init__(self, min_face_size: float = 20.0, thresholds: tuple[float, float, float] = (0.4, 0.7, 0.7),
                  scale_factor: float = 0.709, folder: Path | None = None):
         self._folder = folder or model_dir()
         self._pnet_onnx = self._read("pnet")  # read once; each pyramid shape gets its own net from it
