@@ -3,7 +3,7 @@
     .venv/bin/python bench/detector_bench.py                                  # 200 scenes, haar + mtcnn, keypoints RMSE
     .venv/bin/python bench/detector_bench.py --detectors haar --no-models     # detectors only (no TensorFlow)
     .venv/bin/python bench/detector_bench.py --scenes 500 --seed 1 --models DIR
-    .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without tilted copies
+    .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without turned looks
     .venv/bin/python bench/detector_bench.py --tiny                           # CI size: 8 scenes, seconds
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,

@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-side", type=int, metavar="PX", help="detect on a copy at most this large (boxes mapped back)")
     g.add_argument("--min-score", type=float, help="detection score a face needs, in [0, 1]")
     g.add_argument("--no-tilt-search", dest="tilts", action="store_const", const=(),
-                   help="mtcnn: skip the ±25° tilted copies (3-4x faster detection, fewer tilted faces found)")
+                   help="mtcnn: skip the ±25° turned looks (detection in about a third of the time, "
+                   "fewer tilted faces found)")
 
     p = sub.add_parser("predict", parents=[conn, det], help="analyse images or folders of images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
@@ -111,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth frame (default: 1)")
     s_opts = StreamOptions()
     v.add_argument("--detect-every", type=int, default=s_opts.detect_every, metavar="N",
-                   help=f"run a detector pass every N frames (MTCNN's upright and tilted searches in turn), "
+                   help=f"run the detector every N frames, "
                    f"follow faces by their keypoints on every frame (default: {s_opts.detect_every})")
     v.add_argument("--smoothing", type=float, default=s_opts.smoothing, metavar="SECONDS",
                    help=f"time constant of the per-track score smoothing (default: {s_opts.smoothing:g})")
