@@ -57,6 +57,14 @@ def test_tilted_faces_keep_their_landmarks_in_place(mtcnn, astronaut_bgr, degree
     assert np.abs(np.array(tilted.landmarks) - expect).max() < 6
 
 
+def test_detect_upright_is_the_search_without_turned_looks(mtcnn, astronaut_bgr):
+    turned, _ = _rotate(astronaut_bgr, 30)
+    plain = MtcnnFaceDetector(tilts=())
+    for image in (astronaut_bgr, turned):
+        assert [d.box for d in mtcnn.detect_upright(image)] == [d.box for d in plain.detect(image)]
+    assert [d.box for d in mtcnn.detect_upright(astronaut_bgr)] == [d.box for d in mtcnn.detect(astronaut_bgr)]
+
+
 @pytest.mark.parametrize("degrees", [-25.0, 25.0])
 def test_a_turned_crop_undoes_the_tilt_of_the_image(astronaut_bgr, degrees):
     rgb = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2RGB)

@@ -14,7 +14,7 @@ from emotion_ai import cli as cli_mod
 from emotion_ai.detect import Detection
 from emotion_ai.errors import RequestTimeoutError
 from emotion_ai.result import Face, Prediction
-from emotion_ai.streaming import UNFOUND_KEY_FRAMES, prefetch, smooth
+from emotion_ai.streaming import WHOLE_EVERY, prefetch, smooth
 from emotion_ai.transport import ModelRef, VersionStatus
 
 LABELS = ("happy", "sad")
@@ -108,7 +108,7 @@ def test_track_ids_stay_with_their_faces_and_new_faces_get_new_ids():
 def test_a_face_keeps_its_id_through_a_short_occlusion_but_not_a_long_one():
     face, blank = frame((100, 60, 80)), frame()
     preds, _ = stream([face] * 3 + [blank] * 4 + [face] * 2, detect_every=1, max_missed=5)
-    assert [len(p.faces) for p in preds] == [1, 1, 1, 1, 0, 0, 0, 1, 1]  # followed through the first miss
+    assert [len(p.faces) for p in preds] == [1, 1, 1, 0, 0, 0, 0, 1, 1]
     assert {f.track_id for p in preds for f in p.faces} == {1}
     preds, _ = stream([face] * 2 + [blank] * 6 + [face], detect_every=1, max_missed=3)
     assert preds[-1].faces[0].track_id == 2
@@ -122,22 +122,31 @@ def test_a_followed_face_that_jumps_is_detected_again_at_once():
     assert {f.track_id for p in preds for f in p.faces} == {1}
 
 
-class BlindDetector(SquareDetector):
-    """A SquareDetector that finds nothing on the calls numbered in `blind` (1 = the first call)."""
+class RoundDetector(SquareDetector):
+    """A SquareDetector with a cheaper upright search (as MTCNN has); `blind` searches find nothing, and
+    with `only_first` no search after the first finds anything."""
 
-    def __init__(self, blind: frozenset[int] = frozenset()):
+    def __init__(self, blind: frozenset[str] = frozenset(), only_first: bool = False):
         super().__init__()
-        self.blind = blind
+        self.blind, self.only_first, self.log = blind, only_first, []
+
+    def _look(self, kind: str, image) -> list:
+        self.log.append(kind)
+        found = SquareDetector.detect(self, image)
+        return [] if kind in self.blind or (self.only_first and self.calls > 1) else found
 
     def detect(self, image):
-        found = super().detect(image)
-        return [] if self.calls in self.blind else found
+        return self._look("whole", image)
+
+    def detect_upright(self, image):
+        return self._look("upright", image)
 
 
-def test_key_frames_re_anchor_followed_faces_and_start_tracks_for_new_ones():
+def test_key_frames_run_the_upright_search_and_a_whole_one_per_round_and_re_anchor_followed_faces():
+    assert WHOLE_EVERY == 3
     frames = [frame((100, 60, 80))] * 3 + [frame((100, 60, 80), (220, 100, 50))] * 5
-    preds, detector = stream(frames, detect_every=2)
-    assert detector.calls == 4  # frames 0, 2, 4 and 6
+    preds, detector = stream(frames, detector=RoundDetector(), detect_every=2)
+    assert detector.log == ["whole", "upright", "upright", "whole"]  # frame 0 (nothing to follow), 2, 4, 6
     assert [p.detected for p in preds] == [i % 2 == 0 for i in range(8)]
     assert [[f.track_id for f in p.faces] for p in preds] == [[1]] * 4 + [[1, 2]] * 4  # the new face: frame 4
     for p in preds:
@@ -145,14 +154,23 @@ def test_key_frames_re_anchor_followed_faces_and_start_tracks_for_new_ones():
             assert [f.box for f in p.faces] == [d.box for d in SquareDetector().detect(p.image)]
 
 
-def test_a_followed_face_two_key_frames_in_a_row_miss_is_dropped():
-    assert UNFOUND_KEY_FRAMES == 2
-    never_again = BlindDetector(blind=frozenset(range(2, 100)))  # the face is found once, then never
-    preds, _ = stream([frame((100, 60, 80))] * 5, detector=never_again, detect_every=1)
-    assert [len(p.faces) for p in preds] == [1, 1, 0, 0, 0]  # kept through one miss, dropped at the second
-    every_other = BlindDetector(blind=frozenset({2, 4, 6}))  # one miss at a time: kept throughout
-    preds, _ = stream([frame((100, 60, 80))] * 8, detector=every_other, detect_every=1)
+def test_a_followed_face_a_whole_round_of_key_frames_misses_is_dropped():
+    preds, detector = stream([frame((100, 60, 80))] * 6, detector=RoundDetector(only_first=True), detect_every=1)
+    assert [len(p.faces) for p in preds] == [1, 1, 1, 0, 0, 0]  # kept through 2 missing key frames, then dropped
+    assert detector.log == ["whole", "upright", "upright", "whole", "whole", "whole"]
+    tilted = RoundDetector(blind=frozenset({"upright"}))  # only the whole search finds it: kept throughout
+    preds, _ = stream([frame((100, 60, 80))] * 8, detector=tilted, detect_every=1)
     assert [len(p.faces) for p in preds] == [1] * 8 and {f.track_id for p in preds for f in p.faces} == {1}
+
+
+def test_with_a_detector_of_one_search_a_missing_key_frame_drops_the_face():
+    class OnceOnly(SquareDetector):
+        def detect(self, image):
+            found = super().detect(image)
+            return found if self.calls == 1 else []
+
+    preds, detector = stream([frame((100, 60, 80))] * 4, detector=OnceOnly(), detect_every=1)
+    assert [len(p.faces) for p in preds] == [1, 0, 0, 0] and detector.calls == 4
 
 
 def test_a_key_frame_detection_runs_while_the_followed_faces_requests_are_out():
@@ -331,18 +349,18 @@ def test_cli_video_rows_for_every_analysed_frame_summary_and_bounds(cli_fake, tm
     out, summary = tmp_path / "t.jsonl", tmp_path / "s.json"
     assert cli_mod.main(["video", str(video), "--out", str(out), "--detect-every", "1", "--summary", str(summary)]) == 0
     frames = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [len(f["faces"]) for f in frames] == [1, 1, 1, 1, 1, 0, 1, 1, 1, 1]  # followed through one miss
+    assert [len(f["faces"]) for f in frames] == [1, 1, 1, 1, 0, 0, 1, 1, 1, 1]
     assert {face["track_id"] for f in frames for face in f["faces"]} == {1}
     assert json.loads(summary.read_text())[0] | {"mean_happy": 0, "mean_sad": 0} == {
-        "track_id": 1, "first_frame": 0, "last_frame": 9, "frames": 9, "dominant": "happy", "mean_happy": 0,
+        "track_id": 1, "first_frame": 0, "last_frame": 9, "frames": 8, "dominant": "happy", "mean_happy": 0,
         "mean_sad": 0}
-    assert "track 1: frames 0-9 (9 analysed), mostly happy" in capsys.readouterr().err
+    assert "track 1: frames 0-9 (8 analysed), mostly happy" in capsys.readouterr().err
     assert cli_mod.main(["video", str(video), "--out", str(out), "--max-frames", "3"]) == 0
     assert len(out.read_text().splitlines()) == 3
     csv_out = tmp_path / "t.csv"
     assert cli_mod.main(["video", str(video), "--out", str(csv_out), "--detect-every", "1"]) == 0
     lines = csv_out.read_text().splitlines()
-    assert len(lines) == 1 + 10 and lines[6].startswith("5,0.5,,")  # the no-face frame has its row
+    assert len(lines) == 1 + 10 and lines[5].startswith("4,0.4,,")  # the no-face frame has its row
 
 
 def test_cli_video_leaves_no_file_when_the_server_is_down(tmp_path, capsys):

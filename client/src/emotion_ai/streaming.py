@@ -5,9 +5,11 @@ frame's motion (the box is placed relative to the keypoints as it was at the las
 MediaPipe's face tracking does; a face whose new keypoints land farther than `max_drift` from where
 they were expected, or changed scale by more than that, is looked for again by the whole detector at
 once. Every `detect_every` frames (a key frame) the detector runs as well, while the followed faces'
-requests are out: its faces re-anchor the followed faces they overlap and start tracks for new ones,
-and a followed face that `UNFOUND_KEY_FRAMES` key frames in a row have not found is dropped. Memory is
-constant: only the current tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
+requests are out: its faces re-anchor the followed faces they overlap and start tracks for new ones.
+A detector with a cheaper upright-only search (`detect_upright`: MTCNN without its turned looks) runs
+that on key frames, and its whole search on every `WHOLE_EVERY`-th; a followed face that a whole round of
+key frames (one for other detectors) has not found is dropped. Memory is constant: only the current
+tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,9 @@ from .images import ColorOrder, ImageInput, load_image
 from .result import Box, Face, Prediction
 from .tracking import IoUTracker, iou
 
-#: A followed face is dropped when this many key frames in a row did not detect it (one miss is forgiven:
-#: the detector can lose a face for a frame, e.g. to motion blur, that landmark tracking still holds).
-UNFOUND_KEY_FRAMES = 2
+#: Key frames per round with a detector that has `detect_upright`: that upright search on the first ones,
+#: the whole search (tilted faces too) on the last.
+WHOLE_EVERY = 3
 
 if TYPE_CHECKING:
     from .client import EmotionClient
@@ -119,6 +121,9 @@ class FaceStream:
         self._tracker = IoUTracker(max_age=max(1, math.ceil(o.max_missed / o.detect_every)))
         self._tracks: dict[int, _Track] = {}
         self._next_detection = 0
+        upright = getattr(client.detector, "detect_upright", None)
+        self._round = [upright] * (WHOLE_EVERY - 1) + [client.detector.detect] if upright else [client.detector.detect]
+        self._key_frames = 0  # key frames with faces to follow so far (the position in the round)
         self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotion-ai-detect")
         self._t0: float | None = None
 
@@ -204,9 +209,10 @@ class FaceStream:
         return [replace(f, track_id=tid) for f, tid in zip(faces, ids, strict=True)]
 
     def _search(self, bgr: np.ndarray, timings: dict[str, float]) -> Future[list[Detection]]:
-        """Start the detector on `bgr` in a thread (it runs while the followed faces' requests are out);
-        its duration goes to timings["detect"]."""
-        search = self.client.detector.detect
+        """Start this key frame's search of the round on `bgr` in a thread (it runs while the followed faces'
+        requests are out); its duration goes to timings["detect"]."""
+        search = self._round[self._key_frames % len(self._round)]
+        self._key_frames += 1
 
         def timed() -> list[Detection]:
             t = time.perf_counter()
@@ -221,7 +227,7 @@ class FaceStream:
                  timings: dict[str, float]) -> tuple[list[Face], set[int]]:
         """A key frame with faces to follow: the detector's `detections` re-anchor the followed faces they
         overlap (their box becomes the detector's) and start tracks for the faces nobody follows; a
-        followed face that `UNFOUND_KEY_FRAMES` key frames in a row have not found is dropped."""
+        followed face that a whole round of key frames has not found is dropped."""
         found: dict[int, Detection] = {}  # index in `followed` -> its detection
         new: list[Detection] = []
         for d in sorted(detections, key=lambda d: -d.score):
@@ -241,7 +247,7 @@ class FaceStream:
                 kept.append(replace(face, box=d.box, detection_score=d.score))
             else:
                 track.unfound += 1
-                if track.unfound < UNFOUND_KEY_FRAMES:
+                if track.unfound < len(self._round):
                     kept.append(face)
                 else:
                     del self._tracks[face.track_id]  # type: ignore[arg-type]
