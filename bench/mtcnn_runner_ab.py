@@ -46,6 +46,10 @@ def package_at(rev: str, scratch: Path):
         sys.path.remove(str(scratch))
 
 
+def _share(recall: float | None) -> str:
+    return "-" if recall is None else f"{recall:.2f}"  # None: no face in that bucket
+
+
 def markdown(doc: dict) -> str:
     lines = ["# MTCNN detector: this tree against an earlier commit", "", f"Command: `{doc['command']}`  ",
              f"Machine: {doc['machine']}  ", f"Scenes: {doc['scenes']} (detector_bench, seed {doc['seed']}); "
@@ -53,8 +57,8 @@ def markdown(doc: dict) -> str:
              "| detector | recall | by face size <32 / 32-64 / 64-128 / >=128 px | by tilt <10 / 10-20 / 20-30° "
              "| false boxes / image | ms per scene (mean / p95) |", "|---|---:|---|---|---:|---:|"]
     for name, m in doc["detectors"].items():
-        sizes = " / ".join(f"{v['recall']:.2f}" for v in m["recall_by_size"].values())
-        tilts = " / ".join(f"{v['recall']:.2f}" for v in m["recall_by_rotation"].values())
+        sizes = " / ".join(_share(v["recall"]) for v in m["recall_by_size"].values())
+        tilts = " / ".join(_share(v["recall"]) for v in m["recall_by_rotation"].values())
         lines.append(f"| {name} | {m['recall']:.4f} ({m['found']}/{m['faces']}) | {sizes} | {tilts} "
                      f"| {m['false_boxes_per_image']:.3f} | {m['ms_mean']:.1f} / {m['ms_p95']:.1f} |")
     return "\n".join([*lines, ""])
