@@ -57,6 +57,15 @@ def test_tilted_faces_keep_their_landmarks_in_place(mtcnn, astronaut_bgr, degree
     assert np.abs(np.array(tilted.landmarks) - expect).max() < 6
 
 
+@pytest.mark.parametrize("degrees", [0, 10, -20])
+def test_the_turned_looks_keep_the_upright_search_faces_as_they_are(mtcnn, astronaut_bgr, degrees):
+    turned, _ = _rotate(astronaut_bgr, degrees)
+    small = cv2.resize(turned, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    for image in (turned, small):
+        upright = MtcnnFaceDetector(tilts=()).detect(image)
+        assert upright and all(d in mtcnn.detect(image) for d in upright)  # same box, score and landmarks
+
+
 def test_detect_upright_is_the_search_without_turned_looks(mtcnn, astronaut_bgr):
     turned, _ = _rotate(astronaut_bgr, 30)
     plain = MtcnnFaceDetector(tilts=())

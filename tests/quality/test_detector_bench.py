@@ -211,6 +211,7 @@ def test_mtcnn_tilt_search_finds_the_tilted_faces_the_upright_search_misses(real
     (tilted,) = db.run_detector(detect.MtcnnFaceDetector(), [scene])
     assert None not in tilted.found and tilted.false_boxes == 0
     assert upright.found.count(None) >= 1 and upright.false_boxes == 0
+    assert set(upright.boxes) < set(tilted.boxes)  # the turned looks only add faces: the upright ones keep their boxes
 
 
 def test_detector_ab_compares_a_commit_with_the_tree_and_finds_no_difference_against_itself(tmp_path, monkeypatch):

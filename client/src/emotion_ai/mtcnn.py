@@ -273,25 +273,29 @@ class Mtcnn:
         `tilts` (degrees), the candidates R-Net and O-Net doubt are also looked at turned by each."""
         empty = MtcnnResult(np.empty((0, 4)), np.empty(0), np.empty((0, 5, 2)))
         tilts = tuple(float(t) for t in tilts if t)
+        # `plain`: a candidate the search without tilts has too (a P-Net proposal at its own threshold, sure
+        # at first look in R-Net and O-Net). Suppression ranks those first, so a face that search finds
+        # keeps its box, and the extra looks only add faces.
         with self._lock:
-            boxes, _ = self._proposals(rgb, self.min_face_size if min_face_size is None else min_face_size,
-                                       TILTED_PNET_THRESHOLD if tilts else self.thresholds[0])
+            boxes, pnet = self._proposals(rgb, self.min_face_size if min_face_size is None else min_face_size,
+                                          TILTED_PNET_THRESHOLD if tilts else self.thresholds[0])
             if len(boxes) == 0:
                 return empty
-            angles = np.zeros(len(boxes))
-            scores, (reg,) = self._stage(self._rnet, RNET_OUTPUTS, 24, rgb, boxes, angles, tilts,
-                                         (RNET_DOUBT, self.thresholds[1]), RNET_DOUBT)
+            angles, plain = np.zeros(len(boxes)), pnet >= self.thresholds[0]
+            scores, (reg,), sure = self._stage(self._rnet, RNET_OUTPUTS, 24, rgb, boxes, angles, tilts,
+                                               (RNET_DOUBT, self.thresholds[1]), RNET_DOUBT)
             keep = scores > self.thresholds[1]
-            boxes, reg, scores, angles = boxes[keep], reg[keep], scores[keep], angles[keep]
+            boxes, reg, scores, angles, plain = boxes[keep], reg[keep], scores[keep], angles[keep], (plain & sure)[keep]
             if len(boxes) == 0:
                 return empty
-            keep = nms(boxes, scores, 0.7)
-            boxes, angles = boxes[keep], angles[keep]
+            keep = nms(boxes, scores + plain, 0.7)
+            boxes, angles, plain = boxes[keep], angles[keep], plain[keep]
             boxes = np.fix(_square(_unturn_boxes(boxes, angles, _regress(boxes, reg[keep]))))
-            scores, (reg, points) = self._stage(self._onet, ONET_OUTPUTS, 48, rgb, boxes, angles, tilts,
-                                                (ONET_DOUBT, ONET_SURE), ONET_REFINE_DOUBT)
+            scores, (reg, points), sure = self._stage(self._onet, ONET_OUTPUTS, 48, rgb, boxes, angles, tilts,
+                                                      (ONET_DOUBT, ONET_SURE), ONET_REFINE_DOUBT)
         keep = scores > self.thresholds[2]
         boxes, angles, reg, points, scores = boxes[keep], angles[keep], reg[keep], points[keep], scores[keep]
+        plain = (plain & sure)[keep]
         if len(boxes) == 0:
             return empty
         w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
@@ -300,20 +304,21 @@ class Mtcnn:
         ys = boxes[:, 1:2] + h * points[:, 5:10] - 1
         landmarks = _unturn_points(boxes, angles, np.stack([xs, ys], axis=2))
         boxes = _unturn_boxes(boxes, angles, _regress(boxes, reg))
-        keep = nms(boxes, scores, 0.7, "min")
+        keep = nms(boxes, scores + plain, 0.7, "min")
         return MtcnnResult(boxes[keep], scores[keep], landmarks[keep])
 
     def _stage(self, net: cv2.dnn.Net, outputs: list[str], size: int, rgb: np.ndarray, boxes: np.ndarray,
                angles: np.ndarray, tilts: tuple[float, ...], doubt: tuple[float, float],
-               refine_floor: float) -> tuple[np.ndarray, list[np.ndarray]]:
-        """R-Net or O-Net on the candidates (`boxes` turned by `angles`): face scores and the other outputs.
-        With `tilts`, a candidate scoring in `doubt` is scored again turned by each tilt, then one scoring
-        in (refine_floor, doubt[1]] again at its regressed box; the best look is kept (`boxes` and `angles`
-        are updated in place)."""
+               refine_floor: float) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """R-Net or O-Net on the candidates (`boxes` turned by `angles`): face scores, the other outputs, and
+        which candidates were sure at first look (above `doubt`). With `tilts`, a candidate scoring in
+        `doubt` is scored again turned by each tilt, then one scoring in (refine_floor, doubt[1]] again at
+        its regressed box; the best look is kept (`boxes` and `angles` are updated in place)."""
         *results, prob = _batched(net, _crops(rgb, boxes, size, angles), outputs)
         scores = prob[:, 1].astype(np.float64)
+        sure = scores > doubt[1]
         if not tilts:
-            return scores, results
+            return scores, results, sure
 
         def keep_better(idx: np.ndarray, looked: list[np.ndarray]) -> np.ndarray:
             better = looked[-1][:, 1] > scores[idx]
@@ -337,4 +342,4 @@ class Mtcnn:
             moved = np.fix(_square(_unturn_boxes(boxes[idx], angles[idx], _regress(boxes[idx], results[0][idx]))))
             better = keep_better(idx, _batched(net, _crops(rgb, moved, size, angles[idx]), outputs))
             boxes[idx[better]] = moved[better]
-        return scores, results
+        return scores, results, sure
