@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from . import spec
-from .mtcnn import Mtcnn, MtcnnResult
+from .mtcnn import ONET_SURE, Mtcnn, MtcnnResult
 from .preprocess import to_gray
 
 Point = tuple[float, float]
@@ -181,7 +181,7 @@ class MtcnnFaceDetector:
         *,
         min_face_size: float = 20.0,
         max_side: int = 1280,
-        min_score: float = 0.95,
+        min_score: float = ONET_SURE,
         orientations: tuple[int, ...] = (0,),
         tilts: tuple[float, ...] = (-25.0, 25.0),
         enhance: bool = True,
