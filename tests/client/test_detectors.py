@@ -10,10 +10,13 @@ from emotion_ai.detect import _unturn, crops_for
 from emotion_ai.mtcnn import (
     BATCHES,
     LANDMARK_NAMES,
+    LEVEL_DOUBT,
     ONET_OUTPUTS,
+    TURNED_SURE,
     Mtcnn,
     _batched,
     _crops,
+    _doubted_level,
     _unturn_boxes,
     _unturn_points,
     nms,
@@ -247,6 +250,22 @@ def test_batches_of_mixed_sizes_give_each_crop_its_own_outputs(n):
     for k, out in enumerate(together):
         assert out.shape[0] == n
         np.testing.assert_allclose(out, np.concatenate([a[k] for a in alone]), rtol=0, atol=1e-6)
+
+
+def test_only_level_doubtful_faces_of_the_extra_looks_are_dropped():
+    def eyes(degrees: float) -> np.ndarray:
+        t = np.radians(degrees)
+        marks = np.zeros((5, 2))
+        marks[1] = 30 * np.cos(t), 30 * np.sin(t)
+        return marks
+
+    rolls = [0.0, LEVEL_DOUBT - 1, -(LEVEL_DOUBT - 1), LEVEL_DOUBT + 1, 25.0, 180.0]
+    landmarks = np.stack([eyes(r) for r in rolls])
+    low, high = np.full(len(rolls), TURNED_SURE - 0.01), np.full(len(rolls), TURNED_SURE)
+    plain, extra = np.ones(len(rolls), bool), np.zeros(len(rolls), bool)
+    assert _doubted_level(landmarks, low, extra).tolist() == [True, True, True, False, False, False]
+    assert not _doubted_level(landmarks, low, plain).any()  # the upright search's faces stay as they are
+    assert not _doubted_level(landmarks, high, extra).any()
 
 
 def test_runner_matches_the_detector_on_a_group_photo():
