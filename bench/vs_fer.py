@@ -3,6 +3,8 @@
     .venv/bin/python bench/vs_fer.py                        # full run (~5 min on 2 busy cores)
     .venv/bin/python bench/vs_fer.py --quick                # small samples, 60-frame clip (~2 min)
     .venv/bin/python bench/vs_fer.py --models DIR --video-args "--detect-every 5"
+    .venv/bin/python bench/vs_fer.py --detector-options "min_face_size=50 tilts=()" \
+        --video-args "--min-face-size 50 --no-tilt-search"    # ours searching what fer's Haar searches
 
 * photos: `EmotionClient(protocol="grpc").predict(jpeg_bytes)` (decode + detect + keypoints + emotion, models
   on the embedded server) vs fer's `FER().detect_emotions(img)` in-process on the same 640x480 JPEG files of
@@ -15,6 +17,8 @@
   `--video-args` go to the CLI as given, and to `stream` as its keyword arguments or `StreamOptions` fields
   where the names match (`--detect-every 5` -> `StreamOptions(detect_every=5)`); both use the client's defaults
   otherwise.
+* `--detector-options` (`key=value` pairs, Python literals) configure our default detector for the photos and
+  `stream` (`make_detector(**options)`), e.g. fer's search: faces from 50 px (its Haar `minSize`), upright only.
 
 fer runs in a throwaway venv, .cache/fer-venv (made on the first run; pip's index must serve these):
 `tensorflow-cpu==<this venv's TF> 'opencv-python-headless<5' pillow requests 'setuptools<81'`, then
@@ -32,6 +36,7 @@ Writes bench/results/vs_fer.json and .md (`--quick`: vs_fer_quick.*) with machin
 from __future__ import annotations
 
 import argparse
+import ast
 import atexit
 import json
 import os
@@ -354,6 +359,20 @@ def paired_photo(client: Any, fer: FerWorker, path: Path, repeats: int, warmup: 
     return mine, theirs | {"ms": summarize(theirs_ms)}
 
 
+def detector_options(text: str) -> dict[str, Any]:
+    """`key=value` pairs (values are Python literals) -> keyword arguments for `make_detector`."""
+    options = {}
+    for item in shlex.split(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"--detector-options: expected key=value, got {item!r}")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError) as exc:
+            raise SystemExit(f"--detector-options: {key}'s value {value!r} is not a Python literal") from exc
+    return options
+
+
 def cli_command(host: str, grpc_port: int, extra: list[str]) -> list[str]:
     """The `emotion-ai video` command line (CLIP and OUT are filled in by `our_cli_video`)."""
     exe = Path(sys.executable).with_name("emotion-ai")
@@ -436,6 +455,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, help="timed calls per photo and side (default 10, --quick 5)")
     p.add_argument("--frames", type=int, help="frames of the clip (default 240, --quick 60)")
     p.add_argument("--video-args", default="", help='extra `emotion-ai video` flags, e.g. "--detect-every 5"')
+    p.add_argument("--detector-options", default="",
+                   help='our detector\'s options as key=value Python literals, e.g. "min_face_size=50 tilts=()"')
     p.add_argument("--fer-tf", help="TensorFlow of the fer venv (default: this venv's)")
     p.add_argument("--out", type=Path, default=BENCH / "results")
     args = p.parse_args()
@@ -444,7 +465,7 @@ def main() -> int:
     from importlib import metadata
 
     import photos
-    from emotion_ai import EmotionClient
+    from emotion_ai import EmotionClient, make_detector
     from machine import machine_info
 
     repeats = args.repeats or (5 if args.quick else 10)
@@ -466,10 +487,12 @@ def main() -> int:
     with ExitStack() as stack:
         fer = stack.enter_context(FerWorker(python, tmp / "fer_worker.log"))
         host, grpc_port, _ = stack.enter_context(server_endpoint(args))
-        client = stack.enter_context(EmotionClient(host, protocol="grpc", grpc_port=grpc_port, timeout=120))
+        options = detector_options(args.detector_options)
+        client = stack.enter_context(EmotionClient(host, protocol="grpc", grpc_port=grpc_port, timeout=120,
+                                                   detector=make_detector(**options)))
         client.wait_until_available(60)
         models = described_models(client, None if args.no_server else args.models)
-        detector = type(client.detector).__name__
+        detector = type(client.detector).__name__ + (f"({args.detector_options})" if options else "")
         print(f"photos: ours ({models}, {detector}) and fer {fer.info['fer']}, alternating ...", flush=True)
         pairs = [paired_photo(client, fer, f, repeats, warmup) for f in files]
         print("video: fer, our CLI, our stream, fer again ...", flush=True)

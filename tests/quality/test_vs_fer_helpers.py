@@ -42,6 +42,15 @@ def test_flags_to_kwargs() -> None:
     assert ignored == ["--every 2", "stray"]
 
 
+def test_detector_options_are_python_literals() -> None:
+    assert vs_fer.detector_options("min_face_size=50 tilts=() enhance=False") == {
+        "min_face_size": 50, "tilts": (), "enhance": False}
+    assert vs_fer.detector_options("") == {}
+    for bad in ("min_face_size", "x=notaliteral", "1a=2"):
+        with pytest.raises(SystemExit, match="--detector-options"):
+            vs_fer.detector_options(bad)
+
+
 def test_stream_kwargs_split_options_from_parameters() -> None:
     argv = ["--detect-every", "3", "--fps", "30", "--every", "2"]
     kwargs, options, ignored = vs_fer.stream_kwargs(["fps", "options", "color"], ["detect_every", "smoothing"], argv)
