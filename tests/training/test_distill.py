@@ -195,3 +195,39 @@ def test_teacher_ensemble_bench_reports_members_and_their_mean(tmp_path: Path, m
                                                                                     cache)) / 2
     assert doc["results"][2]["accuracy"] == round(float((mean.argmax(1) == labels).mean()), 4)
     assert "| 1 + 2 |" in (out / "teacher_ensemble.md").read_text()
+
+
+def test_teacher_copies_teach_on_fixed_augmented_copies_each_cached(tmp_path: Path) -> None:
+    from emotion_ai_training.distill import teacher_outputs
+    from emotion_ai_training.train import CopyBatches, TrainConfig, augmented_copies, run_batches
+
+    from ..support.tiny_models import make_export_tree
+
+    teacher = make_export_tree(tmp_path / "teachers") / "emotion" / "1"
+    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs, cache = tmp_path / "runs", tmp_path / "cache"
+    args = ["emotion", "--data", str(data), "--runs", str(runs), "--cache-dir", str(cache), "--teacher", str(teacher),
+            "--teacher-copies", "3"]
+    assert _train([*args, "--name", "c", "--epochs", "2"]) == 0
+    config = json.loads((runs / "c" / "config.json").read_text())
+    assert config["teacher_copies"] == 3
+    assert len(list((cache / "teacher").glob("emotion-*.npz"))) == 3  # one cache file per copy
+    cfg = TrainConfig(**config)
+    train_batches, _ = run_batches(cfg)
+    assert isinstance(train_batches, CopyBatches) and train_batches.copies.shape == (3, 16, 48, 48)
+    originals = run_batches(TrainConfig(**config | {"teacher_copies": 0}))[0].images
+    copies = augmented_copies(cfg, originals)  # the same copies on every call with this seed
+    np.testing.assert_array_equal(copies, train_batches.copies)
+    assert all(np.abs(copies[k].astype(int) - originals).mean() > 1 for k in range(3))
+    x, y = train_batches[0]
+    assert x.shape == (8, 48, 48, 1) and y.shape == (8, 14)
+    # Each row is one copy's pixels with that copy's teacher output beside its label.
+    outputs = [teacher_outputs([teacher], "emotion", c, cache) for c in copies]
+    idx = np.sort(train_batches.order[:8])
+    for row, i in enumerate(idx):
+        k = next(k for k in range(3) if np.array_equal(copies[k, i], x[row, ..., 0]))
+        np.testing.assert_allclose(y[row, 7:], outputs[k][i], rtol=1e-6)
+    # Copies without a teacher, or for keypoints, are refused with a clear error (exit code 2).
+    assert _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "n", "--teacher-copies", "2"]) == 2
+    with pytest.raises(ValueError, match="teacher_copies needs a teacher and the emotion task"):
+        TrainConfig(task="keypoints", data="k.csv", run_dir="r", teacher=["t"], teacher_copies=2)

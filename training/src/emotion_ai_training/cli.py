@@ -41,6 +41,7 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--limit": ("limit", int, None),
     "--init-from": ("init_from", str, None),
     "--keep-epochs": ("keep_epochs", int, None),
+    "--teacher-copies": ("teacher_copies", int, None),
 }
 _TRAIN_HELP = {
     "--epochs": "epochs of the cosine schedule; with --resume, changes the run's length",
@@ -56,6 +57,8 @@ _TRAIN_HELP = {
     "--temperature": "emotion distillation temperature",
     "--limit": "use at most N training rows (0 = all)",
     "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras",
+    "--teacher-copies": "emotion distillation: teach on K fixed augmented copies of the training set, the teacher "
+                        "run on each (cached), instead of on the un-augmented images (default: 0)",
     "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0; "
                      "with --resume, from then on)",
 }

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MONITORS = {"emotion": ("val_accuracy", "max"), "keypoints": ("val_rmse", "min")}
 #: Weight of the teacher in distillation when `TrainConfig.distill_alpha` is None (see distill.py).
 DISTILL_ALPHA = {"emotion": 0.9, "keypoints": 0.5}
+COPIES_SEED = 1000  # offset of the augmented copies' seed from the run's (`TrainConfig.teacher_copies`)
 
 
 @dataclass
@@ -70,6 +71,7 @@ class TrainConfig:
     teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
     distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
     temperature: float = 4.0  # emotion distillation softening
+    teacher_copies: int = 0  # emotion: teach on this many fixed augmented copies (0 = the un-augmented images)
     keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
 
     def __post_init__(self) -> None:
@@ -84,6 +86,11 @@ class TrainConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.keep_epochs < 0:
             raise ValueError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
+        if self.teacher_copies < 0:
+            raise ValueError(f"teacher_copies must be >= 0, got {self.teacher_copies}")
+        if self.teacher_copies and (not self.teacher or self.task != "emotion"):
+            raise ValueError("teacher_copies needs a teacher and the emotion task (keypoint targets already "
+                             "follow the augmentation exactly)")
         for name in ("dropout", "erase_probability", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -126,14 +133,31 @@ class Batches(keras.utils.PyDataset):
 
     def __getitem__(self, i: int):
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
-        x, y = self.images[idx], self.targets[idx]
+        x, y = self._rows(idx)
         if self.augmenter is not None:
             x, y = self.augmenter(x, y) if self.points else (self.augmenter(x), y)
         return x[..., None].astype(np.float32), y
 
+    def _rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return self.images[idx], self.targets[idx]
+
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.order = self.rng.permutation(len(self.images))
+
+
+class CopyBatches(Batches):
+    """Training batches drawn from K fixed augmented copies of the training set ([K, N, ...] images and
+    targets): each row comes from one of its copies, picked at random every time (no further augmentation,
+    so the teacher's outputs stay those of the very pixels the student sees)."""
+
+    def __init__(self, images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, **kwargs):
+        super().__init__(images[0], targets[0], batch_size, None, False, True, seed, **kwargs)
+        self.copies, self.copy_targets = images, targets
+
+    def _rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = self.rng.integers(len(self.copies), size=len(idx))
+        return self.copies[k, idx], self.copy_targets[k, idx]
 
 
 # ------------------------------------------------------------------------------------------ callbacks
@@ -253,18 +277,32 @@ def _load_task_data(cfg: TrainConfig):
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"{cfg.data}: need both a training and a validation split "
                          f"(got {len(x_tr)} train, {len(x_va)} validation rows)")
+    if cfg.teacher_copies:
+        x_tr = augmented_copies(cfg, x_tr)
+        targets = [_distill_targets(cfg, x, y_tr, y_va) for x in x_tr]
+        return x_tr, np.stack([t[0] for t in targets]), x_va, targets[0][1]
     if cfg.teacher:
         y_tr, y_va = _distill_targets(cfg, x_tr, y_tr, y_va)
     return x_tr, y_tr, x_va, y_va
+
+
+def augmented_copies(cfg: TrainConfig, images: np.ndarray) -> np.ndarray:
+    """`cfg.teacher_copies` augmented copies of the training images [K, N, H, W], the same for every run
+    with this seed (so each copy's teacher outputs are cached once)."""
+    augmenter = Augmenter(cfg.augment_config(), cfg.seed + COPIES_SEED)
+    return np.stack([augmenter(images) for _ in range(cfg.teacher_copies)])
 
 
 def _batches(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
              y_va: np.ndarray) -> tuple[Batches, Batches]:
     """(augmented, shuffled training batches; plain validation batches) of a run."""
     is_points = cfg.task == "keypoints"
-    augmenter = Augmenter(cfg.augment_config(), cfg.seed)
-    train_batches = Batches(x_tr, y_tr, cfg.batch_size, augmenter, is_points, True, cfg.seed, workers=2,
-                            use_multiprocessing=False, max_queue_size=8)
+    loading = {"workers": 2, "use_multiprocessing": False, "max_queue_size": 8}
+    if cfg.teacher_copies:
+        train_batches: Batches = CopyBatches(x_tr, y_tr, cfg.batch_size, cfg.seed, **loading)
+    else:
+        train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed), is_points,
+                                True, cfg.seed, **loading)
     return train_batches, Batches(x_va, y_va, 256, None, is_points, False, cfg.seed)
 
 
@@ -370,8 +408,10 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
             copy_weights(cfg.init_from, model)
             log.info("initial weights from %s", cfg.init_from)
         _compile(model, cfg, len(train_batches))
-    log.info("%s: %d train / %d validation rows, %.2f M parameters, epochs %d..%d",
-             cfg.task, len(x_tr), len(x_va), model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
+    log.info("%s: %d train / %d validation rows%s, %.2f M parameters, epochs %d..%d",
+             cfg.task, len(train_batches.images), len(x_va),
+             f" ({cfg.teacher_copies} augmented copies)" if cfg.teacher_copies else "",
+             model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
     callbacks = [
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
         RunCheckpoint(run_dir, monitor, mode, best, seconds, cfg.keep_epochs),
