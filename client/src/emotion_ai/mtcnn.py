@@ -51,8 +51,8 @@ ONET_DOUBT, ONET_REFINE_DOUBT, ONET_SURE = 0.1, 0.3, 0.95
 TILTED_PNET_THRESHOLD = 0.4
 #: A face only the extra looks found (not `plain`, below) that scores under TURNED_SURE while its eye
 #: landmarks lie within LEVEL_DOUBT degrees of level is dropped: a level face the upright look doubted is
-#: mostly background (detector benchmark, seeds 2 and 5, 1,000 scenes: 16 of the 53 false boxes, 2 of the
-#: 2,060 faces).
+#: mostly background (detector benchmark's scenes, seeds 2 and 5, 1,000 in all: it drops 16 of the 58 false
+#: boxes and 2 of the 2,132 faces found).
 TURNED_SURE, LEVEL_DOUBT = 0.98, 10.0
 
 
