@@ -83,6 +83,14 @@ def test_emotion_smoke_training_resume_and_export(tmp_path: Path) -> None:
     result = sig(image=tf.constant(np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)))
     np.testing.assert_allclose(result["scores"].numpy().sum(1), 1.0, atol=1e-5)
     assert [c.decode() for c in result["classes"].numpy()[2]] == list(EMOTION_LABELS)
+    # The served graph (batch norms folded into the convolutions) computes what the checkpoint does.
+    from emotion_ai_training.train import TrainConfig, build_model, copy_weights
+
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)
+    checkpoint = build_model(TrainConfig(**json.loads((run / "config.json").read_text())))
+    copy_weights(run / "best.keras", checkpoint)
+    np.testing.assert_allclose(result["scores"].numpy(), checkpoint.predict(pixels.astype(np.float32), verbose=0),
+                               atol=1e-5)
 
     card = json.loads((version / "model_card.json").read_text())
     assert card["training_data"]["file"] == "fer2013.csv" and len(card["training_data"]["sha256"]) == 64

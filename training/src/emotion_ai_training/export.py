@@ -4,8 +4,9 @@ Contract (spec.py names):
 - keypoints: `image` uint8 [batch, 96, 96, 1] → `keypoints` float32 [batch, 15, 2] (x, y in input pixels)
 - emotion:   `image` uint8 [batch, 48, 48, 1] → `scores` float32 [batch, K], `classes` string [batch, K]
 Normalisation is inside the graph. Optional test-time augmentation (mirror; for emotion also
-shifted copies) and the averaging of an ensemble of checkpoints are inside the graph too; weights
-may be stored as float16 (compute stays float32).
+shifted copies) and the averaging of an ensemble of checkpoints are inside the graph too; batch norms
+are folded into their convolutions (batchnorm_folding); weights may be stored as float16 (compute
+stays float32).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from emotion_ai.spec import (
     SIGNATURE_NAME,
 )
 from emotion_ai.versions import version_dirs
+
+from emotion_ai_training.batchnorm_folding import fold_batch_norm
 
 log = logging.getLogger(__name__)
 
@@ -171,12 +174,13 @@ def _git_commit() -> str:
 def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_dir: str | Path, *,
                  version: int | None = None, labels: tuple[str, ...] | None = None, flip_tta: bool = False,
                  shift_tta: int = 0, weights_dtype: str = "float32", card: dict[str, Any] | None = None,
-                 evaluate: Callable[[Path, int], dict[str, Any]] | None = None) -> Path:
+                 evaluate: Callable[[Path, int], dict[str, Any]] | None = None, fold_batch_norms: bool = True) -> Path:
     """Export float32 Keras model(s) as models_export/<kind>/<version>/ and return that folder.
 
     Several models (same task and outputs, e.g. checkpoints of successive runs) are served as one
     ensemble: the signature returns the mean of their outputs. `flip_tta` also averages the mirror
     image; `shift_tta` (emotion only) also averages copies shifted by that many pixels (see tta_views).
+    Batch norms are folded into their convolutions unless `fold_batch_norms` is False (for comparisons).
 
     The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
     version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
@@ -205,7 +209,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
     target = base_dir / str(version)
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
-    net = _Ensemble(models, weights_dtype)
+    net = _Ensemble([fold_batch_norm(m) for m in models] if fold_batch_norms else models, weights_dtype)
     if kind == EMOTION_MODEL:
         labels = tuple(labels or ())
         if len(labels) != models[0].output_shape[-1]:
@@ -232,6 +236,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             "ensemble_members": len(models),
             "weights_dtype": weights_dtype,
             "parameters": int(sum(m.count_params() for m in models)),
+            "batch_norm_folded": fold_batch_norms,
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_commit": _git_commit(),
             "tensorflow": tf.__version__,

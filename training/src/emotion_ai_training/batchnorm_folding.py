@@ -1,0 +1,102 @@
+"""Fold inference-mode batch normalization into the convolution before it, for export.
+
+A BatchNormalization layer in inference computes y = γ·(x − μ)/√(σ² + ε) + β, an affine map per channel,
+so after a Conv2D whose output feeds nothing else it can be merged into that convolution: kernel ← kernel·s
+and bias ← (bias − μ)·s + β with s = γ/√(σ² + ε). The folded model computes the same function (up to float
+rounding) with one layer fewer per pair; on this CPU that made the students 8–13 % faster per face.
+Training never sees the folded copy: export folds a copy of the trained model.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import keras
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def _histories(node: Any):
+    """Every `keras_history` list inside one layer's inbound-node structure (args may nest in lists)."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "__keras_tensor__":
+            yield node["config"]["keras_history"]
+        else:
+            for value in node.values():
+                yield from _histories(value)
+    elif isinstance(node, list | tuple):
+        for value in node:
+            yield from _histories(value)
+
+
+def _foldable_pairs(config: dict) -> dict[str, str]:
+    """batch-norm layer name → name of the Conv2D it can be folded into."""
+    by_name = {layer["name"]: layer for layer in config["layers"]}
+    consumers: dict[str, int] = {}
+    for layer in config["layers"]:
+        for history in _histories(layer["inbound_nodes"]):
+            consumers[history[0]] = consumers.get(history[0], 0) + 1
+    outputs = {history[0] for history in _histories(config["output_layers"])} | {
+        out[0] for out in config["output_layers"] if isinstance(out, list) and out and isinstance(out[0], str)}
+    pairs = {}
+    for layer in config["layers"]:
+        if (layer["class_name"] != "BatchNormalization" or len(layer["inbound_nodes"]) != 1
+                or layer["name"] in outputs):
+            continue
+        if layer["config"]["axis"] not in (-1, 3, [-1], [3]):
+            continue
+        sources = list(_histories(layer["inbound_nodes"]))
+        if len(sources) != 1:
+            continue
+        conv = by_name[sources[0][0]]
+        if (conv["class_name"] == "Conv2D" and conv["config"]["activation"] == "linear"
+                and conv["config"]["groups"] == 1 and consumers.get(conv["name"]) == 1
+                and conv["name"] not in outputs):
+            pairs[layer["name"]] = conv["name"]
+    return pairs
+
+
+def _rewire(node: Any, renames: dict[str, str]) -> None:
+    for history in _histories(node):
+        if history[0] in renames:
+            history[0] = renames[history[0]]
+
+
+def fold_batch_norm(model: keras.Model) -> keras.Model:
+    """An inference copy of a functional `model` with every batch norm that directly follows a linear
+    Conv2D (whose only consumer it is, and not a model output) folded into that convolution; every other
+    layer keeps its weights. A model with nothing to fold comes back as a plain copy."""
+    config = copy.deepcopy(model.get_config())
+    pairs = _foldable_pairs(config)
+    conv_names = set(pairs.values())
+    layers = []
+    for layer in config["layers"]:
+        if layer["name"] in pairs:
+            continue
+        if layer["name"] in conv_names:
+            layer["config"]["use_bias"] = True
+        _rewire(layer["inbound_nodes"], pairs)
+        layers.append(layer)
+    config["layers"] = layers
+    folded = keras.Model.from_config(config)
+    bn_of = {conv: bn for bn, conv in pairs.items()}
+    for layer in folded.layers:
+        source = model.get_layer(layer.name)
+        if layer.name not in bn_of:
+            layer.set_weights(source.get_weights())
+            continue
+        bn = model.get_layer(bn_of[layer.name])
+        kernel = keras.ops.convert_to_numpy(source.kernel).astype(np.float64)
+        bias = keras.ops.convert_to_numpy(source.bias).astype(np.float64) if source.use_bias else 0.0
+        mean = keras.ops.convert_to_numpy(bn.moving_mean).astype(np.float64)
+        variance = keras.ops.convert_to_numpy(bn.moving_variance).astype(np.float64)
+        gamma = keras.ops.convert_to_numpy(bn.gamma).astype(np.float64) if bn.scale else 1.0
+        beta = keras.ops.convert_to_numpy(bn.beta).astype(np.float64) if bn.center else 0.0
+        scale = gamma / np.sqrt(variance + bn.epsilon)
+        layer.set_weights([(kernel * scale).astype(np.float32), ((bias - mean) * scale + beta).astype(np.float32)])
+    log.info("folded %d batch-norm layers into their convolutions (%d layers → %d)", len(pairs),
+             len(model.layers), len(folded.layers))
+    return folded
