@@ -193,6 +193,12 @@ def _add_export(sub) -> None:
     p.add_argument("--weights-dtype", default="float32", choices=("float32", "float16"),
                    help="storage type of the weights (float16 halves the size; compute stays float32)")
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
+    p.add_argument("--fallback", metavar="VERSION_DIR",
+                   help="emotion: export a cascade whose second stage is this exported version (e.g. "
+                        "models_export/emotion/6); needs --defer-below")
+    p.add_argument("--defer-below", type=float, metavar="SCORE",
+                   help="cascade: faces whose top score from the runs is below SCORE get the fallback's scores "
+                        "(`emotion-ai-train cascade-curve` measures the choices)")
     p.add_argument("--eval-dir", default="runs/eval",
                    help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
 
@@ -202,8 +208,54 @@ def _cmd_export(args) -> int:
 
     target = export_runs([Path(r) for r in args.run_dirs], args.out, version=args.version,
                          checkpoint=args.checkpoint, flip_tta=args.flip_tta, shift_tta=args.shift_tta,
-                         weights_dtype=args.weights_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir)
+                         weights_dtype=args.weights_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
+                         fallback=args.fallback, defer_below=args.defer_below)
     sys.stdout.write(f"{target}\n")
+    return 0
+
+
+def _add_cascade_curve(sub) -> None:
+    p = sub.add_parser("cascade-curve", help="emotion: accuracy and faces deferred of a cascade (fast version first, "
+                                             "fallback version for the unsure faces) for each threshold")
+    p.add_argument("fallback", help="the second stage, an exported version folder, e.g. models_export/emotion/6")
+    p.add_argument("fast", nargs="+", help="candidate first stages (exported version folders), each measured")
+    p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
+    p.add_argument("--out", default="runs/cascade", help="where cascade_curve.md/.json go (default: runs/cascade)")
+    p.add_argument("--cache-dir", default="cache")
+
+
+def _cmd_cascade_curve(args) -> int:
+    from emotion_ai.spec import CLASSES_OUTPUT_KEY, SCORES_OUTPUT_KEY
+
+    from emotion_ai_training import cascade
+    from emotion_ai_training.data import label_remap, load_task
+    from emotion_ai_training.evaluate import run_signature
+
+    dataset = load_task("emotion", args.data or DEFAULT_DATA["emotion"], cache_dir=args.cache_dir)
+    images, labels = dataset.subset("validation")
+    fallback_out = run_signature(Path(args.fallback), images)
+    model_labels = tuple(s.decode() for s in fallback_out[CLASSES_OUTPUT_KEY][0])
+    y = label_remap(dataset.label_names, model_labels)[labels]
+    keep = y >= 0
+    fallback, y = fallback_out[SCORES_OUTPUT_KEY][keep], y[keep]
+    texts, docs = [], []
+    for folder in args.fast:
+        out = run_signature(Path(folder), images)
+        if tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0]) != model_labels:
+            raise ValueError(f"{folder} and {args.fallback} have other labels")
+        fast = out[SCORES_OUTPUT_KEY][keep]
+        points = cascade.curve(fast, fallback, y, model_labels, model_labels)
+        folds = cascade.cross_fitted(fast, fallback, y)
+        texts.append(cascade.markdown(points, folder, args.fallback, float((fallback.argmax(1) == y).mean()),
+                                      float((fast.argmax(1) == y).mean()), folds))
+        docs.append({"fast": folder, "fallback": args.fallback, "curve": cascade.as_json(points),
+                     "cross_fitted": folds})
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(texts)
+    (out_dir / "cascade_curve.md").write_text(text)
+    (out_dir / "cascade_curve.json").write_text(json.dumps(docs, indent=2) + "\n")
+    sys.stdout.write(text)
     return 0
 
 
@@ -280,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_describe(sub)
     _add_evaluate(sub)
     _add_export(sub)
+    _add_cascade_curve(sub)
     _add_average(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
@@ -291,8 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
-                "export": _cmd_export, "average": _cmd_average, "model-info": _cmd_model_info,
-                "calibrate-crop": _cmd_calibrate}
+                "export": _cmd_export, "cascade-curve": _cmd_cascade_curve, "average": _cmd_average,
+                "model-info": _cmd_model_info, "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)
     except (ValueError, FileExistsError, FileNotFoundError) as exc:

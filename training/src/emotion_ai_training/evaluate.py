@@ -48,6 +48,12 @@ def _run(fn, images: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
+def run_signature(model_dir: Path, images: np.ndarray) -> dict[str, np.ndarray]:
+    """The outputs of version `model_dir`'s serving signature on uint8 images [N, H, W], in batches."""
+    _, fn = _signature(model_dir)
+    return _run(fn, images)
+
+
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict:
     """Accuracy, per-class precision/recall/F1/support, macro-F1 and the row-normalised confusion matrix."""
     k = len(labels)

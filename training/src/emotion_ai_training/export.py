@@ -19,6 +19,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from emotion_ai.spec import (
 from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
+from emotion_ai_training.rebuild import ExportedEnsemble, rebuild_version
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +99,45 @@ def tta_views(x: tf.Tensor, flip: bool, shift: int) -> list[tf.Tensor]:
     return views
 
 
+def _mean_over_views(net: _Ensemble, x: tf.Tensor, flip_tta: bool, shift_tta: int, num_labels: int) -> tf.Tensor:
+    views = tta_views(x, flip_tta, shift_tta)
+    scores = net(tf.concat(views, axis=0))  # one batch of all views
+    return tf.reduce_mean(tf.reshape(scores, [len(views), -1, num_labels]), axis=0)
+
+
+@dataclass(frozen=True)
+class Cascade:
+    """The second stage of an emotion cascade: the faces whose top score from the first stage is below
+    `defer_below` are answered by `fallback` (an exported version's networks and views) instead."""
+
+    fallback: ExportedEnsemble
+    defer_below: float
+
+
 class _EmotionServing(tf.Module):
-    def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool, shift_tta: int):
+    def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool, shift_tta: int,
+                 fallback_net: _Ensemble | None = None, cascade: Cascade | None = None):
+        """`cascade` (with `fallback_net`, its networks' weight copies) adds a second stage."""
         super().__init__()
         self.net = net
         self.labels = tf.constant(list(labels))
         self.num_labels = len(labels)
         self.flip_tta = flip_tta
         self.shift_tta = shift_tta
+        self.fallback_net = fallback_net
+        self.defer_below = cascade.defer_below if cascade else None
+        self.fallback_views = (cascade.fallback.flip_tta, cascade.fallback.shift_tta) if cascade else None
 
     @tf.function(input_signature=[tf.TensorSpec([None, EMOTION_INPUT_SIZE, EMOTION_INPUT_SIZE, 1], tf.uint8,
                                                 name=INPUT_KEY)])
     def serve(self, image):
         x = tf.cast(image, tf.float32)
-        views = tta_views(x, self.flip_tta, self.shift_tta)
-        scores = self.net(tf.concat(views, axis=0))  # one batch of all views
-        scores = tf.reduce_mean(tf.reshape(scores, [len(views), -1, self.num_labels]), axis=0)
+        scores = _mean_over_views(self.net, x, self.flip_tta, self.shift_tta, self.num_labels)
+        if self.fallback_net is not None:  # only the faces the first stage is unsure of reach the second
+            deferred = tf.where(tf.reduce_max(scores, axis=1) < self.defer_below)
+            second = _mean_over_views(self.fallback_net, tf.gather_nd(x, deferred), *self.fallback_views,
+                                      self.num_labels)
+            scores = tf.tensor_scatter_nd_update(scores, deferred, second)
         classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))
         return {SCORES_OUTPUT_KEY: scores, CLASSES_OUTPUT_KEY: classes}
 
@@ -174,13 +199,17 @@ def _git_commit() -> str:
 def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_dir: str | Path, *,
                  version: int | None = None, labels: tuple[str, ...] | None = None, flip_tta: bool = False,
                  shift_tta: int = 0, weights_dtype: str = "float32", card: dict[str, Any] | None = None,
-                 evaluate: Callable[[Path, int], dict[str, Any]] | None = None, fold_batch_norms: bool = True) -> Path:
+                 evaluate: Callable[[Path, int], dict[str, Any]] | None = None, fold_batch_norms: bool = True,
+                 cascade: Cascade | None = None) -> Path:
     """Export float32 Keras model(s) as models_export/<kind>/<version>/ and return that folder.
 
     Several models (same task and outputs, e.g. checkpoints of successive runs) are served as one
     ensemble: the signature returns the mean of their outputs. `flip_tta` also averages the mirror
     image; `shift_tta` (emotion only) also averages copies shifted by that many pixels (see tta_views).
     Batch norms are folded into their convolutions unless `fold_batch_norms` is False (for comparisons).
+    `cascade` (emotion only) makes these models the first stage of a two-stage graph: each face whose top
+    score is below `cascade.defer_below` gets the fallback version's scores instead (computed for those
+    faces only), so the cost per face depends on how sure the first stage is.
 
     The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
     version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
@@ -201,6 +230,14 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         raise ValueError(f"shift_tta must be 0..{EMOTION_INPUT_SIZE // 4 - 1} pixels, got {shift_tta}")
     if shift_tta and kind != EMOTION_MODEL:
         raise ValueError("shift_tta is for the emotion model only (keypoints would move with the shift)")
+    if cascade is not None:
+        if kind != EMOTION_MODEL:
+            raise ValueError("a cascade is for the emotion model only")
+        if not 0.0 < cascade.defer_below <= 1.0:
+            raise ValueError(f"defer_below must be in (0, 1], got {cascade.defer_below}")
+        if cascade.fallback.card.get("labels") != list(labels or ()):
+            raise ValueError(f"the fallback {cascade.fallback.folder} has other labels: "
+                             f"{cascade.fallback.card.get('labels')} != {list(labels or ())}")
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
     version = version or next_version(base_dir)
@@ -214,7 +251,10 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         labels = tuple(labels or ())
         if len(labels) != models[0].output_shape[-1]:
             raise ValueError(f"{len(labels)} labels for a model with {models[0].output_shape[-1]} outputs")
-        module, size = _EmotionServing(net, labels, flip_tta, shift_tta), EMOTION_INPUT_SIZE
+        fallback_net = None if cascade is None else _Ensemble(
+            [fold_batch_norm(m) for m in cascade.fallback.models] if fold_batch_norms else cascade.fallback.models,
+            weights_dtype)
+        module, size = _EmotionServing(net, labels, flip_tta, shift_tta, fallback_net, cascade), EMOTION_INPUT_SIZE
         outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:
         module, size = _KeypointsServing(net, flip_tta), KEYPOINTS_INPUT_SIZE
@@ -235,7 +275,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             "shift_tta_pixels": shift_tta,
             "ensemble_members": len(models),
             "weights_dtype": weights_dtype,
-            "parameters": int(sum(m.count_params() for m in models)),
+            "parameters": int(sum(m.count_params() for m in models)
+                              + (cascade.fallback.card.get("parameters", 0) if cascade else 0)),
             "batch_norm_folded": fold_batch_norms,
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_commit": _git_commit(),
@@ -243,6 +284,15 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             "keras": keras.__version__,
             "license": "Trained on research-licensed data: research / non-commercial use only.",
         } | (card or {})
+        if cascade is not None:
+            fallback_card = cascade.fallback.card
+            model_card["cascade"] = {
+                "defer_below": cascade.defer_below,
+                "rule": "a face whose top score from the first stage is below defer_below gets the fallback's scores",
+                "fallback": {key: fallback_card.get(key) for key in (
+                    "model", "version", "flip_tta", "shift_tta_pixels", "ensemble_members", "parameters",
+                    "training", "validation_metrics")} | {"folder": str(cascade.fallback.folder)},
+            }
         if evaluate is not None:
             model_card["validation_metrics"] = evaluate(tmp, version)
         (tmp / MODEL_CARD).write_text(json.dumps(model_card, indent=2) + "\n")
@@ -280,19 +330,23 @@ def _ensemble_configs(run_dirs: Sequence[Path]) -> list[dict]:
 def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export", *, version: int | None = None,
                 checkpoint: str = "best.keras", flip_tta: bool = False, shift_tta: int = 0,
                 weights_dtype: str = "float32", evaluate: bool = True,
-                eval_dir: str | Path | None = "runs/eval") -> Path:
+                eval_dir: str | Path | None = "runs/eval", fallback: str | Path | None = None,
+                defer_below: float | None = None) -> Path:
     """Export training runs as `out/<task>/<version>/` (several runs of one task: one ensemble).
 
     Rebuilds each run's architecture in float32, loads `checkpoint`, writes the SavedModel and a model
     card listing every member (run, epochs, configuration with teacher/α/T for distilled runs) and,
     with `evaluate`, its validation metrics; the evaluation's JSON and confusion matrix go to
-    `eval_dir/<task>-<version>/` (nowhere when None).
+    `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (an exported emotion version, e.g.
+    models_export/emotion/6) and `defer_below`, the runs become the first stage of a cascade (export_model).
     """
     from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
     from emotion_ai_training.data import load_task
     from emotion_ai_training.evaluate import evaluate as evaluate_model
     from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
 
+    if (fallback is None) != (defer_below is None):
+        raise ValueError("a cascade needs both a fallback version and defer_below")
     run_dirs = [Path(r) for r in run_dirs]
     configs = _ensemble_configs(run_dirs)
     cfgs = [TrainConfig(**config) for config in configs]
@@ -330,4 +384,5 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     return export_model(models, cfg.task, base_dir, version=version,
                         labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=flip_tta,
                         shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
-                        evaluate=validation_metrics if evaluate else None)
+                        evaluate=validation_metrics if evaluate else None,
+                        cascade=None if fallback is None else Cascade(rebuild_version(fallback), defer_below))

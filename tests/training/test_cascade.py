@@ -1,0 +1,133 @@
+"""Rebuilding an exported version's networks, the emotion cascade graph, and choosing its threshold."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from emotion_ai_training import cascade
+from emotion_ai_training.cli import main as train_cli
+
+from .training_datagen import fer_rows, write_fer_csv
+
+tf = pytest.importorskip("tensorflow")
+
+
+def _train_runs(tmp_path: Path, names: tuple[str, ...]) -> tuple[Path, Path, Path]:
+    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs = tmp_path / "runs"
+    for seed, name in enumerate(names):
+        assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", name, "--epochs",
+                          "1", "--seed", str(seed + 1), "--tiny", "--precision", "float32", "--batch-size", "8",
+                          "--cache-dir", str(tmp_path / "cache")]) == 0
+    return data, runs, tmp_path / "models_export"
+
+
+def _scores(version: Path, images: np.ndarray) -> np.ndarray:
+    sig = tf.saved_model.load(str(version)).signatures["serving_default"]
+    return sig(image=tf.constant(images))["scores"].numpy()
+
+
+def test_rebuilt_networks_compute_what_the_version_serves(tmp_path: Path) -> None:
+    from emotion_ai_training.export import export_model, tta_views
+    from emotion_ai_training.rebuild import rebuild_version
+    from emotion_ai_training.train import TrainConfig, build_model, copy_weights
+
+    _, runs, out = _train_runs(tmp_path, ("a", "b"))
+    assert train_cli(["export", str(runs / "a"), str(runs / "b"), "--out", str(out), "--flip-tta", "--shift-tta",
+                      "2", "--weights-dtype", "float16", "--no-evaluate"]) == 0
+    folded = out / "emotion" / "1"
+    card = json.loads((folded / "model_card.json").read_text())
+    # The same runs exported without folding (the layout of versions exported before folding existed).
+    members = []
+    for run in ("a", "b"):
+        model = build_model(TrainConfig(**json.loads((runs / run / "config.json").read_text())))
+        copy_weights(runs / run / "best.keras", model)
+        members.append(model)
+    unfolded = export_model(members, "emotion", out / "emotion", version=2, labels=tuple(card["labels"]),
+                            flip_tta=True, shift_tta=2, card={"training": card["training"]}, fold_batch_norms=False)
+    images = np.random.default_rng(0).integers(0, 256, (6, 48, 48, 1), dtype=np.uint8)
+    for version in (folded, unfolded):
+        rebuilt = rebuild_version(version)
+        assert (rebuilt.flip_tta, rebuilt.shift_tta, len(rebuilt.models)) == (True, 2, 2)
+        views = tta_views(tf.constant(images, tf.float32), True, 2)
+        ours = np.mean([[m(v, training=False).numpy() for v in views] for m in rebuilt.models], axis=(0, 1))
+        np.testing.assert_allclose(ours, _scores(version, images), atol=1e-5)
+    # The folded rebuild has no batch-norm layers left; the unfolded one keeps them.
+    kinds = [{type(layer).__name__ for layer in rebuild_version(v).models[0].layers} for v in (folded, unfolded)]
+    assert "BatchNormalization" not in kinds[0] and "BatchNormalization" in kinds[1]
+    with pytest.raises(FileNotFoundError):
+        rebuild_version(tmp_path)
+
+
+def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path) -> None:
+    from emotion_ai_training.rebuild import rebuild_version
+
+    data, runs, out = _train_runs(tmp_path, ("fast", "slow"))
+    exported = out / "emotion"
+    assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--no-evaluate"]) == 0  # 1
+    assert train_cli(["export", str(runs / "slow"), "--out", str(out), "--flip-tta"]) == 0  # 2, evaluated
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (40, 48, 48, 1), dtype=np.uint8)
+    fast, slow = _scores(exported / "1", images), _scores(exported / "2", images)
+    assert np.abs(fast - slow).max() > 1e-3  # the stages differ, so the test can tell which answered
+    threshold = float(np.median(fast.max(axis=1)))  # about half the faces deferred
+    assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--fallback", str(exported / "2"),
+                      "--defer-below", f"{threshold:.6f}"]) == 0  # 3, evaluated
+    cascaded = _scores(exported / "3", images)
+    deferred = fast.max(axis=1) < float(f"{threshold:.6f}")
+    assert 0 < deferred.sum() < len(images)
+    np.testing.assert_allclose(cascaded[deferred], slow[deferred], atol=1e-5)
+    np.testing.assert_allclose(cascaded[~deferred], fast[~deferred], atol=1e-5)
+    np.testing.assert_allclose(cascaded, cascade.cascade_scores(fast, slow, float(f"{threshold:.6f}")), atol=1e-5)
+    # A batch with no face deferred, one with every face deferred, and an empty batch.
+    sure = images[~deferred][:3]
+    np.testing.assert_allclose(_scores(exported / "3", sure), fast[~deferred][:3], atol=1e-5)
+    np.testing.assert_allclose(_scores(exported / "3", images[deferred]), slow[deferred], atol=1e-5)
+    assert _scores(exported / "3", images[:0]).shape == (0, 7)
+
+    card = json.loads((exported / "3" / "model_card.json").read_text())
+    assert card["cascade"]["defer_below"] == pytest.approx(threshold, abs=1e-6)
+    assert card["cascade"]["fallback"]["version"] == 2 and card["cascade"]["fallback"]["flip_tta"] is True
+    assert card["parameters"] == 2 * json.loads((exported / "1" / "model_card.json").read_text())["parameters"]
+    assert "accuracy" in card["validation_metrics"]
+    with pytest.raises(ValueError, match="cascade"):
+        rebuild_version(exported / "3")
+    # Half a cascade, a threshold outside (0, 1], or a fallback with other labels: clear errors, exit code 2.
+    assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--fallback", str(exported / "2")]) == 2
+    assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--defer-below", "0.5"]) == 2
+    assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--fallback", str(exported / "2"),
+                      "--defer-below", "1.5", "--no-evaluate"]) == 2
+    assert sorted(p.name for p in exported.iterdir()) == ["1", "2", "3"]
+
+    # cascade-curve on the validation split: deferring nothing is the fast stage, everything the fallback.
+    report = tmp_path / "curve"
+    assert train_cli(["cascade-curve", str(exported / "2"), str(exported / "1"), "--data", str(data), "--out",
+                      str(report), "--cache-dir", str(tmp_path / "cache")]) == 0
+    [doc] = json.loads((report / "cascade_curve.json").read_text())
+    ends = {p["defer_below"]: p for p in doc["curve"]}
+    slow_accuracy = json.loads((exported / "2" / "model_card.json").read_text())["validation_metrics"]["accuracy"]
+    assert ends[1.0]["deferred_fraction"] == 1.0 and ends[1.0]["accuracy"] == pytest.approx(slow_accuracy)
+    assert len(doc["cross_fitted"]) == 2 and (report / "cascade_curve.md").read_text().startswith("# Cascade")
+
+
+def test_curve_threshold_choice_and_cross_fitting_values() -> None:
+    labels = ("happy", "sad")
+    # Six faces; the fast stage is sure (0.9) of four, two of them wrong; unsure (0.6) of two, both wrong.
+    fast = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.6, 0.4], [0.4, 0.6]])
+    fallback = np.array([[0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.7, 0.3], [0.2, 0.8], [0.7, 0.3]])
+    y = np.array([0, 1, 1, 0, 1, 0])
+    points = {p.defer_below: p for p in cascade.curve(fast, fallback, y, labels, labels, (0.5, 0.7, 0.95))}
+    assert points[0.5].deferred_fraction == 0.0 and points[0.5].accuracy == pytest.approx(2 / 6, abs=1e-4)
+    assert points[0.7].deferred_fraction == pytest.approx(2 / 6)
+    assert points[0.7].accuracy == pytest.approx(4 / 6, abs=1e-4)
+    assert points[0.95].deferred_fraction == 1.0 and points[0.95].accuracy == pytest.approx(1.0)
+    assert cascade.lowest_threshold(fast, fallback, y, 4 / 6, (0.5, 0.7, 0.95)) == 0.7
+    assert cascade.lowest_threshold(fast, fallback, y, 1.0, (0.95, 0.5, 0.7)) == 0.95
+    assert cascade.lowest_threshold(fast, fallback[:, ::-1], y, 0.9, (0.5, 0.7, 0.95)) is None
+    folds = cascade.cross_fitted(fast, fallback, y, (0.5, 0.7, 0.95))
+    assert sum(f["images"] for f in folds) == 6
+    for f in folds:  # the fallback is always right here, so matching it on a half means deferring all of it
+        assert f["defer_below"] == 0.95 and f["accuracy"] == 1.0 and f["deferred_fraction"] == 1.0
