@@ -110,6 +110,7 @@ def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path)
     ends = {p["defer_below"]: p for p in doc["curve"]}
     slow_accuracy = json.loads((exported / "2" / "model_card.json").read_text())["validation_metrics"]["accuracy"]
     assert ends[1.0]["deferred_fraction"] == 1.0 and ends[1.0]["accuracy"] == pytest.approx(slow_accuracy)
+    assert np.load(report / "scores.npz")["fast_0"].shape[1] == 7
     assert len(doc["cross_fitted"]) == 2 and (report / "cascade_curve.md").read_text().startswith("# Cascade")
 
 
@@ -131,3 +132,35 @@ def test_curve_threshold_choice_and_cross_fitting_values() -> None:
     assert sum(f["images"] for f in folds) == 6
     for f in folds:  # the fallback is always right here, so matching it on a half means deferring all of it
         assert f["defer_below"] == 0.95 and f["accuracy"] == 1.0 and f["deferred_fraction"] == 1.0
+
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED_FER = REPO.parent / "shared" / "data" / "fer2013.csv.gz"
+
+
+def _committed_cascade() -> Path | None:
+    from emotion_ai.versions import latest_version
+
+    latest = latest_version(REPO / "models_export" / "emotion")
+    card = latest / "model_card.json" if latest else None
+    return latest if card and card.is_file() and json.loads(card.read_text()).get("cascade") else None
+
+
+@pytest.mark.skipif(_committed_cascade() is None or not SHARED_FER.is_file(),
+                    reason="the served emotion version is not a cascade, or no FER-2013 copy beside the repo")
+def test_served_cascade_answers_unsure_faces_exactly_as_its_committed_fallback(tmp_path: Path) -> None:
+    from emotion_ai_training.data import load_task
+
+    version = _committed_cascade()
+    card = json.loads((version / "model_card.json").read_text())
+    fallback = REPO / "models_export" / "emotion" / str(card["cascade"]["fallback"]["version"])
+    faces = load_task("emotion", str(SHARED_FER), cache_dir=str(tmp_path)).subset("validation")[0][:96, ..., None]
+    ours, theirs = _scores(version, faces), _scores(fallback, faces)
+    same = np.abs(ours - theirs).max(axis=1) < 1e-3  # batch norms folded in the cascade: float rounding only
+    # Every face either got the fallback's answer or a first-stage answer at least as sure as the threshold.
+    assert np.all(same | (ours.max(axis=1) >= card["cascade"]["defer_below"]))
+    assert 0 < same.sum() < len(faces)  # both stages answered some of these faces
+    # Calls in which no face is deferred (the second stage must be skipped, not fed an empty batch).
+    sure = faces[~same]
+    for batch in (sure[:1], sure[:8]):
+        assert np.all(_scores(version, batch).max(axis=1) >= card["cascade"]["defer_below"])

@@ -220,11 +220,13 @@ def _add_cascade_curve(sub) -> None:
     p.add_argument("fallback", help="the second stage, an exported version folder, e.g. models_export/emotion/6")
     p.add_argument("fast", nargs="+", help="candidate first stages (exported version folders), each measured")
     p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
-    p.add_argument("--out", default="runs/cascade", help="where cascade_curve.md/.json go (default: runs/cascade)")
+    p.add_argument("--out", default="runs/cascade",
+                   help="where cascade_curve.md/.json and every stage's scores (scores.npz) go (default: runs/cascade)")
     p.add_argument("--cache-dir", default="cache")
 
 
 def _cmd_cascade_curve(args) -> int:
+    import numpy as np
     from emotion_ai.spec import CLASSES_OUTPUT_KEY, SCORES_OUTPUT_KEY
 
     from emotion_ai_training import cascade
@@ -238,12 +240,12 @@ def _cmd_cascade_curve(args) -> int:
     y = label_remap(dataset.label_names, model_labels)[labels]
     keep = y >= 0
     fallback, y = fallback_out[SCORES_OUTPUT_KEY][keep], y[keep]
-    texts, docs = [], []
-    for folder in args.fast:
+    texts, docs, scores = [], [], {"labels": y, "fallback": fallback}
+    for i, folder in enumerate(args.fast):
         out = run_signature(Path(folder), images)
         if tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0]) != model_labels:
             raise ValueError(f"{folder} and {args.fallback} have other labels")
-        fast = out[SCORES_OUTPUT_KEY][keep]
+        fast = scores[f"fast_{i}"] = out[SCORES_OUTPUT_KEY][keep]
         points = cascade.curve(fast, fallback, y, model_labels, model_labels)
         folds = cascade.cross_fitted(fast, fallback, y)
         texts.append(cascade.markdown(points, folder, args.fallback, float((fallback.argmax(1) == y).mean()),
@@ -255,6 +257,7 @@ def _cmd_cascade_curve(args) -> int:
     text = "\n".join(texts)
     (out_dir / "cascade_curve.md").write_text(text)
     (out_dir / "cascade_curve.json").write_text(json.dumps(docs, indent=2) + "\n")
+    np.savez_compressed(out_dir / "scores.npz", **scores)  # for other analyses of the same faces
     sys.stdout.write(text)
     return 0
 

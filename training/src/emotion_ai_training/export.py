@@ -135,9 +135,15 @@ class _EmotionServing(tf.Module):
         scores = _mean_over_views(self.net, x, self.flip_tta, self.shift_tta, self.num_labels)
         if self.fallback_net is not None:  # only the faces the first stage is unsure of reach the second
             deferred = tf.where(tf.reduce_max(scores, axis=1) < self.defer_below)
-            second = _mean_over_views(self.fallback_net, tf.gather_nd(x, deferred), *self.fallback_views,
-                                      self.num_labels)
-            scores = tf.tensor_scatter_nd_update(scores, deferred, second)
+            first = scores
+
+            def second() -> tf.Tensor:
+                answers = _mean_over_views(self.fallback_net, tf.gather_nd(x, deferred), *self.fallback_views,
+                                           self.num_labels)
+                return tf.tensor_scatter_nd_update(first, deferred, answers)
+
+            # Skipped when no face is deferred: the networks must not see an empty batch (oneDNN rejects it).
+            scores = tf.cond(tf.shape(deferred)[0] > 0, second, lambda: first)
         classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))
         return {SCORES_OUTPUT_KEY: scores, CLASSES_OUTPUT_KEY: classes}
 
