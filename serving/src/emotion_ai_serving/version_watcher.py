@@ -3,6 +3,7 @@ load-before-unload, retries of failed or half-written versions, and config (re)l
 
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -75,6 +76,20 @@ def aspired_versions(entry: ModelEntry, on_disk: list[int]) -> set[int]:
             )
         return set(entry.specific_versions) & set(on_disk)
     return set(sorted(on_disk)[-entry.num_versions :])
+
+
+def settle_heap() -> None:
+    """Collect garbage, then freeze every object left (gc.freeze) out of the cyclic collector's reach.
+
+    A loaded model leaves hundreds of thousands of Python objects that live as long as it does; a request
+    body parsed from JSON allocates tens of thousands more, and every few requests that triggers a full
+    collection that walks them all: 250–330 ms measured on an 8-face REST request with both models loaded,
+    against 16–50 ms once frozen. Run after each load and unload (rare events), so an unloaded version's
+    objects are collected before the rest is frozen again.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class VersionWatcher:
@@ -275,8 +290,11 @@ class VersionWatcher:
                 "servable version failed to load",
                 extra={"model": name, "version": version, "error": message[:500]},
             )
+            settle_heap()
             return
         self.registry.update(name, version, state=AVAILABLE, servable=servable)
+        del servable
+        settle_heap()
         log.info("servable version available", extra={"model": name, "version": version})
 
     def _unload(self, name: str, version: int) -> None:
@@ -284,4 +302,5 @@ class VersionWatcher:
         self.registry.update(
             name, version, state=END, servable=None, error_code="OK", error_message=""
         )
+        settle_heap()
         log.info("servable version unloaded", extra={"model": name, "version": version})
