@@ -52,10 +52,10 @@ def time_calls(signatures: list, batches: list[list[np.ndarray]], repeats: int) 
 
 def validation_faces(model: str, data_dir: Path, cache_dir: str) -> np.ndarray:
     """The validation split's faces of `model`'s dataset, uint8 [N, size, size, 1]."""
+    from accuracy import DATA_FILES
     from emotion_ai_training.data import load_task
 
-    file = {spec.EMOTION_MODEL: "fer2013.csv.gz", spec.KEYPOINTS_MODEL: "facial_keypoints.csv.gz"}[model]
-    images = load_task(model, str(data_dir / file), cache_dir=cache_dir).subset("validation")[0]
+    images = load_task(model, str(data_dir / DATA_FILES[model]), cache_dir=cache_dir).subset("validation")[0]
     return images[..., None]
 
 

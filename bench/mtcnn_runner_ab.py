@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import io
-import subprocess
 import sys
-import tarfile
 import tempfile
 from pathlib import Path
 
 import detector_bench as db
-from bench_common import write_results
+from bench_common import extract_at_rev, write_results
 from emotion_ai import detect
 from machine import machine_info
 
@@ -33,10 +30,7 @@ PACKAGE = "client/src/emotion_ai"
 def package_at(rev: str, scratch: Path):
     """The `emotion_ai.detect` module as it was at git revision `rev` (its package imported as
     `emotion_ai_at_rev` from `scratch`)."""
-    archive = subprocess.run(["git", "archive", rev, PACKAGE], cwd=REPO, check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(scratch, filter="data")
-    (scratch / PACKAGE).rename(scratch / "emotion_ai_at_rev")
+    extract_at_rev(rev, PACKAGE, scratch).rename(scratch / "emotion_ai_at_rev")
     for name in [m for m in sys.modules if m.split(".")[0] == "emotion_ai_at_rev"]:  # a previous call's
         del sys.modules[name]
     sys.path.insert(0, str(scratch))

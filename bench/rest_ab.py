@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import io
 import os
-import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-from bench_common import write_results
+from bench_common import extract_at_rev, write_results
 from emotion_ai import spec
 from emotion_ai.rest_transport import predict_body
 from emotion_ai.transport import ModelRef
@@ -33,15 +30,6 @@ from machine import machine_info
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 PACKAGE = "serving/src/emotion_ai_serving"
-
-
-def extract_package(rev: str, into: Path) -> Path:
-    """`serving/src` of revision `rev`, holding only the serving package, under `into`."""
-    archive = subprocess.run(["git", "archive", "--format=tar", rev, PACKAGE], cwd=REPO, check=True,
-                             capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "serving" / "src"
 
 
 def timed_post(port: int, body: bytes) -> float:
@@ -83,7 +71,7 @@ def main() -> int:
     body = predict_body(ModelRef(spec.KEYPOINTS_MODEL), {spec.INPUT_KEY: faces})
     seconds: dict[str, list[float]] = {"this tree": [], args.rev: []}
     with tempfile.TemporaryDirectory() as tmp:
-        old_src = extract_package(args.rev, Path(tmp))
+        old_src = extract_at_rev(args.rev, PACKAGE, Path(tmp)).parent  # serving/src, the package alone
         saved = os.environ.get("PYTHONPATH")
         with LocalServer(args.models) as ours:
             os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(old_src), saved]))

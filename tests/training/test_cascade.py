@@ -120,7 +120,7 @@ def test_curve_threshold_choice_and_cross_fitting_values() -> None:
     fast = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.6, 0.4], [0.4, 0.6]])
     fallback = np.array([[0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.7, 0.3], [0.2, 0.8], [0.7, 0.3]])
     y = np.array([0, 1, 1, 0, 1, 0])
-    points = {p.defer_below: p for p in cascade.curve(fast, fallback, y, labels, labels, (0.5, 0.7, 0.95))}
+    points = {p.defer_below: p for p in cascade.curve(fast, fallback, y, labels, (0.5, 0.7, 0.95))}
     assert points[0.5].deferred_fraction == 0.0 and points[0.5].accuracy == pytest.approx(2 / 6, abs=1e-4)
     assert points[0.7].deferred_fraction == pytest.approx(2 / 6)
     assert points[0.7].accuracy == pytest.approx(4 / 6, abs=1e-4)

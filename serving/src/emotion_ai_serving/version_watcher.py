@@ -293,7 +293,6 @@ class VersionWatcher:
             settle_heap()
             return
         self.registry.update(name, version, state=AVAILABLE, servable=servable)
-        del servable
         settle_heap()
         log.info("servable version available", extra={"model": name, "version": version})
 

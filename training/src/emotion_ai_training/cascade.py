@@ -33,12 +33,17 @@ class CurvePoint:
     disgust_recall: float | None
 
 
-def curve(fast: np.ndarray, fallback: np.ndarray, labels: np.ndarray, label_names: tuple[str, ...],
-          model_labels: tuple[str, ...], thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS) -> list[CurvePoint]:
-    """Accuracy, macro-F1, disgust recall and the fraction deferred, for each threshold."""
+def accuracy(scores: np.ndarray, y: np.ndarray) -> float:
+    return float((scores.argmax(1) == y).mean())
+
+
+def curve(fast: np.ndarray, fallback: np.ndarray, y: np.ndarray, labels: tuple[str, ...],
+          thresholds: tuple[float, ...] = DEFAULT_THRESHOLDS) -> list[CurvePoint]:
+    """Accuracy, macro-F1, disgust recall and the fraction deferred, for each threshold. `y` holds class
+    indices in the scores' column order, whose names are `labels`."""
     points = []
     for t in thresholds:
-        report = emotion_report(cascade_scores(fast, fallback, t), labels, label_names, model_labels)
+        report = emotion_report(cascade_scores(fast, fallback, t), y, labels, labels)
         points.append(CurvePoint(t, float((fast.max(axis=1) < t).mean()), report["accuracy"], report["macro_f1"],
                                  report["disgust_recall"]))
     return points
@@ -49,7 +54,7 @@ def lowest_threshold(fast: np.ndarray, fallback: np.ndarray, y: np.ndarray, targ
     """The lowest threshold (fewest faces deferred) whose accuracy on (fast, fallback, y) reaches `target`;
     None if none does. `y` holds class indices in the scores' column order."""
     for t in sorted(thresholds):
-        if (cascade_scores(fast, fallback, t).argmax(1) == y).mean() >= target:
+        if accuracy(cascade_scores(fast, fallback, t), y) >= target:
             return t
     return None
 
@@ -62,13 +67,13 @@ def cross_fitted(fast: np.ndarray, fallback: np.ndarray, y: np.ndarray,
     halves = np.array_split(order, 2)
     folds = []
     for pick, test in (halves, halves[::-1]):
-        target = float((fallback[pick].argmax(1) == y[pick]).mean())
+        target = accuracy(fallback[pick], y[pick])
         t = lowest_threshold(fast[pick], fallback[pick], y[pick], target, thresholds)
         t = max(thresholds) if t is None else t
         folds.append({
             "defer_below": t, "images": len(test),
-            "accuracy": float((cascade_scores(fast[test], fallback[test], t).argmax(1) == y[test]).mean()),
-            "fallback_accuracy": float((fallback[test].argmax(1) == y[test]).mean()),
+            "accuracy": accuracy(cascade_scores(fast[test], fallback[test], t), y[test]),
+            "fallback_accuracy": accuracy(fallback[test], y[test]),
             "deferred_fraction": float((fast[test].max(axis=1) < t).mean()),
         })
     return folds

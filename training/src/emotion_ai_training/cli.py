@@ -227,29 +227,27 @@ def _add_cascade_curve(sub) -> None:
 
 def _cmd_cascade_curve(args) -> int:
     import numpy as np
-    from emotion_ai.spec import CLASSES_OUTPUT_KEY, SCORES_OUTPUT_KEY
 
     from emotion_ai_training import cascade
     from emotion_ai_training.data import label_remap, load_task
-    from emotion_ai_training.evaluate import run_signature
+    from emotion_ai_training.evaluate import emotion_scores
 
     dataset = load_task("emotion", args.data or DEFAULT_DATA["emotion"], cache_dir=args.cache_dir)
     images, labels = dataset.subset("validation")
-    fallback_out = run_signature(Path(args.fallback), images)
-    model_labels = tuple(s.decode() for s in fallback_out[CLASSES_OUTPUT_KEY][0])
+    fallback, model_labels = emotion_scores(Path(args.fallback), images)
     y = label_remap(dataset.label_names, model_labels)[labels]
     keep = y >= 0
-    fallback, y = fallback_out[SCORES_OUTPUT_KEY][keep], y[keep]
+    fallback, y = fallback[keep], y[keep]
     texts, docs, scores = [], [], {"labels": y, "fallback": fallback}
     for i, folder in enumerate(args.fast):
-        out = run_signature(Path(folder), images)
-        if tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0]) != model_labels:
+        fast, fast_labels = emotion_scores(Path(folder), images)
+        if fast_labels != model_labels:
             raise ValueError(f"{folder} and {args.fallback} have other labels")
-        fast = scores[f"fast_{i}"] = out[SCORES_OUTPUT_KEY][keep]
-        points = cascade.curve(fast, fallback, y, model_labels, model_labels)
+        fast = scores[f"fast_{i}"] = fast[keep]
+        points = cascade.curve(fast, fallback, y, model_labels)
         folds = cascade.cross_fitted(fast, fallback, y)
-        texts.append(cascade.markdown(points, folder, args.fallback, float((fallback.argmax(1) == y).mean()),
-                                      float((fast.argmax(1) == y).mean()), folds))
+        texts.append(cascade.markdown(points, folder, args.fallback, cascade.accuracy(fallback, y),
+                                      cascade.accuracy(fast, y), folds))
         docs.append({"fast": folder, "fallback": args.fallback, "curve": cascade.as_json(points),
                      "cross_fitted": folds})
     out_dir = Path(args.out)

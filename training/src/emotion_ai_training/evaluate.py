@@ -48,10 +48,15 @@ def _run(fn, images: np.ndarray) -> dict[str, np.ndarray]:
     return {k: np.concatenate(v) for k, v in chunks.items()}
 
 
-def run_signature(model_dir: Path, images: np.ndarray) -> dict[str, np.ndarray]:
-    """The outputs of version `model_dir`'s serving signature on uint8 images [N, H, W], in batches."""
+def _emotion_outputs(out: dict[str, np.ndarray]) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Scores and label names of an emotion signature's outputs."""
+    return out[SCORES_OUTPUT_KEY], tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0])
+
+
+def emotion_scores(model_dir: Path, images: np.ndarray) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Scores [N, K] and label names of emotion version `model_dir` on uint8 images [N, H, W], in batches."""
     _, fn = _signature(model_dir)
-    return _run(fn, images)
+    return _emotion_outputs(_run(fn, images))
 
 
 def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[str, ...]) -> dict:
@@ -112,11 +117,10 @@ def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name:
     _, fn = _signature(model_dir)
     images, labels = dataset.subset("validation")
     t0 = time.perf_counter()
-    out = _run(fn, images)
+    scores, model_labels = _emotion_outputs(_run(fn, images))
     seconds = time.perf_counter() - t0
-    model_labels = tuple(s.decode() for s in out[CLASSES_OUTPUT_KEY][0])
     result = {"model": name, "data": dataset.source, "split": "validation (FER-2013 PublicTest)",
-              **emotion_report(out[SCORES_OUTPUT_KEY], labels, dataset.label_names, model_labels),
+              **emotion_report(scores, labels, dataset.label_names, model_labels),
               "images_per_second": round(len(images) / seconds, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_confusion(np.array(result["confusion_matrix"]), model_labels, out_dir / "confusion_matrix.png",

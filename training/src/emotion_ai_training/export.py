@@ -252,14 +252,15 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
     target = base_dir / str(version)
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
-    net = _Ensemble([fold_batch_norm(m) for m in models] if fold_batch_norms else models, weights_dtype)
+    def served(networks: Sequence[keras.Model]) -> _Ensemble:
+        return _Ensemble([fold_batch_norm(m) for m in networks] if fold_batch_norms else networks, weights_dtype)
+
+    net = served(models)
     if kind == EMOTION_MODEL:
         labels = tuple(labels or ())
         if len(labels) != models[0].output_shape[-1]:
             raise ValueError(f"{len(labels)} labels for a model with {models[0].output_shape[-1]} outputs")
-        fallback_net = None if cascade is None else _Ensemble(
-            [fold_batch_norm(m) for m in cascade.fallback.models] if fold_batch_norms else cascade.fallback.models,
-            weights_dtype)
+        fallback_net = None if cascade is None else served(cascade.fallback.models)
         module, size = _EmotionServing(net, labels, flip_tta, shift_tta, fallback_net, cascade), EMOTION_INPUT_SIZE
         outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:

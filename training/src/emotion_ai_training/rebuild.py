@@ -63,8 +63,7 @@ def rebuild_version(folder: str | Path) -> ExportedEnsemble:
             model = fold_batch_norm(model)
         targets = [*model.trainable_variables, *model.non_trainable_variables]
         sources = [*values, *fixed]
-        shapes = [tuple(v.shape) for v in targets], [tuple(v.shape) for v in sources]
-        if shapes[0] != shapes[1]:
+        if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in sources]:
             raise ValueError(f"{folder}: member {member.get('run')!r} does not match its stored weights")
         for target, source in zip(targets, sources, strict=True):
             target.assign(tf.cast(source, "float32"))
