@@ -25,8 +25,8 @@ from emotion_ai.grpc_transport import map_rpc_error
 from emotion_ai.images import load_image, probe_size
 from emotion_ai.merge import check_emotion_outputs, merge_faces
 from emotion_ai.preprocess import CropTransform, crop_square, model_inputs, square_for_box
-from emotion_ai.rest_transport import map_http_error, model_path, parse_predict_response
-from emotion_ai.tensors import json_to_numpy, make_tensor_proto, tensor_proto_to_numpy
+from emotion_ai.rest_transport import map_http_error, model_path, parse_predict_response, predict_body
+from emotion_ai.tensors import json_to_numpy, make_tensor_proto, numpy_to_json, tensor_proto_to_numpy
 from emotion_ai.tracking import IoUTracker, iou
 from emotion_ai.transport import ModelRef, RetryableError, RetryPolicy, with_retries
 
@@ -85,6 +85,38 @@ def test_rest_output_parsing_columnar_row_b64_nan():
     assert json_to_numpy([{"b64": "aGVsbG8="}]).tolist() == ["hello"]
     with pytest.raises(ServerError, match="neither"):
         parse_predict_response({"result": 1})
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16, np.int32, np.int64, np.uint16, np.uint64])
+def test_numpy_to_json_integers_match_tolist(dtype):
+    rng = np.random.default_rng(3)
+    info = np.iinfo(dtype)
+    for shape in [(), (1,), (7,), (2, 3), (3, 5, 4, 1), (2, 1, 1, 3)]:
+        values = rng.integers(info.min, info.max, size=shape, dtype=dtype, endpoint=True)
+        text = numpy_to_json(values)
+        assert json.loads(text) == values.tolist(), (dtype, shape, text[:80])
+    ends = np.array([info.min, info.max, 0, 9, 10, 99, 100], dtype=dtype)
+    assert json.loads(numpy_to_json(ends)) == ends.tolist()
+
+
+def test_numpy_to_json_other_dtypes_and_empty_arrays_fall_back_to_lists():
+    assert numpy_to_json(np.array([1.5, np.nan])) == "[1.5,NaN]"
+    assert numpy_to_json(np.array([[True, False]])) == "[[true,false]]"
+    assert numpy_to_json(np.zeros((0, 3), np.uint8)) == "[]"
+    assert numpy_to_json(np.array([2**64 - 1], np.uint64)) == "[18446744073709551615]"
+    assert numpy_to_json(np.array([-3, 42, 7])) == "[-3,42, 7]"  # one width, blanks to the left
+
+
+def test_predict_body_is_the_columnar_request_the_server_parses():
+    from emotion_ai_serving.json_tensor import InputSpec, parse_json_object, predict_tensors_from_json
+
+    pixels = np.random.default_rng(0).integers(0, 256, (3, 96, 96, 1), dtype=np.uint8)
+    body = predict_body(ModelRef("keypoints", signature_name="serving_default"), {"image": pixels})
+    doc = parse_json_object(body)
+    assert doc["signature_name"] == "serving_default" and list(doc) == ["inputs", "signature_name"]
+    tensors, rows = predict_tensors_from_json(doc, {"image": InputSpec("uint8", np.uint8)}, may_contain_bools=False)
+    assert not rows and tensors["image"].dtype == np.uint8
+    np.testing.assert_array_equal(tensors["image"], pixels)
 
 
 # -- images ----------------------------------------------------------------------------------------

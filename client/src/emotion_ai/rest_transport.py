@@ -16,7 +16,7 @@ from urllib.parse import quote
 import numpy as np
 
 from .errors import ModelNotFoundError, RequestTimeoutError, ServerError, ServerUnavailableError
-from .tensors import json_to_numpy
+from .tensors import json_to_numpy, numpy_to_json
 from .transport import (
     ModelRef,
     RetryableError,
@@ -87,10 +87,10 @@ def grpc_port_error(where: str) -> ServerUnavailableError:
 
 def predict_body(model: ModelRef, inputs: dict[str, np.ndarray]) -> bytes:
     """The JSON body of a predict request, in the columnar `{"inputs": ...}` form."""
-    payload: dict[str, Any] = {"inputs": {k: np.asarray(v).tolist() for k, v in inputs.items()}}
+    fields = [f'"inputs":{{{",".join(f"{json.dumps(k)}:{numpy_to_json(v)}" for k, v in inputs.items())}}}']
     if model.signature_name:
-        payload["signature_name"] = model.signature_name
-    return json.dumps(payload, separators=(",", ":")).encode()
+        fields.append(f'"signature_name":{json.dumps(model.signature_name)}')
+    return f"{{{','.join(fields)}}}".encode()
 
 
 class RestTransport:
