@@ -5,8 +5,8 @@ Contract (spec.py names):
 - emotion:   `image` uint8 [batch, 48, 48, 1] → `scores` float32 [batch, K], `classes` string [batch, K]
 Normalisation is inside the graph. Optional test-time augmentation (mirror; for emotion also
 shifted copies) and the averaging of an ensemble of checkpoints are inside the graph too; batch norms
-are folded into their convolutions (batchnorm_folding); weights may be stored as float16 (compute
-stays float32).
+are folded into their convolutions (batchnorm_folding); weights may be stored as float16, and the
+networks may compute in bfloat16 (rebuilt under Keras's bfloat16 policy: `rebuild.build_network`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,13 @@ from emotion_ai.spec import (
 from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
-from emotion_ai_training.rebuild import ExportedEnsemble, rebuild_version
+from emotion_ai_training.rebuild import (
+    COMPUTE_DTYPES,
+    ExportedEnsemble,
+    in_compute_dtype,
+    rebuild_cascade,
+    rebuild_version,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,28 +60,45 @@ WEIGHT_DTYPES = ("float32", "float16")
 SIZE_WARNING_BYTES = 50 * 1024 * 1024
 
 
+def compute_dtype_of(models: Sequence[keras.Model]) -> str:
+    """The one compute dtype of an ensemble's networks (float32 or bfloat16: their first layer with weights;
+    a folded copy's model-level policy is float32 whatever its layers'); ValueError when they differ."""
+    dtypes = {next(layer.compute_dtype for layer in m.layers if layer.weights) for m in models}  # the stem's
+    if len(dtypes) != 1 or not dtypes <= set(COMPUTE_DTYPES):
+        raise ValueError(f"the networks must all compute in one of {COMPUTE_DTYPES}, got {sorted(dtypes)}")
+    return dtypes.pop()
+
+
 class _Ensemble(tf.Module):
     """Mean output of one or more Keras models, run statelessly on copies of their weights.
 
-    The copies are stored as `weights_dtype` (float16 halves the SavedModel) and cast to float32 at
-    call time, so computation is float32 either way. The Keras models themselves are not tracked:
-    only the copies are saved.
+    A float32 variable's copy is stored as `weights_dtype` (float16 halves the SavedModel) and cast back
+    at call time; a bfloat16 network's bfloat16 variables (`compute_dtype`) are stored as they are, so
+    nothing is converted per call. Inputs enter in the networks' compute dtype, outputs leave as float32.
+    The Keras models themselves are not tracked: only the copies are saved.
     """
 
     def __init__(self, models: Sequence[keras.Model], weights_dtype: str):
         super().__init__()
-        dtype = tf.as_dtype(weights_dtype)
-        self.trainable = [[tf.Variable(tf.cast(v.value, dtype), trainable=False) for v in m.trainable_variables]
-                          for m in models]
-        self.non_trainable = [[tf.Variable(tf.cast(v.value, dtype), trainable=False)
-                               for v in m.non_trainable_variables] for m in models]
-        calls = [m.stateless_call for m in models]
+
+        def stored(v: keras.Variable) -> tf.Variable:
+            dtype = v.dtype if v.dtype == "bfloat16" else weights_dtype
+            return tf.Variable(tf.cast(v.value, dtype), trainable=False)
+
+        self.trainable = [[stored(v) for v in m.trainable_variables] for m in models]
+        self.non_trainable = [[stored(v) for v in m.non_trainable_variables] for m in models]
+        self.compute_dtype = compute_dtype_of(models)
+        calls = [(m.stateless_call, [v.dtype for v in m.trainable_variables],
+                  [v.dtype for v in m.non_trainable_variables]) for m in models]
 
         def mean_output(x):
+            x = tf.cast(x, self.compute_dtype)
             outputs = []
-            for call, trainable, non_trainable in zip(calls, self.trainable, self.non_trainable, strict=True):
-                y, _ = call([tf.cast(v, tf.float32) for v in trainable],
-                            [tf.cast(v, tf.float32) for v in non_trainable], x, training=False)
+            for (call, dtypes, fixed_dtypes), trainable, non_trainable in zip(
+                    calls, self.trainable, self.non_trainable, strict=True):
+                y, _ = call([tf.cast(v, d) for v, d in zip(trainable, dtypes, strict=True)],
+                            [tf.cast(v, d) for v, d in zip(non_trainable, fixed_dtypes, strict=True)], x,
+                            training=False)
                 outputs.append(tf.cast(y, tf.float32))
             return tf.add_n(outputs) / float(len(outputs))
 
@@ -207,7 +230,10 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
                  shift_tta: int = 0, weights_dtype: str = "float32", card: dict[str, Any] | None = None,
                  evaluate: Callable[[Path, int], dict[str, Any]] | None = None, fold_batch_norms: bool = True,
                  cascade: Cascade | None = None) -> Path:
-    """Export float32 Keras model(s) as models_export/<kind>/<version>/ and return that folder.
+    """Export Keras model(s) as models_export/<kind>/<version>/ and return that folder.
+
+    The networks compute in float32, or in bfloat16 when built under that policy with their batch norms
+    already folded in float32 (`rebuild.build_network`; export_runs and export_version do this).
 
     Several models (same task and outputs, e.g. checkpoints of successive runs) are served as one
     ensemble: the signature returns the mean of their outputs. `flip_tta` also averages the mirror
@@ -282,6 +308,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             "shift_tta_pixels": shift_tta,
             "ensemble_members": len(models),
             "weights_dtype": weights_dtype,
+            "compute_dtype": net.compute_dtype,
             "parameters": int(sum(m.count_params() for m in models)
                               + (cascade.fallback.card.get("parameters", 0) if cascade else 0)),
             "batch_norm_folded": fold_batch_norms,
@@ -338,10 +365,12 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                 checkpoint: str = "best.keras", flip_tta: bool = False, shift_tta: int = 0,
                 weights_dtype: str = "float32", evaluate: bool = True,
                 eval_dir: str | Path | None = "runs/eval", fallback: str | Path | None = None,
-                defer_below: float | None = None) -> Path:
+                defer_below: float | None = None, compute_dtype: str = "float32") -> Path:
     """Export training runs as `out/<task>/<version>/` (several runs of one task: one ensemble).
 
-    Rebuilds each run's architecture in float32, loads `checkpoint`, writes the SavedModel and a model
+    Rebuilds each run's architecture in float32, loads `checkpoint` (with `compute_dtype` "bfloat16": folds
+    its batch norms, then copies it into the same network built under the bfloat16 policy, the fallback's
+    networks too), writes the SavedModel and a model
     card listing every member (run, epochs, configuration with teacher/α/T for distilled runs) and,
     with `evaluate`, its validation metrics; the evaluation's JSON and confusion matrix go to
     `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (an exported emotion version, e.g.
@@ -349,7 +378,6 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     """
     from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
     from emotion_ai_training.data import load_task
-    from emotion_ai_training.evaluate import evaluate as evaluate_model
     from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
 
     if (fallback is None) != (defer_below is None):
@@ -363,7 +391,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
         state = json.loads((run_dir / "state.json").read_text())
         model = build_model(cfg)
         copy_weights(run_dir / checkpoint, model)
-        models.append(model)
+        models.append(model if compute_dtype == "float32" else in_compute_dtype(model, config, compute_dtype))
         member = {"run": run_dir.name, "checkpoint": checkpoint, "epochs_trained": state["epoch"],
                   "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if checkpoint == "best.keras"
                                        else state["epoch"]),
@@ -380,16 +408,56 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
         "training": members[0] if len(members) == 1 else members,
     }
     base_dir = Path(out) / cfg.task
-
-    def validation_metrics(folder: Path, number: int) -> dict:
-        with tempfile.TemporaryDirectory() as scratch:
-            where = Path(eval_dir) / f"{cfg.task}-{number}" if eval_dir is not None else Path(scratch)
-            metrics = evaluate_model(cfg.task, folder, cfg.data, where, seed=cfg.seed, dataset=dataset,
-                                     name=str(base_dir / str(number)))
-        return {k: v for k, v in metrics.items() if k not in ("model", "data")}
-
     return export_model(models, cfg.task, base_dir, version=version,
                         labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=flip_tta,
                         shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
-                        evaluate=validation_metrics if evaluate else None,
-                        cascade=None if fallback is None else Cascade(rebuild_version(fallback), defer_below))
+                        evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
+                        cascade=(None if fallback is None
+                                 else Cascade(rebuild_version(fallback, compute_dtype), defer_below)))
+
+
+def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,
+                   weights_dtype: str = "float16", compute_dtype: str = "float32", evaluate: bool = True,
+                   eval_dir: str | Path | None = "runs/eval") -> Path:
+    """Export an exported version (plain or cascade) again as `out/<model>/<version>/`, its networks rebuilt
+    from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
+    types; its views, threshold and training record carry over, and the card names the source version."""
+    from emotion_ai_training.data import load_task
+    from emotion_ai_training.train import TrainConfig
+
+    folder = Path(folder)
+    source = json.loads((folder / MODEL_CARD).read_text()) if (folder / MODEL_CARD).is_file() else {}
+    if source.get("cascade"):
+        first, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
+        cascade: Cascade | None = Cascade(fallback, defer_below)
+    else:
+        first, cascade = rebuild_version(folder, compute_dtype), None
+    members = source["training"] if isinstance(source["training"], list) else [source["training"]]
+    cfg = TrainConfig(**members[0]["config"])
+    dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed) if evaluate else None
+    base_dir = Path(out) / source["model"]
+    card = {key: source[key] for key in ("training_data", "training") if key in source} | {
+        "exported_from": {"version": source.get("version"), "folder": str(folder),
+                          "code_commit": source.get("code_commit"), "weights_dtype": source.get("weights_dtype"),
+                          "compute_dtype": source.get("compute_dtype", "float32")}}
+    return export_model(first.models, source["model"], base_dir, version=version,
+                        labels=tuple(source["labels"]) if source.get("labels") else None,
+                        flip_tta=first.flip_tta, shift_tta=first.shift_tta, weights_dtype=weights_dtype, card=card,
+                        evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
+                        cascade=cascade)
+
+
+def _validation_metrics(cfg: Any, dataset: Any, base_dir: Path,
+                        eval_dir: str | Path | None) -> Callable[[Path, int], dict]:
+    """The `evaluate` callback of export_model: validation metrics of the finished SavedModel (the JSON and
+    confusion matrix go to `eval_dir/<task>-<version>/`, nowhere when None)."""
+    from emotion_ai_training.evaluate import evaluate as evaluate_model
+
+    def metrics(folder: Path, number: int) -> dict:
+        with tempfile.TemporaryDirectory() as scratch:
+            where = Path(eval_dir) / f"{cfg.task}-{number}" if eval_dir is not None else Path(scratch)
+            found = evaluate_model(cfg.task, folder, cfg.data, where, seed=cfg.seed, dataset=dataset,
+                                   name=str(base_dir / str(number)))
+        return {k: v for k, v in found.items() if k not in ("model", "data")}
+
+    return metrics

@@ -3,13 +3,16 @@
 A version exported by `export.export_model` stores each ensemble member's weights, in the order of the
 Keras model's variables, under the module's `net`; its model card keeps each member's training
 configuration. Building that architecture again and copying the stored values back (float16 storage is
-cast to float32) gives the served networks as Keras models without their training checkpoints: what a
-cascade (`export --fallback`) needs, and what a lost `runs/` folder no longer has.
+cast to the rebuilt network's own variable dtype) gives the served networks as Keras models without their
+training checkpoints: what a cascade (`export --fallback`) and a re-export (`export_version`: other
+storage or compute dtype) need, and what a lost `runs/` folder no longer has. A cascade's two stages are
+rebuilt with `rebuild_cascade`.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,42 +33,105 @@ class ExportedEnsemble:
     card: dict[str, Any]
 
 
-def rebuild_version(folder: str | Path) -> ExportedEnsemble:
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
+def rebuild_version(folder: str | Path, compute_dtype: str = "float32") -> ExportedEnsemble:
     """The Keras networks of version `folder` (e.g. models_export/emotion/6), with weights as served.
 
-    Raises FileNotFoundError for a folder without a SavedModel or model card and ValueError for a version
-    whose networks cannot be rebuilt (a cascade, or a card whose members do not match the stored weights).
+    `compute_dtype` "bfloat16" builds them under Keras's "bfloat16" policy (the layers the architecture
+    pins to float32, its output head, stay float32). Raises FileNotFoundError for a folder without a
+    SavedModel or model card and ValueError for a version whose networks cannot be rebuilt (a cascade:
+    see `rebuild_cascade`; a card whose members do not match the stored weights).
     """
     import tensorflow as tf
 
-    from emotion_ai_training.train import TrainConfig, build_model
+    folder = Path(folder)
+    card = _card(folder)
+    if card.get("cascade"):
+        raise ValueError(f"{folder} is a cascade; rebuild it with rebuild_cascade")
+    return _rebuilt(folder, tf.saved_model.load(str(folder)).net, card, card.get("training"), compute_dtype)
+
+
+def rebuild_cascade(folder: str | Path,
+                    compute_dtype: str = "float32") -> tuple[ExportedEnsemble, ExportedEnsemble, float]:
+    """A cascade version's first stage, its fallback (its card holds the fallback's views and members,
+    and the labels) and its `defer_below` threshold. ValueError for a version that is not a cascade."""
+    import tensorflow as tf
 
     folder = Path(folder)
+    card = _card(folder)
+    cascade = card.get("cascade")
+    if not cascade:
+        raise ValueError(f"{folder} is not a cascade")
+    stored = tf.saved_model.load(str(folder))
+    fallback_card = cascade["fallback"] | {"labels": card.get("labels"),
+                                           "batch_norm_folded": card.get("batch_norm_folded")}
+    first = _rebuilt(folder, stored.net, card, card.get("training"), compute_dtype)
+    fallback = _rebuilt(folder, stored.fallback_net, fallback_card, fallback_card.get("training"), compute_dtype)
+    return first, fallback, float(cascade["defer_below"])
+
+
+def _card(folder: Path) -> dict[str, Any]:
     card_path = folder / "model_card.json"
     if not (folder / "saved_model.pb").is_file() or not card_path.is_file():
         raise FileNotFoundError(f"{folder}: not an exported version (needs saved_model.pb and model_card.json)")
-    card = json.loads(card_path.read_text())
-    if card.get("cascade"):
-        raise ValueError(f"{folder} is a cascade; rebuild its fallback version instead")
-    members = card.get("training")
+    return json.loads(card_path.read_text())
+
+
+def _rebuilt(folder: Path, net: Any, card: dict[str, Any], members: Any, compute_dtype: str) -> ExportedEnsemble:
+    """Networks of the stored ensemble `net` (its `trainable` / `non_trainable` weight copies), built from
+    the members' training configurations under `compute_dtype`."""
     members = [members] if isinstance(members, dict) else list(members or [])
     if not members:
         raise ValueError(f"{folder}: the model card lists no training runs to rebuild")
-    stored = tf.saved_model.load(str(folder))
-    trainable, non_trainable = list(stored.net.trainable), list(stored.net.non_trainable)
+    trainable, non_trainable = list(net.trainable), list(net.non_trainable)
     if len(trainable) != len(members):
         raise ValueError(f"{folder}: {len(members)} members in the card, {len(trainable)} stored")
-    keras.mixed_precision.set_global_policy("float32")
+    folded = bool(card.get("batch_norm_folded"))
     models = []
     for member, values, fixed in zip(members, trainable, non_trainable, strict=True):
-        model = build_model(TrainConfig(**member["config"]))
-        if card.get("batch_norm_folded"):
-            model = fold_batch_norm(model)
-        targets = [*model.trainable_variables, *model.non_trainable_variables]
-        sources = [*values, *fixed]
-        if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in sources]:
+        # An unfolded version is rebuilt in float32 and folded before any bfloat16 rounding.
+        model = build_network(member["config"], folded, compute_dtype if folded else "float32")
+        if not assign_weights(model, [*values, *fixed]):
             raise ValueError(f"{folder}: member {member.get('run')!r} does not match its stored weights")
-        for target, source in zip(targets, sources, strict=True):
-            target.assign(tf.cast(source, "float32"))
-        models.append(model)
+        models.append(model if folded or compute_dtype == "float32"
+                      else in_compute_dtype(model, member["config"], compute_dtype))
     return ExportedEnsemble(folder, models, bool(card.get("flip_tta")), int(card.get("shift_tta_pixels") or 0), card)
+
+
+def build_network(config: dict[str, Any], folded: bool, compute_dtype: str = "float32") -> keras.Model:
+    """A run's architecture (its config.json), batch norms folded or not, under Keras's `compute_dtype`
+    policy (float32 or bfloat16; the layers the architecture pins to float32 stay float32)."""
+    from emotion_ai_training.train import TrainConfig, build_model
+
+    if compute_dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+    keras.mixed_precision.set_global_policy(compute_dtype)
+    try:
+        model = build_model(TrainConfig(**config))
+        return fold_batch_norm(model) if folded else model
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def assign_weights(model: keras.Model, values: Sequence[Any]) -> bool:
+    """Copy `values` (trainable, then non-trainable, as tensors or arrays) into `model`'s variables, each cast
+    to its variable's dtype; False (nothing copied) when their shapes do not match."""
+    import tensorflow as tf
+
+    targets = [*model.trainable_variables, *model.non_trainable_variables]
+    if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in values]:
+        return False
+    for target, source in zip(targets, values, strict=True):
+        target.assign(tf.cast(source, target.dtype))
+    return True
+
+
+def in_compute_dtype(model: keras.Model, config: dict[str, Any], compute_dtype: str) -> keras.Model:
+    """float32 `model` (the run `config`'s architecture) with its batch norms folded, copied into the same
+    folded network built under `compute_dtype`: folding happens in float32, before any rounding."""
+    folded = fold_batch_norm(model)
+    network = build_network(config, folded=True, compute_dtype=compute_dtype)
+    assign_weights(network, [*folded.trainable_variables, *folded.non_trainable_variables])
+    return network
