@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from emotion_ai_serving.errors import ServingError
 from emotion_ai_serving.json_render import render_predict_response
-from emotion_ai_serving.json_tensor import InputSpec, parse_json_object, predict_tensors_from_json
+from emotion_ai_serving.json_tensor import (
+    InputSpec,
+    fast_columnar_integers,
+    fast_tensor,
+    parse_json_object,
+    predict_tensors_from_json,
+)
 
 FLOAT = InputSpec("float", np.float32)
 UINT8 = InputSpec("uint8", np.uint8)
@@ -126,3 +134,40 @@ def test_parse_errors_follow_rapidjson(body, message):
 
 def test_trailing_garbage_after_root_is_ignored():
     assert parse_json_object(b'{"a": 1} trailing') == {"a": 1}
+
+
+# -- the numpy path for one integer tensor (the client's face crops) ---------------------------------
+def _general(body: bytes, spec: InputSpec) -> np.ndarray:
+    doc = parse_json_object(body)
+    return predict_tensors_from_json(doc, {"x": spec}, b"true" in body or b"false" in body)[0]["x"]
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (2, 3), (3, 4, 5, 1), (1, 1, 1), (2, 96, 96, 1)])
+def test_fast_integer_path_equals_the_general_path(shape):
+    rng = np.random.default_rng(sum(shape))
+    values = rng.integers(-300, 300, size=shape)
+    compact = json.dumps({"inputs": {"x": values.tolist()}}, separators=(",", ":")).encode()
+    spaced = json.dumps({"inputs": {"x": values.tolist()}, "signature_name": "serving_default"}).encode()
+    for body in (compact, spaced, b" \n" + compact + b"\n"):
+        found = fast_columnar_integers(body)
+        assert found is not None and found[1] == "x"
+        np.testing.assert_array_equal(found[2], values)
+        for spec in (UINT8, InputSpec("int32", np.int32), FLOAT):
+            tensor = fast_tensor(found[2], spec)
+            general = _general(body, spec)
+            assert tensor is not None and tensor.dtype == general.dtype
+            np.testing.assert_array_equal(tensor, general)  # uint8 wraps out-of-range values, as the cast does
+    assert fast_columnar_integers(spaced)[0] == "serving_default" and fast_columnar_integers(compact)[0] == ""
+
+
+@pytest.mark.parametrize("text", [
+    b"[01,2]", b"[1 2]", b"[1,,2]", b"[1,2,]", b"[-]", b"[--1]", b"[- 1]", b"[1-2]", b"[1,-00]", b"[[1,2][3,4]]",
+    b"[[1],[2]]]", b"[[1,2]],[[3]]",  # not JSON
+    b"[]", b"[[]]", b"[[1,2],[3]]", b"[1.5]", b"[true]", b"[99999999999999999999]", b"7", b'["a"]',  # JSON, not ours
+])
+def test_fast_integer_path_leaves_everything_else_to_the_general_path(text):
+    assert fast_columnar_integers(b'{"inputs":{"x":' + text + b"}}") is None
+    for body in (b'{"inputs":{"x":[1,2]},"other":1}', b'{"inputs":{"x":[1],"y":[2]}}', b'{"instances":[1,2]}',
+                 b'{"inputs":{"x":[1,2]}}trailing', b'{"signature_name":"s","inputs":{"x":[1]}}'):
+        assert fast_columnar_integers(body) is None
+    assert fast_tensor(np.array([2**40]), UINT8) is None  # out of the int32 range: the general path's error
