@@ -194,7 +194,7 @@ def _add_export(sub) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
     p.add_argument("--fallback", metavar="VERSION_DIR",
                    help="emotion: export a cascade whose second stage is this exported version (e.g. "
-                        "models_export/emotion/6); needs --defer-below")
+                        "emotion v6, in git history; not a cascade); needs --defer-below")
     p.add_argument("--defer-below", type=float, metavar="SCORE",
                    help="cascade: faces whose top score from the runs is below SCORE get the fallback's scores "
                         "(`emotion-ai-train cascade-curve` measures the choices)")
@@ -246,7 +246,8 @@ def _cmd_reexport(args) -> int:
 def _add_cascade_curve(sub) -> None:
     p = sub.add_parser("cascade-curve", help="emotion: accuracy and faces deferred of a cascade (fast version first, "
                                              "fallback version for the unsure faces) for each threshold")
-    p.add_argument("fallback", help="the second stage, an exported version folder, e.g. models_export/emotion/6")
+    p.add_argument("fallback", help="the second stage, a plain exported version folder (not a cascade), e.g. "
+                                    "emotion v6 from git history")
     p.add_argument("fast", nargs="+", help="candidate first stages (exported version folders), each measured")
     p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
     p.add_argument("--out", default="runs/cascade",

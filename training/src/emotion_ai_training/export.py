@@ -373,8 +373,9 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     networks too), writes the SavedModel and a model
     card listing every member (run, epochs, configuration with teacher/α/T for distilled runs) and,
     with `evaluate`, its validation metrics; the evaluation's JSON and confusion matrix go to
-    `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (an exported emotion version, e.g.
-    models_export/emotion/6) and `defer_below`, the runs become the first stage of a cascade (export_model).
+    `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (a plain exported emotion version,
+    e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
+    (export_model).
     """
     from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
     from emotion_ai_training.data import load_task

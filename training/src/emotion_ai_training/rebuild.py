@@ -37,7 +37,7 @@ COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 def rebuild_version(folder: str | Path, compute_dtype: str = "float32") -> ExportedEnsemble:
-    """The Keras networks of version `folder` (e.g. models_export/emotion/6), with weights as served.
+    """The Keras networks of version `folder` (e.g. models_export/keypoints/5), with weights as served.
 
     `compute_dtype` "bfloat16" builds them under Keras's "bfloat16" policy (the layers the architecture
     pins to float32, its output head, stay float32). Raises FileNotFoundError for a folder without a
