@@ -351,10 +351,24 @@ def predict_tensors_from_json(
 #: `"signature_name": "..."` and the closing `}` (nothing else, so any other body takes the general path).
 _COLUMNAR_HEAD = re.compile(rb'\s*\{\s*"inputs"\s*:\s*\{\s*"([A-Za-z0-9_./-]+)"\s*:\s*(?=\[)')
 _COLUMNAR_TAIL = re.compile(rb'\s*\}\s*(?:,\s*"signature_name"\s*:\s*"([A-Za-z0-9_./-]*)"\s*)?\}\s*')
-_NOT_INTEGER_ARRAY = re.compile(rb"[^0-9\[\],\s-]")
 _BLANKS = b" \t\r\n"
 _NUMBERS_ONLY = bytes.maketrans(b"[],", b"   ")
+#: Every digit to "1" (a run of them is one number's length), separators and blanks to others.
+_DIGITS_ONE = bytes.maketrans(b"0123456789[], \t\r\n", b"1111111111   wwww")
+_ARRAY_CHARS = b"0123456789[],- \t\r\n"
 _MAX_DIGITS = 18  # longer integers (beyond int64's certain range) take the general path
+
+
+def _bad_numbers(text: bytes) -> bool:
+    """Whether `text` (digits, signs, brackets, commas, blanks) holds number text JSON forbids: a leading
+    zero, or a sign that is not directly before a digit or that follows one."""
+    c = np.frombuffer(b" " + text + b" ", np.uint8)
+    digit = (c >= ord("0")) & (c <= ord("9"))
+    minus = c == ord("-")
+    before, here, after = slice(None, -2), slice(1, -1), slice(2, None)
+    leading_zero = (c[here] == ord("0")) & digit[after] & ~digit[before]
+    bad_sign = minus[here] & (~digit[after] | digit[before])
+    return bool(leading_zero.any() or bad_sign.any())
 
 
 def fast_columnar_integers(body: bytes) -> tuple[str, str, np.ndarray] | None:
@@ -363,46 +377,46 @@ def fast_columnar_integers(body: bytes) -> tuple[str, str, np.ndarray] | None:
     building Python lists; None for any other body (it takes the general path, errors included).
 
     Accepted only when the text is valid JSON for an array of exactly its shape: every number a JSON integer
-    (no leading zero, a sign only in front, at most 18 digits, no blank inside), and the bracket-and-comma
-    skeleton left after the numbers are removed is the one of a regular array of that shape."""
+    (no leading zero, a sign only in front, at most 18 digits, no blank inside: one number per element),
+    and the bracket-and-comma skeleton left after the numbers are removed is the one of a regular array of
+    the shape its first elements give."""
     head = _COLUMNAR_HEAD.match(body)
     if head is None:
         return None
-    stop = _NOT_INTEGER_ARRAY.search(body, head.end())
-    tail = None if stop is None else _COLUMNAR_TAIL.fullmatch(body, stop.start())
-    if tail is None:
+    stop = body.rfind(b"]") + 1
+    tail = _COLUMNAR_TAIL.fullmatch(body, stop) if stop else None
+    text = body[head.end() : stop]
+    if tail is None or text.translate(None, _ARRAY_CHARS):
         return None
-    text = body[head.end() : stop.start()]
-    chars = np.frombuffer(text, np.uint8)
-    digit = (chars >= ord("0")) & (chars <= ord("9"))
-    minus = chars == ord("-")
-    after_digit = np.concatenate([[False], digit[:-1]])
-    before = after_digit | np.concatenate([[False], minus[:-1]])  # the character before is part of a number
-    after = np.concatenate([digit[1:], [False]])
-    if np.any(minus & (before | ~after)) or np.any((chars == ord("0")) & after & ~after_digit):
-        return None  # a sign not directly before a digit or after one, or a leading zero
-    starts = np.flatnonzero((digit | minus) & ~before)
-    ends = np.flatnonzero((digit | minus) & ~np.concatenate([digit[1:] | minus[1:], [False]]))
-    if not len(starts) or (ends - starts).max() >= _MAX_DIGITS + 1:
+    if _bad_numbers(text) or b"1" * (_MAX_DIGITS + 1) in text.translate(_DIGITS_ONE):
         return None
     packed = text.translate(None, _BLANKS)
-    if b"[]" in packed or b",," in packed or b"[," in packed or b",]" in packed:
+    if b"[]" in packed:  # an empty list: no shape to read
         return None
-    symbols = np.frombuffer(packed, np.uint8)
-    opens = symbols == ord("[")
-    depth = np.cumsum(opens.astype(np.int64) - (symbols == ord("]")))
-    rank = len(packed) - len(packed.lstrip(b"["))
-    lists = np.bincount(depth[opens], minlength=rank + 1)[1 : rank + 1]  # lists at each depth
-    counts = [*lists[1:], len(starts)]
-    if rank == 0 or lists[0] != 1 or any(n % m for n, m in zip(counts, lists, strict=True)):
-        return None
-    shape = [int(n // m) for n, m in zip(counts, lists, strict=True)]
-    if packed.translate(None, b"0123456789-") != _skeleton(shape):
+    shape = _leading_shape(packed)
+    if shape is None or packed.translate(None, b"0123456789-") != _skeleton(shape):
         return None
     values = np.fromstring(text.translate(_NUMBERS_ONLY), dtype=np.int64, sep=" ")
-    if len(values) != len(starts):  # a blank inside a number splits it in two
+    if len(values) != int(np.prod(shape)):  # a blank inside an element makes two numbers of it
         return None
     return (tail.group(1) or b"").decode(), head.group(1).decode(), values.reshape(shape)
+
+
+def _leading_shape(packed: bytes) -> list[int] | None:
+    """The shape a regular nested array (no blanks) would have, read off its first list at each depth;
+    None for no array, or an empty list first."""
+    rank = len(packed) - len(packed.lstrip(b"["))
+    if rank == 0:
+        return None
+    shape = []
+    for k in range(rank):  # the first list at depth k ends at the first run of rank - k closing brackets
+        inner = rank - k - 1
+        end = packed.find(b"]" * (rank - k))
+        if end < 0:
+            return None
+        separator = b"]" * inner + b"," + b"[" * inner if inner else b","
+        shape.append(packed[k : end + inner + 1].count(separator) + 1)
+    return shape
 
 
 def _skeleton(shape: list[int]) -> bytes:
