@@ -152,13 +152,9 @@ def numpy_to_json(array: np.ndarray) -> str:
         return json.dumps(a.tolist(), separators=(",", ":"))
     values = a.astype(np.int64)
     magnitude = np.abs(values).astype(np.uint64)  # |int64 min| fits in uint64
-    digits = np.ones(a.shape, np.int64)
-    power = np.uint64(10)
-    while power <= magnitude.max():  # digits of each number
-        digits += magnitude >= power
-        if power > np.uint64(10**18):
-            break
-        power *= np.uint64(10)
+    digits = np.ones(a.shape, np.int64)  # of each number
+    for k in range(1, len(str(int(magnitude.max())))):
+        digits += magnitude >= np.uint64(10**k)
     width = int((digits + (values < 0)).max())
     text = np.full((*a.shape, width), ord(" "), np.uint8)
     rest = magnitude.copy()

@@ -427,12 +427,12 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
     from emotion_ai_training.train import TrainConfig
 
     folder = Path(folder)
-    source = json.loads((folder / MODEL_CARD).read_text()) if (folder / MODEL_CARD).is_file() else {}
-    if source.get("cascade"):
-        first, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
-        cascade: Cascade | None = Cascade(fallback, defer_below)
-    else:
+    try:
         first, cascade = rebuild_version(folder, compute_dtype), None
+    except ValueError:  # a cascade (any other reason to fail, rebuild_cascade gives too)
+        first, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
+        cascade = Cascade(fallback, defer_below)
+    source = first.card
     members = source["training"] if isinstance(source["training"], list) else [source["training"]]
     cfg = TrainConfig(**members[0]["config"])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed) if evaluate else None
