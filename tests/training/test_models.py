@@ -70,3 +70,15 @@ def test_emotion_model_outputs_probabilities() -> None:
     scores = np.asarray(model(np.zeros((2, 48, 48, 1), np.float32)))
     assert scores.shape == (2, 5)
     np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_the_hires_emotion_student_keeps_emotion_smalls_parameters_at_twice_the_resolution() -> None:
+    from emotion_ai_training.models import EMOTION_HIRES_RESNET, EMOTION_SMALL_RESNET, count_flops
+
+    small, hires = (build_emotion_model(7, cfg) for cfg in (EMOTION_SMALL_RESNET, EMOTION_HIRES_RESNET))
+    assert hires.count_params() == small.count_params()
+    assert hires.get_layer("stage4_block1_out").output.shape[1:3] == (6, 6)
+    assert small.get_layer("stage4_block1_out").output.shape[1:3] == (3, 3)
+    # Every conv works on 4x the positions; only the head's dense layer does not grow.
+    dense = 2 * 256 * 7
+    assert count_flops(hires) - dense == 4 * (count_flops(small) - dense)
