@@ -183,16 +183,19 @@ SHARED_FER = REPO.parent / "shared" / "data" / "fer2013.csv.gz"
 
 
 def _committed_cascade() -> Path | None:
-    from emotion_ai.versions import latest_version
+    """The newest committed emotion version that is a cascade (served or kept as the rollback)."""
+    from emotion_ai.versions import version_dirs
 
-    latest = latest_version(REPO / "models_export" / "emotion")
-    card = latest / "model_card.json" if latest else None
-    return latest if card and card.is_file() and json.loads(card.read_text()).get("cascade") else None
+    for _, folder in sorted(version_dirs(REPO / "models_export" / "emotion"), reverse=True):
+        card = folder / "model_card.json"
+        if card.is_file() and json.loads(card.read_text()).get("cascade"):
+            return folder
+    return None
 
 
 @pytest.mark.skipif(_committed_cascade() is None or not SHARED_FER.is_file(),
-                    reason="the served emotion version is not a cascade, or no FER-2013 copy beside the repo")
-def test_served_cascade_answers_unsure_faces_exactly_as_its_committed_fallback(tmp_path: Path) -> None:
+                    reason="no committed emotion version is a cascade, or no FER-2013 copy beside the repo")
+def test_committed_cascade_answers_unsure_faces_exactly_as_its_fallback(tmp_path: Path) -> None:
     from emotion_ai_training.data import load_task
     from emotion_ai_training.rebuild import rebuild_cascade
 
