@@ -80,5 +80,5 @@ def test_the_hires_emotion_student_keeps_emotion_smalls_parameters_at_twice_the_
     assert hires.get_layer("stage4_block1_out").output.shape[1:3] == (6, 6)
     assert small.get_layer("stage4_block1_out").output.shape[1:3] == (3, 3)
     # Every conv works on 4x the positions; only the head's dense layer does not grow.
-    dense = 2 * 256 * 7
+    dense = 2 * EMOTION_SMALL_RESNET.stage_widths[-1] * 7
     assert count_flops(hires) - dense == 4 * (count_flops(small) - dense)
