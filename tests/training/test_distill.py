@@ -231,3 +231,57 @@ def test_teacher_copies_teach_on_fixed_augmented_copies_each_cached(tmp_path: Pa
     assert _train(["emotion", "--data", str(data), "--runs", str(runs), "--name", "n", "--teacher-copies", "2"]) == 2
     with pytest.raises(ValueError, match="teacher_copies needs a teacher and the emotion task"):
         TrainConfig(task="keypoints", data="k.csv", run_dir="r", teacher=["t"], teacher_copies=2)
+
+
+def test_online_teacher_teaches_every_augmented_batch_on_its_networks_image_and_mirror(tmp_path: Path) -> None:
+    import keras
+    from emotion_ai_training.distill import OnlineTeacher
+    from emotion_ai_training.train import OnlineTeacherBatches, TrainConfig, run_batches
+
+    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs, cache, out = tmp_path / "runs", tmp_path / "cache", tmp_path / "models_export"
+    common = ["emotion", "--data", str(data), "--runs", str(runs), "--cache-dir", str(cache)]
+    for seed, name in enumerate(("a", "b")):
+        assert _train([*common, "--name", name, "--epochs", "1", "--seed", str(seed + 1)]) == 0
+    assert train_cli(["export", str(runs / "a"), "--out", str(out), "--flip-tta", "--no-evaluate"]) == 0
+    version, checkpoint = out / "emotion" / "1", runs / "b" / "best.keras"
+    images = np.random.default_rng(0).integers(0, 256, (6, 48, 48, 1)).astype(np.float32)
+    served = tf.saved_model.load(str(version)).signatures["serving_default"](
+        image=tf.constant(images.astype(np.uint8)))["scores"].numpy()
+    # Rebuilt from its SavedModel, the version's own networks and views give what it serves.
+    np.testing.assert_allclose(OnlineTeacher([version])(images), served, atol=1e-5)
+    net = keras.models.load_model(checkpoint, compile=False)
+    mirrored = (net.predict(images, verbose=0) + net.predict(images[:, :, ::-1], verbose=0)) / 2
+    both = OnlineTeacher([version, checkpoint])(images)
+    np.testing.assert_allclose(both, (served + mirrored) / 2, atol=1e-5)
+    assert np.abs(both - served).max() > 1e-4  # the second member counts
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:  # rebuilding a teacher in bfloat16 leaves the student's policy as it was
+        OnlineTeacher([version], "bfloat16")
+        assert keras.mixed_precision.global_policy().name == "mixed_bfloat16"
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+    online = [*common, "--name", "o", "--teacher", str(version), str(checkpoint), "--online-teacher"]
+    assert _train([*online, "--epochs", "1"]) == 0
+    assert _train([*online, "--epochs", "2", "--resume"]) == 0
+    config = json.loads((runs / "o" / "config.json").read_text())
+    assert config["online_teacher"] is True and json.loads((runs / "o" / "state.json").read_text())["epoch"] == 2
+    assert not (cache / "teacher").exists()  # nothing cached: the teacher ran on each batch
+    train_batches, val_batches = run_batches(TrainConfig(**config))
+    assert isinstance(train_batches, OnlineTeacherBatches)
+    x, y = train_batches[0]
+    originals = train_batches.images[np.sort(train_batches.order[:8])]
+    assert x.shape == (8, 48, 48, 1) and y.shape == (8, 14) and np.abs(x[..., 0] - originals).mean() > 1
+    np.testing.assert_array_equal(y[:, :7], train_batches.targets[np.sort(train_batches.order[:8])])
+    teacher_on_x = OnlineTeacher([version, checkpoint])(x)  # the teacher saw the augmented pixels
+    np.testing.assert_allclose(y[:, 7:], teacher_on_x, atol=1e-6)
+    np.testing.assert_allclose(teacher_on_x.sum(1), 1.0, atol=1e-5)
+    _, yv = val_batches[0]
+    np.testing.assert_array_equal(yv[:, 7:], yv[:, :7])  # validation scores the labels
+    with pytest.raises(ValueError, match="online_teacher needs a teacher"):
+        TrainConfig(task="emotion", data="f.csv", run_dir="r", online_teacher=True)
+    with pytest.raises(ValueError, match="excludes teacher_copies"):
+        TrainConfig(task="emotion", data="f.csv", run_dir="r", teacher=["t"], teacher_copies=2, online_teacher=True)
+    with pytest.raises(ValueError, match="online_teacher needs a teacher and the emotion task"):
+        TrainConfig(task="keypoints", data="k.csv", run_dir="r", teacher=["t"], online_teacher=True)

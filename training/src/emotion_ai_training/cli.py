@@ -83,6 +83,9 @@ def _add_train(sub) -> None:
         p.add_argument(flag, dest=name, type=kind, choices=choices, help=text)
     p.add_argument("--teacher", nargs="+", metavar="MODEL",
                    help="distil from these exported SavedModels or .keras checkpoints (outputs averaged, cached)")
+    p.add_argument("--online-teacher", action="store_true",
+                   help="emotion distillation: run the teacher's networks (image + mirror) on every augmented batch "
+                        "instead of caching its outputs on the un-augmented images")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     p.add_argument("--strict", action="store_true", help="fail on bad dataset rows instead of skipping them")
     p.add_argument("--cache-dir", default=defaults["cache_dir"] or "cache",
@@ -99,6 +102,7 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         task=args.task, data=args.data or DEFAULT_DATA[args.task],
         run_dir=str(Path(args.runs) / (args.name or args.task)), tiny=args.tiny, strict=args.strict,
+        online_teacher=args.online_teacher,
         cache_dir=args.cache_dir, teacher=list(args.teacher or []), **given,
     )
 

@@ -107,12 +107,13 @@ def build_network(config: dict[str, Any], folded: bool, compute_dtype: str = "fl
 
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(compute_dtype)
     try:
         model = build_model(TrainConfig(**config))
         return fold_batch_norm(model) if folded else model
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def assign_weights(model: keras.Model, values: Sequence[Any]) -> bool:

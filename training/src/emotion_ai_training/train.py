@@ -23,7 +23,13 @@ from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, Augm
 from emotion_ai_training.average import epoch_path, kept_epochs, save_epoch_weights
 from emotion_ai_training.data import label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
-from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
+from emotion_ai_training.distill import (
+    DistillationLoss,
+    LabelAccuracy,
+    OnlineTeacher,
+    keypoint_targets,
+    teacher_outputs,
+)
 from emotion_ai_training.losses import KEYPOINTS_LOSSES, MaskedRMSE
 from emotion_ai_training.models import (
     ARCHITECTURES,
@@ -72,6 +78,7 @@ class TrainConfig:
     distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
     temperature: float = 4.0  # emotion distillation softening
     teacher_copies: int = 0  # emotion: teach on this many fixed augmented copies (0 = the un-augmented images)
+    online_teacher: bool = False  # emotion: run the teacher on every augmented batch (distill.OnlineTeacher)
     keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
 
     def __post_init__(self) -> None:
@@ -91,6 +98,8 @@ class TrainConfig:
         if self.teacher_copies and (not self.teacher or self.task != "emotion"):
             raise ValueError("teacher_copies needs a teacher and the emotion task (keypoint targets already "
                              "follow the augmentation exactly)")
+        if self.online_teacher and (not self.teacher or self.task != "emotion" or self.teacher_copies):
+            raise ValueError("online_teacher needs a teacher and the emotion task, and excludes teacher_copies")
         for name in ("dropout", "erase_probability", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -144,6 +153,19 @@ class Batches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.order = self.rng.permutation(len(self.images))
+
+
+class OnlineTeacherBatches(Batches):
+    """Augmented training batches whose targets are [label ‖ the teacher's output on the augmented pixels]."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, augmenter: Augmenter, seed: int,
+                 teacher: OnlineTeacher, **kwargs):
+        super().__init__(images, labels, batch_size, augmenter, False, True, seed, **kwargs)
+        self.teacher = teacher
+
+    def __getitem__(self, i: int):
+        x, labels = super().__getitem__(i)
+        return x, np.concatenate([labels, self.teacher(x)], axis=1)
 
 
 class CopyBatches(Batches):
@@ -277,6 +299,8 @@ def _load_task_data(cfg: TrainConfig):
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"{cfg.data}: need both a training and a validation split "
                          f"(got {len(x_tr)} train, {len(x_va)} validation rows)")
+    if cfg.online_teacher:  # the training targets get the teacher's outputs batch by batch
+        return x_tr, y_tr, x_va, np.concatenate([y_va, y_va], axis=1)
     if cfg.teacher_copies:
         x_tr = augmented_copies(cfg, x_tr)
         targets = [_distill_targets(cfg, x, y_tr, y_va) for x in x_tr]
@@ -300,6 +324,10 @@ def _batches(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndar
     loading = {"workers": 2, "use_multiprocessing": False, "max_queue_size": 8}
     if cfg.teacher_copies:
         train_batches: Batches = CopyBatches(x_tr, y_tr, cfg.batch_size, cfg.seed, **loading)
+    elif cfg.online_teacher:
+        compute_dtype = "bfloat16" if cfg.precision == "mixed_bfloat16" else "float32"
+        train_batches = OnlineTeacherBatches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed),
+                                             cfg.seed, OnlineTeacher(cfg.teacher, compute_dtype), **loading)
     else:
         train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed), is_points,
                                 True, cfg.seed, **loading)
