@@ -116,7 +116,7 @@ def average_run(run_dir: Path, first: int | None = None, last: int | None = None
     best = keras.models.load_model(run_dir / "best.keras")
     best_value = float(best.evaluate(val_batches, return_dict=True, verbose=0)[metric])
     model.set_weights(mean_weights(epoch_path(run_dir, e) for e in chosen))
-    used = recalibrate_batch_norm(model, (train_batches[i] for i in range(len(train_batches))))
+    used = recalibrate_batch_norm(model, (train_batches.augmented(i) for i in range(len(train_batches))))
     value = float(model.evaluate(val_batches, return_dict=True, verbose=0)[metric])
     model.save(run_dir / AVERAGED)
     report = {"epochs": chosen, "batch_norm_batches": used, "metric": metric, "averaged": round(value, 4),

@@ -31,7 +31,6 @@ from keras import ops
 log = logging.getLogger(__name__)
 
 TEACHER_BATCH = 256
-ONLINE_VIEWS = 2  # OnlineTeacher: the image and its mirror
 _EPS = 1e-7
 
 
@@ -105,13 +104,14 @@ def teacher_output(path: Path, task: str, images: np.ndarray, cache_dir: str | P
 
 class OnlineTeacher:
     """Emotion teachers as Keras networks, run on each batch: the mean probabilities of every network on the
-    image and its mirror (`ONLINE_VIEWS`). An exported version is rebuilt from its SavedModel
-    (`rebuild.rebuild_version`) and run without the shifted views of its graph, which would cost five times as
-    much for targets that the augmentation already varies."""
+    image and its mirror (`export.tta_views` with the flip only). An exported version is rebuilt from its
+    SavedModel (`rebuild.rebuild_version`) and run without the shifted views of its graph, which would cost
+    five times as much for targets that the augmentation already varies."""
 
     def __init__(self, teachers: Sequence[str | Path], compute_dtype: str = "float32"):
         import tensorflow as tf
 
+        from emotion_ai_training.export import tta_views
         from emotion_ai_training.rebuild import rebuild_version
 
         paths = [Path(t) for t in teachers]
@@ -123,13 +123,13 @@ class OnlineTeacher:
                 raise FileNotFoundError(f"teacher {path} does not exist")
             networks += rebuild_version(path, compute_dtype).models if path.is_dir() \
                 else [keras.models.load_model(path, compile=False)]
-        self.networks = networks
 
         @tf.function(reduce_retracing=True)
         def mean_probabilities(x):
-            views = tf.concat([x, tf.reverse(x, axis=[2])], axis=0)
-            p = tf.add_n([tf.cast(net(views, training=False), tf.float32) for net in networks]) / len(networks)
-            return tf.reduce_mean(tf.reshape(p, [ONLINE_VIEWS, tf.shape(x)[0], -1]), axis=0)
+            views = tta_views(x, flip=True, shift=0)
+            batch = tf.concat(views, axis=0)
+            p = tf.add_n([tf.cast(net(batch, training=False), tf.float32) for net in networks]) / len(networks)
+            return tf.reduce_mean(tf.reshape(p, [len(views), tf.shape(x)[0], -1]), axis=0)
 
         self._mean_probabilities = mean_probabilities
 

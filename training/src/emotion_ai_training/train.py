@@ -141,6 +141,10 @@ class Batches(keras.utils.PyDataset):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, i: int):
+        return self.augmented(i)
+
+    def augmented(self, i: int):
+        """Batch `i`'s (augmented) pixels and its targets before any per-batch teacher."""
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
         x, y = self._rows(idx)
         if self.augmenter is not None:
@@ -164,7 +168,7 @@ class OnlineTeacherBatches(Batches):
         self.teacher = teacher
 
     def __getitem__(self, i: int):
-        x, labels = super().__getitem__(i)
+        x, labels = self.augmented(i)
         return x, np.concatenate([labels, self.teacher(x)], axis=1)
 
 
