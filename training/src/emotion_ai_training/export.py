@@ -344,21 +344,54 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
 # ------------------------------------------------------------------------------------------ runs → version
 
 
-def _ensemble_configs(run_dirs: Sequence[Path]) -> list[dict]:
-    """Each run's config.json; all runs must share the task, label set and training data."""
-    configs = []
-    for run_dir in run_dirs:
-        path = run_dir / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
-        configs.append(json.loads(path.read_text()))
-    first = configs[0]
-    for run_dir, config in zip(run_dirs[1:], configs[1:], strict=True):
+def is_exported_version(path: Path) -> bool:
+    """Whether `path` is an exported version folder (a SavedModel with its model card), not a run."""
+    return (path / "saved_model.pb").is_file() and (path / MODEL_CARD).is_file()
+
+
+def _version_members(folder: Path, compute_dtype: str) -> tuple[list[keras.Model], list[dict]]:
+    """The networks of exported version `folder` (a cascade: its first stage), rebuilt from the SavedModel,
+    and their training records from its card, each marked with the version it was taken from."""
+    card = json.loads((folder / MODEL_CARD).read_text())
+    ensemble = rebuild_cascade(folder, compute_dtype)[0] if card.get("cascade") else rebuild_version(folder,
+                                                                                                     compute_dtype)
+    records = ensemble.card["training"]
+    source = {"folder": str(folder), "version": card.get("version"), "code_commit": card.get("code_commit"),
+              "weights_dtype": card.get("weights_dtype"), "compute_dtype": card.get("compute_dtype", "float32")}
+    return ensemble.models, [r | {"from_version": source}
+                             for r in (records if isinstance(records, list) else [records])]
+
+
+def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[keras.Model, dict]:
+    """Run `run_dir`'s architecture with `checkpoint` loaded (in `compute_dtype`) and its training record."""
+    from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
+    from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
+
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: neither a training run (no config.json) nor an exported version")
+    config = json.loads(path.read_text())
+    cfg = TrainConfig(**config)
+    state = json.loads((run_dir / "state.json").read_text())
+    model = build_model(cfg)
+    copy_weights(run_dir / checkpoint, model)
+    member = {"run": run_dir.name, "checkpoint": checkpoint, "epochs_trained": state["epoch"],
+              "checkpoint_epoch": best_epoch(run_dir, cfg.task) if checkpoint == "best.keras" else state["epoch"],
+              "train_seconds": state.get("train_seconds"), "config": config}
+    if checkpoint == AVERAGED and (run_dir / AVERAGED_REPORT).exists():  # the mean of several epochs
+        member["checkpoint_epoch"] = None
+        member["averaged_epochs"] = json.loads((run_dir / AVERAGED_REPORT).read_text())["epochs"]
+    return (model if compute_dtype == "float32" else in_compute_dtype(model, config, compute_dtype)), member
+
+
+def _check_ensemble(members: Sequence[dict]) -> None:
+    """All members must share the task, label set and training data."""
+    first = members[0]
+    for member in members[1:]:
         for key in ("task", "classes", "data_sha256"):
-            if config.get(key) != first.get(key):
-                raise ValueError(f"{run_dir} cannot join an ensemble with {run_dirs[0]}: "
-                                 f"{key} {config.get(key)!r} != {first.get(key)!r}")
-    return configs
+            if member["config"].get(key) != first["config"].get(key):
+                raise ValueError(f"{member['run']!r} cannot join an ensemble with {first['run']!r}: "
+                                 f"{key} {member['config'].get(key)!r} != {first['config'].get(key)!r}")
 
 
 def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export", *, version: int | None = None,
@@ -376,32 +409,31 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (a plain exported emotion version,
     e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
     (export_model).
+
+    An exported version folder in `run_dirs` contributes its networks as members (a cascade: its first
+    stage), rebuilt from its SavedModel: members of a version whose runs are gone can join new ones. The
+    views are this export's (`flip_tta`, `shift_tta`), not the version's.
     """
-    from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
     from emotion_ai_training.data import load_task
-    from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
+    from emotion_ai_training.train import TrainConfig
 
     if (fallback is None) != (defer_below is None):
         raise ValueError("a cascade needs both a fallback version and defer_below")
-    run_dirs = [Path(r) for r in run_dirs]
-    configs = _ensemble_configs(run_dirs)
-    cfgs = [TrainConfig(**config) for config in configs]
+    if not run_dirs:
+        raise ValueError("no run or version to export")
     keras.mixed_precision.set_global_policy("float32")
     models, members = [], []
-    for run_dir, config, cfg in zip(run_dirs, configs, cfgs, strict=True):
-        state = json.loads((run_dir / "state.json").read_text())
-        model = build_model(cfg)
-        copy_weights(run_dir / checkpoint, model)
-        models.append(model if compute_dtype == "float32" else in_compute_dtype(model, config, compute_dtype))
-        member = {"run": run_dir.name, "checkpoint": checkpoint, "epochs_trained": state["epoch"],
-                  "checkpoint_epoch": (best_epoch(run_dir, cfg.task) if checkpoint == "best.keras"
-                                       else state["epoch"]),
-                  "train_seconds": state.get("train_seconds"), "config": config}
-        if checkpoint == AVERAGED and (run_dir / AVERAGED_REPORT).exists():  # the mean of several epochs
-            member["checkpoint_epoch"] = None
-            member["averaged_epochs"] = json.loads((run_dir / AVERAGED_REPORT).read_text())["epochs"]
-        members.append(member)
-    cfg = cfgs[0]
+    for source in (Path(r) for r in run_dirs):
+        if is_exported_version(source):
+            found, records = _version_members(source, compute_dtype)
+            models += found
+            members += records
+        else:
+            model, member = _run_member(source, checkpoint, compute_dtype)
+            models.append(model)
+            members.append(member)
+    _check_ensemble(members)
+    cfg = TrainConfig(**members[0]["config"])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
     card = {
         "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
