@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
 
+from emotion_ai_training.cascade import CASCADE_STAGES
+
 if TYPE_CHECKING:
     from emotion_ai_training.train import TrainConfig
 
@@ -235,6 +237,8 @@ def _add_reexport(sub) -> None:
     p.add_argument("version_dir", help="an exported version folder, e.g. models_export/emotion/7")
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
+    p.add_argument("--stage", choices=CASCADE_STAGES,
+                   help="a cascade: export only this stage, as a plain version with its own views")
     _add_dtypes(p, weights_default="float16")
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
     p.add_argument("--eval-dir", default="runs/eval",
@@ -245,7 +249,8 @@ def _cmd_reexport(args) -> int:
     from emotion_ai_training.export import export_version
 
     target = export_version(Path(args.version_dir), args.out, version=args.version, weights_dtype=args.weights_dtype,
-                            compute_dtype=args.compute_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir)
+                            compute_dtype=args.compute_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
+                            stage=args.stage)
     sys.stdout.write(f"{target}\n")
     return 0
 

@@ -39,9 +39,10 @@ from emotion_ai.spec import (
     SCORES_OUTPUT_KEY,
     SIGNATURE_NAME,
 )
-from emotion_ai.versions import version_dirs
+from emotion_ai.versions import has_saved_model, version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
+from emotion_ai_training.cascade import CASCADE_STAGES
 from emotion_ai_training.rebuild import (
     COMPUTE_DTYPES,
     ExportedEnsemble,
@@ -346,7 +347,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
 
 def is_exported_version(path: Path) -> bool:
     """Whether `path` is an exported version folder (a SavedModel with its model card), not a run."""
-    return (path / "saved_model.pb").is_file() and (path / MODEL_CARD).is_file()
+    return has_saved_model(path) and (path / MODEL_CARD).is_file()
 
 
 def _version_members(folder: Path, compute_dtype: str) -> tuple[list[keras.Model], list[dict]]:
@@ -451,32 +452,43 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
 
 def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,
                    weights_dtype: str = "float16", compute_dtype: str = "float32", evaluate: bool = True,
-                   eval_dir: str | Path | None = "runs/eval") -> Path:
+                   eval_dir: str | Path | None = "runs/eval", stage: str | None = None) -> Path:
     """Export an exported version (plain or cascade) again as `out/<model>/<version>/`, its networks rebuilt
     from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
-    types; its views, threshold and training record carry over, and the card names the source version."""
+    types; its views, threshold and training record carry over, and the card names the source version.
+    `stage` ("first" or "fallback", a cascade only) exports that stage alone as a plain version, with its
+    own views: bfloat16 weights come out bit for bit, so a new ensemble built from it stores the same bytes."""
     from emotion_ai_training.data import load_task
     from emotion_ai_training.train import TrainConfig
 
     folder = Path(folder)
-    try:
-        first, cascade = rebuild_version(folder, compute_dtype), None
-    except ValueError:  # a cascade (any other reason to fail, rebuild_cascade gives too)
-        first, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
-        cascade = Cascade(fallback, defer_below)
-    source = first.card
-    members = source["training"] if isinstance(source["training"], list) else [source["training"]]
+    cascade = None
+    if stage is not None:
+        if stage not in CASCADE_STAGES:
+            raise ValueError(f"stage must be one of {CASCADE_STAGES}, got {stage!r}")
+        first_stage, fallback, _ = rebuild_cascade(folder, compute_dtype)  # ValueError when not a cascade
+        networks, source = (first_stage if stage == "first" else fallback), first_stage.card
+    else:
+        try:
+            networks = rebuild_version(folder, compute_dtype)
+        except ValueError:  # a cascade (any other reason to fail, rebuild_cascade gives too)
+            networks, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
+            cascade = Cascade(fallback, defer_below)
+        source = networks.card
+    training = networks.card["training"]
+    members = training if isinstance(training, list) else [training]
     cfg = TrainConfig(**members[0]["config"])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed) if evaluate else None
     base_dir = Path(out) / source["model"]
-    card = {key: source[key] for key in ("training_data", "training") if key in source} | {
+    card = {key: source[key] for key in ("training_data",) if key in source} | {"training": training} | {
         "exported_from": {"version": source.get("version"), "folder": str(folder),
                           "code_commit": source.get("code_commit"), "weights_dtype": source.get("weights_dtype"),
-                          "compute_dtype": source.get("compute_dtype", "float32")}}
-    return export_model(first.models, source["model"], base_dir, version=version,
+                          "compute_dtype": source.get("compute_dtype", "float32")}
+        | ({"stage": stage} if stage else {})}
+    return export_model(networks.models, source["model"], base_dir, version=version,
                         labels=tuple(source["labels"]) if source.get("labels") else None,
-                        flip_tta=first.flip_tta, shift_tta=first.shift_tta, weights_dtype=weights_dtype, card=card,
-                        evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
+                        flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,
+                        card=card, evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
                         cascade=cascade)
 
 
