@@ -39,24 +39,25 @@ from emotion_ai.spec import (
     SCORES_OUTPUT_KEY,
     SIGNATURE_NAME,
 )
-from emotion_ai.versions import has_saved_model, version_dirs
+from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
 from emotion_ai_training.cascade import CASCADE_STAGES
 from emotion_ai_training.rebuild import (
     COMPUTE_DTYPES,
+    MODEL_CARD,
     ExportedEnsemble,
     in_compute_dtype,
+    is_exported_version,
     rebuild_cascade,
+    rebuild_first_stage,
     rebuild_version,
+    training_records,
 )
 
 log = logging.getLogger(__name__)
 
 WARMUP_BATCH_SIZES = (1, 4, 16)
-MODEL_CARD = "model_card.json"
-
-
 WEIGHT_DTYPES = ("float32", "float16")
 SIZE_WARNING_BYTES = 50 * 1024 * 1024
 
@@ -345,22 +346,14 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
 # ------------------------------------------------------------------------------------------ runs → version
 
 
-def is_exported_version(path: Path) -> bool:
-    """Whether `path` is an exported version folder (a SavedModel with its model card), not a run."""
-    return has_saved_model(path) and (path / MODEL_CARD).is_file()
-
-
 def _version_members(folder: Path, compute_dtype: str) -> tuple[list[keras.Model], list[dict]]:
     """The networks of exported version `folder` (a cascade: its first stage), rebuilt from the SavedModel,
     and their training records from its card, each marked with the version it was taken from."""
-    card = json.loads((folder / MODEL_CARD).read_text())
-    ensemble = rebuild_cascade(folder, compute_dtype)[0] if card.get("cascade") else rebuild_version(folder,
-                                                                                                     compute_dtype)
-    records = ensemble.card["training"]
+    ensemble = rebuild_first_stage(folder, compute_dtype)
+    card = ensemble.card
     source = {"folder": str(folder), "version": card.get("version"), "code_commit": card.get("code_commit"),
               "weights_dtype": card.get("weights_dtype"), "compute_dtype": card.get("compute_dtype", "float32")}
-    return ensemble.models, [r | {"from_version": source}
-                             for r in (records if isinstance(records, list) else [records])]
+    return ensemble.models, [r | {"from_version": source} for r in training_records(card)]
 
 
 def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[keras.Model, dict]:
@@ -476,15 +469,14 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
             cascade = Cascade(fallback, defer_below)
         source = networks.card
     training = networks.card["training"]
-    members = training if isinstance(training, list) else [training]
-    cfg = TrainConfig(**members[0]["config"])
+    cfg = TrainConfig(**training_records(networks.card)[0]["config"])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed) if evaluate else None
     base_dir = Path(out) / source["model"]
-    card = {key: source[key] for key in ("training_data",) if key in source} | {"training": training} | {
-        "exported_from": {"version": source.get("version"), "folder": str(folder),
-                          "code_commit": source.get("code_commit"), "weights_dtype": source.get("weights_dtype"),
-                          "compute_dtype": source.get("compute_dtype", "float32")}
-        | ({"stage": stage} if stage else {})}
+    exported_from = {"version": source.get("version"), "folder": str(folder), "code_commit": source.get("code_commit"),
+                     "weights_dtype": source.get("weights_dtype"),
+                     "compute_dtype": source.get("compute_dtype", "float32")} | ({"stage": stage} if stage else {})
+    card = ({"training_data": source["training_data"]} if "training_data" in source else {}) | {
+        "training": training, "exported_from": exported_from}
     return export_model(networks.models, source["model"], base_dir, version=version,
                         labels=tuple(source["labels"]) if source.get("labels") else None,
                         flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,

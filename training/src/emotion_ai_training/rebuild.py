@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import keras
+from emotion_ai.versions import has_saved_model
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
 
@@ -34,6 +35,7 @@ class ExportedEnsemble:
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
+MODEL_CARD = "model_card.json"
 
 
 def rebuild_version(folder: str | Path, compute_dtype: str = "float32") -> ExportedEnsemble:
@@ -50,7 +52,7 @@ def rebuild_version(folder: str | Path, compute_dtype: str = "float32") -> Expor
     card = _card(folder)
     if card.get("cascade"):
         raise ValueError(f"{folder} is a cascade; rebuild it with rebuild_cascade")
-    return _rebuilt(folder, tf.saved_model.load(str(folder)).net, card, card.get("training"), compute_dtype)
+    return _rebuilt(folder, tf.saved_model.load(str(folder)).net, card, compute_dtype)
 
 
 def rebuild_cascade(folder: str | Path,
@@ -67,22 +69,40 @@ def rebuild_cascade(folder: str | Path,
     stored = tf.saved_model.load(str(folder))
     fallback_card = cascade["fallback"] | {"labels": card.get("labels"),
                                            "batch_norm_folded": card.get("batch_norm_folded")}
-    first = _rebuilt(folder, stored.net, card, card.get("training"), compute_dtype)
-    fallback = _rebuilt(folder, stored.fallback_net, fallback_card, fallback_card.get("training"), compute_dtype)
+    first = _rebuilt(folder, stored.net, card, compute_dtype)
+    fallback = _rebuilt(folder, stored.fallback_net, fallback_card, compute_dtype)
     return first, fallback, float(cascade["defer_below"])
 
 
+def rebuild_first_stage(folder: str | Path, compute_dtype: str = "float32") -> ExportedEnsemble:
+    """A plain version's networks (`rebuild_version`), or a cascade's first stage (`rebuild_cascade`)."""
+    folder = Path(folder)
+    if _card(folder).get("cascade"):
+        return rebuild_cascade(folder, compute_dtype)[0]
+    return rebuild_version(folder, compute_dtype)
+
+
+def is_exported_version(path: Path) -> bool:
+    """Whether `path` is an exported version folder (a SavedModel with its model card), not a run."""
+    return has_saved_model(path) and (path / MODEL_CARD).is_file()
+
+
+def training_records(card: dict[str, Any]) -> list[dict[str, Any]]:
+    """A card's `training` as a list: one record per member (a single member's card holds it bare)."""
+    records = card.get("training")
+    return [records] if isinstance(records, dict) else list(records or [])
+
+
 def _card(folder: Path) -> dict[str, Any]:
-    card_path = folder / "model_card.json"
-    if not (folder / "saved_model.pb").is_file() or not card_path.is_file():
-        raise FileNotFoundError(f"{folder}: not an exported version (needs saved_model.pb and model_card.json)")
-    return json.loads(card_path.read_text())
+    if not is_exported_version(folder):
+        raise FileNotFoundError(f"{folder}: not an exported version (needs saved_model.pb and {MODEL_CARD})")
+    return json.loads((folder / MODEL_CARD).read_text())
 
 
-def _rebuilt(folder: Path, net: Any, card: dict[str, Any], members: Any, compute_dtype: str) -> ExportedEnsemble:
+def _rebuilt(folder: Path, net: Any, card: dict[str, Any], compute_dtype: str) -> ExportedEnsemble:
     """Networks of the stored ensemble `net` (its `trainable` / `non_trainable` weight copies), built from
-    the members' training configurations under `compute_dtype`."""
-    members = [members] if isinstance(members, dict) else list(members or [])
+    the training configurations of `card`'s members under `compute_dtype`."""
+    members = training_records(card)
     if not members:
         raise ValueError(f"{folder}: the model card lists no training runs to rebuild")
     trainable, non_trainable = list(net.trainable), list(net.non_trainable)
