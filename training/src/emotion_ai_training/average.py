@@ -18,6 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from emotion_ai_training.models import precision_policy
+
 log = logging.getLogger(__name__)
 
 EPOCHS_DIR = "epochs"
@@ -108,20 +110,20 @@ def average_run(run_dir: Path, first: int | None = None, last: int | None = None
     if not chosen:
         raise ValueError(f"{run_dir}: no kept epochs in {first or 'start'}..{last or 'end'} (kept: {kept or 'none'}; "
                          "train with --keep-epochs K to keep them)")
-    keras.mixed_precision.set_global_policy(cfg.precision)
-    model = keras.models.load_model(run_dir / "last.keras")
-    train_batches, val_batches = run_batches(cfg)
-    monitor, _ = MONITORS[cfg.task]
-    metric = monitor.removeprefix("val_")
-    best = keras.models.load_model(run_dir / "best.keras")
-    best_value = float(best.evaluate(val_batches, return_dict=True, verbose=0)[metric])
-    model.set_weights(mean_weights(epoch_path(run_dir, e) for e in chosen))
-    used = recalibrate_batch_norm(model, (train_batches.augmented(i) for i in range(len(train_batches))))
-    value = float(model.evaluate(val_batches, return_dict=True, verbose=0)[metric])
-    model.save(run_dir / AVERAGED)
-    report = {"epochs": chosen, "batch_norm_batches": used, "metric": metric, "averaged": round(value, 4),
-              "best_checkpoint": round(best_value, 4)}
-    (run_dir / AVERAGED_REPORT).write_text(json.dumps(report, indent=2))
-    log.info("%s: %s of epochs %d..%d %.4f (best.keras %.4f)", run_dir, metric, chosen[0], chosen[-1], value,
-             best_value)
-    return report
+    with precision_policy(cfg.precision):
+        model = keras.models.load_model(run_dir / "last.keras")
+        train_batches, val_batches = run_batches(cfg)
+        monitor, _ = MONITORS[cfg.task]
+        metric = monitor.removeprefix("val_")
+        best = keras.models.load_model(run_dir / "best.keras")
+        best_value = float(best.evaluate(val_batches, return_dict=True, verbose=0)[metric])
+        model.set_weights(mean_weights(epoch_path(run_dir, e) for e in chosen))
+        used = recalibrate_batch_norm(model, (train_batches.augmented(i) for i in range(len(train_batches))))
+        value = float(model.evaluate(val_batches, return_dict=True, verbose=0)[metric])
+        model.save(run_dir / AVERAGED)
+        report = {"epochs": chosen, "batch_norm_batches": used, "metric": metric, "averaged": round(value, 4),
+                  "best_checkpoint": round(best_value, 4)}
+        (run_dir / AVERAGED_REPORT).write_text(json.dumps(report, indent=2))
+        log.info("%s: %s of epochs %d..%d %.4f (best.keras %.4f)", run_dir, metric, chosen[0], chosen[-1], value,
+                 best_value)
+        return report

@@ -43,6 +43,7 @@ from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
 from emotion_ai_training.cascade import CASCADE_STAGES
+from emotion_ai_training.models import precision_policy
 from emotion_ai_training.rebuild import (
     COMPUTE_DTYPES,
     MODEL_CARD,
@@ -415,32 +416,32 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
         raise ValueError("a cascade needs both a fallback version and defer_below")
     if not run_dirs:
         raise ValueError("no run or version to export")
-    keras.mixed_precision.set_global_policy("float32")
-    models, members = [], []
-    for source in (Path(r) for r in run_dirs):
-        if is_exported_version(source):
-            found, records = _version_members(source, compute_dtype)
-            models += found
-            members += records
-        else:
-            model, member = _run_member(source, checkpoint, compute_dtype)
-            models.append(model)
-            members.append(member)
-    _check_ensemble(members)
-    cfg = TrainConfig(**members[0]["config"])
-    dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
-    card = {
-        "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
-                          "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
-        "training": members[0] if len(members) == 1 else members,
-    }
-    base_dir = Path(out) / cfg.task
-    return export_model(models, cfg.task, base_dir, version=version,
-                        labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=flip_tta,
-                        shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
-                        evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
-                        cascade=(None if fallback is None
-                                 else Cascade(rebuild_version(fallback, compute_dtype), defer_below)))
+    with precision_policy("float32"):  # the runs' networks are built and loaded in float32
+        models, members = [], []
+        for source in (Path(r) for r in run_dirs):
+            if is_exported_version(source):
+                found, records = _version_members(source, compute_dtype)
+                models += found
+                members += records
+            else:
+                model, member = _run_member(source, checkpoint, compute_dtype)
+                models.append(model)
+                members.append(member)
+        _check_ensemble(members)
+        cfg = TrainConfig(**members[0]["config"])
+        dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
+        card = {
+            "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
+                              "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
+            "training": members[0] if len(members) == 1 else members,
+        }
+        base_dir = Path(out) / cfg.task
+        return export_model(models, cfg.task, base_dir, version=version,
+                            labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=flip_tta,
+                            shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
+                            evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
+                            cascade=(None if fallback is None
+                                     else Cascade(rebuild_version(fallback, compute_dtype), defer_below)))
 
 
 def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,

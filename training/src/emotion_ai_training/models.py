@@ -22,6 +22,8 @@ Parameter and FLOP counts per configuration are printed by `emotion-ai-train mod
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import keras
@@ -89,6 +91,18 @@ ARCHITECTURES: dict[str, tuple[str, ResNetConfig]] = {
     "keypoints": ("keypoints", KEYPOINTS_RESNET),
     "keypoints_small": ("keypoints", KEYPOINTS_SMALL_RESNET),
 }
+
+
+@contextmanager
+def precision_policy(name: str) -> Iterator[None]:
+    """Keras's global precision policy set to `name` inside the block, and the caller's restored after it
+    (on errors too), so that training, averaging or rebuilding in bfloat16 leaves no policy behind."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def _l2(wd: float):

@@ -21,6 +21,7 @@ import keras
 from emotion_ai.versions import has_saved_model
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
+from emotion_ai_training.models import precision_policy
 
 
 @dataclass(frozen=True)
@@ -127,13 +128,9 @@ def build_network(config: dict[str, Any], folded: bool, compute_dtype: str = "fl
 
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(compute_dtype)
-    try:
+    with precision_policy(compute_dtype):
         model = build_model(TrainConfig(**config))
         return fold_batch_norm(model) if folded else model
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def assign_weights(model: keras.Model, values: Sequence[Any]) -> bool:

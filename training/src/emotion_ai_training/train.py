@@ -37,6 +37,7 @@ from emotion_ai_training.models import (
     ResNetConfig,
     build_emotion_model,
     build_keypoints_model,
+    precision_policy,
 )
 
 log = logging.getLogger(__name__)
@@ -417,42 +418,42 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
     elif run_dir.exists() and any(run_dir.glob("*.keras")):
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or pick another --name")
     keras.utils.set_random_seed(cfg.seed)
-    keras.mixed_precision.set_global_policy(cfg.precision)
-    x_tr, y_tr, x_va, y_va = _load_task_data(cfg)
-    if not resuming:
-        cfg.data_sha256 = file_sha256(Path(cfg.data))
-    train_batches, val_batches = _batches(cfg, x_tr, y_tr, x_va, y_va)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg) | {"resnet": asdict(cfg.resnet_config())},
-                                                    indent=2))
+    with precision_policy(cfg.precision):
+        x_tr, y_tr, x_va, y_va = _load_task_data(cfg)
+        if not resuming:
+            cfg.data_sha256 = file_sha256(Path(cfg.data))
+        train_batches, val_batches = _batches(cfg, x_tr, y_tr, x_va, y_va)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(asdict(cfg) | {"resnet": asdict(cfg.resnet_config())},
+                                                        indent=2))
 
-    monitor, mode = MONITORS[cfg.task]
-    initial_epoch, best, seconds = 0, None, 0.0
-    if resuming:
-        initial_epoch, best, seconds = done, state["best"], state.get("train_seconds", 0.0)
-        model = keras.models.load_model(run_dir / "last.keras")
-        if replan:
-            model.optimizer.learning_rate = _schedule(cfg, len(train_batches))
-            log.info("learning-rate schedule re-planned to end at epoch %d", cfg.epochs)
-    else:
-        model = build_model(cfg)
-        if cfg.init_from:
-            copy_weights(cfg.init_from, model)
-            log.info("initial weights from %s", cfg.init_from)
-        _compile(model, cfg, len(train_batches))
-    log.info("%s: %d train / %d validation rows%s, %.2f M parameters, epochs %d..%d",
-             cfg.task, len(train_batches.images), len(x_va),
-             f" ({cfg.teacher_copies} augmented copies)" if cfg.teacher_copies else "",
-             model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
-    callbacks = [
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-        RunCheckpoint(run_dir, monitor, mode, best, seconds, cfg.keep_epochs),
-        keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
-        _Throughput(cfg.batch_size),
-    ]
-    model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, initial_epoch=initial_epoch,
-              callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
-    return run_dir
+        monitor, mode = MONITORS[cfg.task]
+        initial_epoch, best, seconds = 0, None, 0.0
+        if resuming:
+            initial_epoch, best, seconds = done, state["best"], state.get("train_seconds", 0.0)
+            model = keras.models.load_model(run_dir / "last.keras")
+            if replan:
+                model.optimizer.learning_rate = _schedule(cfg, len(train_batches))
+                log.info("learning-rate schedule re-planned to end at epoch %d", cfg.epochs)
+        else:
+            model = build_model(cfg)
+            if cfg.init_from:
+                copy_weights(cfg.init_from, model)
+                log.info("initial weights from %s", cfg.init_from)
+            _compile(model, cfg, len(train_batches))
+        log.info("%s: %d train / %d validation rows%s, %.2f M parameters, epochs %d..%d",
+                 cfg.task, len(train_batches.images), len(x_va),
+                 f" ({cfg.teacher_copies} augmented copies)" if cfg.teacher_copies else "",
+                 model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
+        callbacks = [
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
+            RunCheckpoint(run_dir, monitor, mode, best, seconds, cfg.keep_epochs),
+            keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
+            _Throughput(cfg.batch_size),
+        ]
+        model.fit(train_batches, validation_data=val_batches, epochs=cfg.epochs, initial_epoch=initial_epoch,
+                  callbacks=callbacks, verbose=1 if sys.stderr.isatty() else 2)
+        return run_dir
 
 
 class _Throughput(keras.callbacks.Callback):
