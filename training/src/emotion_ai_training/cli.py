@@ -42,6 +42,7 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--temperature": ("temperature", float, None),
     "--limit": ("limit", int, None),
     "--init-from": ("init_from", str, None),
+    "--init-member": ("init_member", int, None),
     "--keep-epochs": ("keep_epochs", int, None),
     "--teacher-copies": ("teacher_copies", int, None),
 }
@@ -58,7 +59,9 @@ _TRAIN_HELP = {
     "--alpha": "teacher weight in distillation (default: train.DISTILL_ALPHA, 0.9 emotion, 0.5 keypoints)",
     "--temperature": "emotion distillation temperature",
     "--limit": "use at most N training rows (0 = all)",
-    "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras",
+    "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras, or "
+                   "from an exported version's (networks rebuilt from its SavedModel)",
+    "--init-member": "with --init-from an exported ensemble version: which member's weights (0-based)",
     "--teacher-copies": "emotion distillation: teach on K fixed augmented copies of the training set, the teacher "
                         "run on each (cached), instead of on the un-augmented images (default: 0)",
     "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0; "

@@ -70,7 +70,8 @@ class TrainConfig:
     limit: int = 0  # use at most this many training rows (0 = all)
     cache_dir: str | None = None
     data_sha256: str = ""
-    init_from: str = ""  # start from this checkpoint's weights (same architecture) instead of random ones
+    init_from: str = ""  # start from these weights (a checkpoint or exported version, same architecture)
+    init_member: int = 0  # with an exported ensemble version as init_from: which member's weights
     dropout: float | None = None  # None: the architecture's default
     erase_probability: float | None = None  # random erasing; None: the task's default augmentation
     resnet: dict = field(default_factory=dict)
@@ -355,13 +356,27 @@ def _distill_targets(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, y_va:
     return np.concatenate([y_tr, teacher], axis=1), np.concatenate([y_va, y_va], axis=1)
 
 
-def copy_weights(checkpoint: str | Path, model: keras.Model) -> None:
-    """Load a .keras checkpoint's weights into `model` (e.g. one built under another precision policy)."""
-    source = keras.models.load_model(checkpoint, compile=False)
-    if [w.shape for w in source.weights] != [w.shape for w in model.weights]:
-        raise ValueError(f"{checkpoint}: its weights do not fit the {model.name} model "
+def copy_weights(source: str | Path, model: keras.Model, member: int = 0) -> None:
+    """Load the weights of a .keras checkpoint, or of member `member` of an exported version folder (its
+    networks rebuilt from the SavedModel: `rebuild.rebuild_version`), into `model` (e.g. one built under
+    another precision policy). ValueError when they do not fit: another architecture or class count, a
+    member the version lacks, or a version whose batch norms were folded at export."""
+    from emotion_ai_training.rebuild import is_exported_version, rebuild_version
+
+    if is_exported_version(Path(source)):
+        stored = rebuild_version(source)
+        if not 0 <= member < len(stored.models):
+            raise ValueError(f"{source} holds {len(stored.models)} member(s); there is no member {member}")
+        if stored.card.get("batch_norm_folded"):
+            raise ValueError(f"{source}: its batch norms were folded at export, so its networks cannot train on; "
+                             "start from a version exported without folding or from a checkpoint")
+        weights = stored.models[member].get_weights()
+    else:
+        weights = keras.models.load_model(source, compile=False).get_weights()
+    if [w.shape for w in weights] != [tuple(w.shape) for w in model.weights]:
+        raise ValueError(f"{source}: its weights do not fit the {model.name} model "
                          "(different architecture or class count)")
-    model.set_weights(source.get_weights())
+    model.set_weights(weights)
 
 
 def build_model(cfg: TrainConfig) -> keras.Model:
@@ -438,8 +453,9 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
         else:
             model = build_model(cfg)
             if cfg.init_from:
-                copy_weights(cfg.init_from, model)
-                log.info("initial weights from %s", cfg.init_from)
+                copy_weights(cfg.init_from, model, cfg.init_member)
+                log.info("initial weights from %s%s", cfg.init_from,
+                         f" (member {cfg.init_member})" if cfg.init_member else "")
             _compile(model, cfg, len(train_batches))
         log.info("%s: %d train / %d validation rows%s, %.2f M parameters, epochs %d..%d",
                  cfg.task, len(train_batches.images), len(x_va),
