@@ -44,7 +44,7 @@ def test_rebuilt_networks_compute_what_the_version_serves(tmp_path: Path) -> Non
     from emotion_ai_training.rebuild import rebuild_version
     from emotion_ai_training.train import TrainConfig, build_model, copy_weights
 
-    _, runs, out = _train_runs(tmp_path, ("a", "b"))
+    data, runs, out = _train_runs(tmp_path, ("a", "b"))
     assert train_cli(["export", str(runs / "a"), str(runs / "b"), "--out", str(out), "--flip-tta", "--shift-tta",
                       "2", "--weights-dtype", "float16", "--no-evaluate"]) == 0
     folded = out / "emotion" / "1"
@@ -80,7 +80,6 @@ def test_rebuilt_networks_compute_what_the_version_serves(tmp_path: Path) -> Non
         copy_weights(folded, fresh)
     with pytest.raises(ValueError, match="no member 2"):
         copy_weights(unfolded, fresh, member=2)
-    data = tmp_path / "fer2013.csv"
     assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "c", "--epochs", "1",
                       "--tiny", "--precision", "float32", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"),
                       "--init-from", str(unfolded), "--init-member", "1"]) == 0
