@@ -101,7 +101,6 @@ class BlazeFace:
     net: cv2.dnn.Net
     scales: tuple[float | str, ...]
     threshold: float
-    name: str = "mtcnn"  # borrows MTCNN's crop geometry; only boxes are benchmarked
 
     def __post_init__(self) -> None:
         centres = (np.arange(GRID) + 0.5) / GRID
@@ -109,7 +108,8 @@ class BlazeFace:
         self.anchors = np.stack([xs.ravel(), ys.ravel()], axis=1) * INPUT
         self.outputs = list(self.net.getUnconnectedOutLayersNames())
 
-    def _tiles(self, rgb: np.ndarray) -> tuple[list[np.ndarray], list[tuple[float, int, int]]]:
+    def tiles(self, rgb: np.ndarray) -> tuple[list[np.ndarray], list[tuple[float, int, int]]]:
+        """The 192-px tiles of every scaled copy of `rgb`, and each tile's (scale, x0, y0)."""
         h, w = rgb.shape[:2]
         tiles, where = [], []
         for scale in self.scales:
@@ -124,7 +124,7 @@ class BlazeFace:
         return tiles, where
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        tiles, where = self._tiles(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
+        tiles, where = self.tiles(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
         blob = (np.stack(tiles).astype(np.float32) / 127.5 - 1.0).transpose(0, 3, 1, 2)
         self.net.setInput(np.ascontiguousarray(blob))
         outs = self.net.forward(self.outputs)
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, det in detectors.items():
         metrics[name] = bench.detection_metrics(scenes, bench.run_detector(det, scenes))
         if isinstance(det, BlazeFace):
-            metrics[name]["tiles_640x480"] = len(det._tiles(np.zeros((480, 640, 3), np.uint8))[0])
+            metrics[name]["tiles_640x480"] = len(det.tiles(np.zeros((480, 640, 3), np.uint8))[0])
         print(f"{name}: recall {metrics[name]['recall']}, {metrics[name]['ms_mean']} ms", flush=True)
     doc = {"command": "python bench/blazeface_probe.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "machine": machine_info(), "wheel": WHEEL, "model": MODEL_MEMBER, "scenes": len(scenes),
