@@ -74,3 +74,23 @@ def write_keypoints_csv(path: Path, n: int, subjects: bool = True, missing_every
             row += [f"person{i // 4}", "youtube_faces"]
         lines.append(",".join(row))
     return _write_lines(path, [*lines, *extra_lines])
+
+
+FERPLUS_HEADER = "Usage,Image name,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,NF"
+
+
+def write_ferplus_csv(path: Path, usages: list[str], votes: np.ndarray, extra_lines: tuple[str, ...] = ()) -> Path:
+    """A FER+ vote file (fer2013new.csv layout): one row per usage with its 10 vote counts."""
+    lines = [FERPLUS_HEADER] + [f"{use},fer{i:07d}.png," + ",".join(str(int(v)) for v in row)
+                                for i, (use, row) in enumerate(zip(usages, votes, strict=True))]
+    return _write_lines(path, [*lines, *extra_lines])
+
+
+def ferplus_votes(n: int, seed: int = RNG_SEED) -> np.ndarray:
+    """[n, 10] plausible vote counts: ten annotators per image, mostly on one of the 7 expressions."""
+    rng = np.random.default_rng(seed)
+    votes = np.zeros((n, 10), np.int64)
+    for row in votes:
+        for choice in rng.choice(10, size=10, p=[0.2, 0.2, 0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.1, 0.05]):
+            row[choice] += 1
+    return votes

@@ -100,3 +100,53 @@ def fold_batch_norm(model: keras.Model) -> keras.Model:
     log.info("folded %d batch-norm layers into their convolutions (%d layers → %d)", len(pairs),
              len(model.layers), len(folded.layers))
     return folded
+
+
+def unfold_batch_norm(folded: keras.Model, model: keras.Model, images: np.ndarray, batch_size: int = 256) -> None:
+    """Give `model` (the unfolded architecture of `folded`) weights that compute what `folded` computes, so a
+    version exported with folded batch norms can train on.
+
+    Every convolution that `fold_batch_norm` would merge takes the folded kernel; its batch norm gets the
+    per-channel mean and variance of that convolution's output on `images` (bias excluded) as its moving
+    statistics, with γ and β that undo them and add the folded bias back. In inference the network is then
+    `folded` up to float rounding, and in training its batch statistics start near those moving ones.
+
+    Args:
+        folded: a network as `fold_batch_norm` returns it.
+        model: the same architecture with its batch norms (e.g. `train.build_model` of the run's config).
+        images: input batch [N, H, W, C] the statistics are measured on (a few thousand training images).
+        batch_size: images per forward pass.
+
+    Raises:
+        ValueError: `folded` is not `model`'s folded form.
+    """
+    pairs = _foldable_pairs(model.get_config())
+    conv_names = list(pairs.values())
+    folded_names = {layer.name for layer in folded.layers}
+    expected = {layer.name for layer in model.layers} - set(pairs)
+    if folded_names != expected:
+        raise ValueError(f"{folded.name} is not the folded form of {model.name}: their layers differ")
+    probe = keras.Model(folded.inputs, [folded.get_layer(name).output for name in conv_names])
+    outputs = probe.predict(images, batch_size=batch_size, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    stats = {}
+    for name, out in zip(conv_names, outputs, strict=True):
+        bias = keras.ops.convert_to_numpy(folded.get_layer(name).bias).astype(np.float64)
+        values = out.astype(np.float64).reshape(-1, out.shape[-1]) - bias
+        stats[name] = (values.mean(axis=0), values.var(axis=0), bias)
+    bn_of = {conv: bn for bn, conv in pairs.items()}
+    for layer in model.layers:
+        if layer.name in pairs:
+            continue
+        source = folded.get_layer(layer.name)
+        if layer.name not in bn_of:
+            layer.set_weights(source.get_weights())
+            continue
+        kernel = keras.ops.convert_to_numpy(source.kernel)
+        layer.set_weights([kernel, np.zeros(kernel.shape[-1], np.float32)] if layer.use_bias else [kernel])
+        bn = model.get_layer(bn_of[layer.name])
+        mean, variance, bias = stats[layer.name]
+        weights = {"gamma": np.sqrt(variance + bn.epsilon), "beta": bias + mean, "moving_mean": mean,
+                   "moving_variance": variance}
+        bn.set_weights([weights[w.name].astype(np.float32) for w in bn.weights])
+    log.info("unfolded %d batch-norm layers (statistics from %d images)", len(pairs), len(images))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
 
 from emotion_ai_training.cascade import CASCADE_STAGES
+from emotion_ai_training.ferplus import LABEL_SOURCES
 
 if TYPE_CHECKING:
     from emotion_ai_training.train import TrainConfig
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("emotion_ai_training")
 
 DEFAULT_DATA = {"emotion": "../shared/data/fer2013.csv.gz", "keypoints": "../shared/data/facial_keypoints.csv.gz"}
+#: The FER+ votes of the default FER-2013 copy (`--labels ferplus-*`, `evaluate`).
+DEFAULT_VOTES = "../shared/data/ferplus_votes.csv.gz"
 TASKS = tuple(DEFAULT_DATA)
 
 
@@ -45,6 +48,8 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--init-member": ("init_member", int, None),
     "--keep-epochs": ("keep_epochs", int, None),
     "--teacher-copies": ("teacher_copies", int, None),
+    "--labels": ("labels", str, LABEL_SOURCES),
+    "--votes": ("votes", str, None),
 }
 _TRAIN_HELP = {
     "--epochs": "epochs of the cosine schedule; with --resume, changes the run's length",
@@ -64,6 +69,9 @@ _TRAIN_HELP = {
     "--init-member": "with --init-from an exported ensemble version: which member's weights (0-based)",
     "--teacher-copies": "emotion distillation: teach on K fixed augmented copies of the training set, the teacher "
                         "run on each (cached), instead of on the un-augmented images (default: 0)",
+    "--labels": "emotion targets: FER-2013's label, the FER+ majority of ten annotators (one-hot), or their vote "
+                "distribution (soft labels)",
+    "--votes": f"the FER+ vote file (fer2013new.csv) for --labels ferplus-* (default: {DEFAULT_VOTES})",
     "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0; "
                      "with --resume, from then on)",
 }
@@ -104,6 +112,8 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     from emotion_ai_training.train import TrainConfig
 
     given = {name: getattr(args, name) for name, _, _ in _TRAIN_FIELDS.values() if getattr(args, name) is not None}
+    if given.get("labels", "fer2013") != "fer2013":
+        given.setdefault("votes", DEFAULT_VOTES)
     return TrainConfig(
         task=args.task, data=args.data or DEFAULT_DATA[args.task],
         run_dir=str(Path(args.runs) / (args.name or args.task)), tiny=args.tiny, strict=args.strict,

@@ -28,7 +28,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".tif", ".tiff", ".we
 
 @dataclass
 class EmotionData:
-    """Images [N, 48, 48] uint8, labels [N] int64 indexing `label_names`, split [N] ('train'|'validation'|'test')."""
+    """Images [N, 48, 48] uint8, labels [N] int64 indexing `label_names`, split [N] ('train'|'validation'|'test'),
+    and rows [N]: each image's 0-based data row in its CSV (bad rows skipped), the key other label files of the
+    same images (FER+ votes) align on; a folder's images are numbered in load order."""
 
     images: np.ndarray
     labels: np.ndarray
@@ -36,6 +38,7 @@ class EmotionData:
     label_names: tuple[str, ...]
     source: str
     bad_rows: list[BadRow] = field(default_factory=list)
+    rows: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
 
     def subset(self, split: str) -> tuple[np.ndarray, np.ndarray]:
         mask = self.split == split
@@ -70,11 +73,12 @@ def load_emotion(path: str | Path, *, strict: bool = False, cache_dir: str | Pat
     cache = cache_path(Path(cache_dir) if cache_dir else None, path, "emotion")
     if cache is not None and cache.exists():
         z, bad = load_cache(cache, path, strict)
-        return EmotionData(z["images"], z["labels"], z["split"], tuple(z["label_names"]), str(path), bad)
+        return EmotionData(z["images"], z["labels"], z["split"], tuple(z["label_names"]), str(path), bad,
+                           z["rows"])
     data = _load_emotion_csv(path, strict)
     if cache is not None:
         save_cache(cache, data.bad_rows, images=data.images, labels=data.labels, split=data.split,
-                   label_names=np.array(data.label_names))
+                   label_names=np.array(data.label_names), rows=data.rows)
     return data
 
 
@@ -86,9 +90,9 @@ def _load_emotion_csv(path: Path, strict: bool) -> EmotionData:
         raise DatasetError(f"{path}: not a FER-2013 CSV: missing column(s) {sorted(missing)}; header is {header}")
     i_label, i_pix = header.index("emotion"), header.index("pixels")
     i_usage = header.index("Usage") if "Usage" in header else None
-    lines, labels, usages, pixels, bad = [], [], [], [], []
+    lines, indices, labels, usages, pixels, bad = [], [], [], [], [], []
     with fh:
-        for line, row in rows:
+        for index, (line, row) in enumerate(rows):
             if len(row) != len(header):
                 bad.append(BadRow(line, f"expected {len(header)} fields, got {len(row)}"))
                 continue
@@ -101,6 +105,7 @@ def _load_emotion_csv(path: Path, strict: bool) -> EmotionData:
                 bad.append(BadRow(line, f"unknown Usage {usage!r}"))
                 continue
             lines.append(line)
+            indices.append(index)
             labels.append(int(label))
             usages.append(FER_USAGE_TO_SPLIT[usage])
             pixels.append(row[i_pix])
@@ -120,6 +125,7 @@ def _load_emotion_csv(path: Path, strict: bool) -> EmotionData:
         label_names=EMOTION_LABELS,
         source=str(path),
         bad_rows=bad,
+        rows=np.asarray(indices, np.int64)[ok],
     )
 
 
@@ -159,7 +165,7 @@ def _load_emotion_folder(root: Path, strict: bool) -> EmotionData:
     if not images:
         raise DatasetError(f"{root}: no readable images")
     return EmotionData(np.stack(images), np.asarray(labels, np.int64), np.asarray(splits), label_names,
-                       str(root), bad)
+                       str(root), bad, np.arange(len(images), dtype=np.int64))
 
 
 # ---------------------------------------------------------------------------------------------- keypoints

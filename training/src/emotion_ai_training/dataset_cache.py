@@ -13,7 +13,8 @@ from .dataset_files import BadRow, report_bad_rows
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 2  # 2: bad rows are cached too, so a cache hit reports them (and --strict fails) as parsing does
+CACHE_FORMAT = 3  # 2: bad rows are cached too, so a cache hit reports them (and --strict fails) as parsing does;
+#                  3: emotion images keep their data row (the key FER+ votes align on)
 
 
 def cache_path(cache_dir: Path | None, path: Path, kind: str) -> Path | None:

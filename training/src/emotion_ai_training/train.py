@@ -21,6 +21,7 @@ from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 
 from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
 from emotion_ai_training.average import epoch_path, kept_epochs, save_epoch_weights
+from emotion_ai_training.batchnorm_folding import unfold_batch_norm
 from emotion_ai_training.data import label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
 from emotion_ai_training.distill import (
@@ -30,6 +31,7 @@ from emotion_ai_training.distill import (
     keypoint_targets,
     teacher_outputs,
 )
+from emotion_ai_training.ferplus import LABEL_SOURCES, aligned_votes, load_ferplus, targets, usable
 from emotion_ai_training.losses import KEYPOINTS_LOSSES, MaskedRMSE
 from emotion_ai_training.models import (
     ARCHITECTURES,
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 MONITORS = {"emotion": ("val_accuracy", "max"), "keypoints": ("val_rmse", "min")}
 #: Weight of the teacher in distillation when `TrainConfig.distill_alpha` is None (see distill.py).
 DISTILL_ALPHA = {"emotion": 0.9, "keypoints": 0.5}
+#: Training images whose activations set the batch norms of a folded exported version a run starts from.
+UNFOLD_IMAGES = 4096
 COPIES_SEED = 1000  # offset of the augmented copies' seed from the run's (`TrainConfig.teacher_copies`)
 
 
@@ -82,6 +86,8 @@ class TrainConfig:
     teacher_copies: int = 0  # emotion: teach on this many fixed augmented copies (0 = the un-augmented images)
     online_teacher: bool = False  # emotion: run the teacher on every augmented batch (distill.OnlineTeacher)
     keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
+    labels: str = "fer2013"  # emotion targets: a name in ferplus.LABEL_SOURCES
+    votes: str = ""  # the FER+ vote file, for labels ferplus-*
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -102,6 +108,10 @@ class TrainConfig:
                              "follow the augmentation exactly)")
         if self.online_teacher and (not self.teacher or self.task != "emotion" or self.teacher_copies):
             raise ValueError("online_teacher needs a teacher and the emotion task, and excludes teacher_copies")
+        if self.labels not in LABEL_SOURCES:
+            raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
+        if self.labels != "fer2013" and (self.task != "emotion" or self.classes != 7 or not self.votes):
+            raise ValueError(f"labels {self.labels} need the emotion task, 7 classes and a FER+ vote file (votes)")
         for name in ("dropout", "erase_probability", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -290,7 +300,9 @@ def _load_task_data(cfg: TrainConfig):
     data = load_task(cfg.task, cfg.data, strict=cfg.strict, cache_dir=cfg.cache_dir, seed=cfg.seed)
     x_tr, y_tr = data.subset("train")
     x_va, y_va = data.subset("validation")
-    if cfg.task == "emotion":
+    if cfg.labels != "fer2013":
+        x_tr, y_tr, x_va, y_va = _ferplus_rows(cfg, data)
+    elif cfg.task == "emotion":
         names = cfg.label_names()
         if tuple(data.label_names) != names:
             remap = label_remap(data.label_names, names)
@@ -314,6 +326,16 @@ def _load_task_data(cfg: TrainConfig):
     if cfg.teacher:
         y_tr, y_va = _distill_targets(cfg, x_tr, y_tr, y_va)
     return x_tr, y_tr, x_va, y_va
+
+
+def _ferplus_rows(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_val, y_val) with FER+ targets (`ferplus.targets`), unusable images left out."""
+    votes = aligned_votes(data, load_ferplus(cfg.votes, strict=cfg.strict))
+    keep, y = usable(votes), targets(votes, cfg.labels)
+    log.info("FER+ targets (%s): %d of %d images usable (%d left out: no majority among the 7 classes)",
+             cfg.labels, int(keep.sum()), len(keep), int((~keep).sum()))
+    train, val = keep & (data.split == "train"), keep & (data.split == "validation")
+    return data.images[train], y[train], data.images[val], y[val]
 
 
 def augmented_copies(cfg: TrainConfig, images: np.ndarray) -> np.ndarray:
@@ -356,20 +378,27 @@ def _distill_targets(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, y_va:
     return np.concatenate([y_tr, teacher], axis=1), np.concatenate([y_va, y_va], axis=1)
 
 
-def copy_weights(source: str | Path, model: keras.Model, member: int = 0) -> None:
+def copy_weights(source: str | Path, model: keras.Model, member: int = 0, images: np.ndarray | None = None) -> None:
     """Load the weights of a .keras checkpoint, or of member `member` of an exported version folder (its
-    networks rebuilt from the SavedModel: `rebuild.rebuild_version`), into `model` (e.g. one built under
-    another precision policy). ValueError when they do not fit: another architecture or class count, a
-    member the version lacks, or a version whose batch norms were folded at export."""
-    from emotion_ai_training.rebuild import is_exported_version, rebuild_version
+    networks rebuilt from the SavedModel: `rebuild.rebuild_first_stage`, a cascade's first stage), into `model`
+    (e.g. one built under another precision policy). A version whose batch norms were folded at export is
+    unfolded (`batchnorm_folding.unfold_batch_norm`) with statistics measured on `images` [N, H, W, 1].
+    ValueError when they do not fit: another architecture or class count, a member the version lacks, or a
+    folded version without `images`."""
+    from emotion_ai_training.rebuild import is_exported_version, rebuild_first_stage
 
     if is_exported_version(Path(source)):
-        stored = rebuild_version(source)
+        stored = rebuild_first_stage(source)
         if not 0 <= member < len(stored.models):
             raise ValueError(f"{source} holds {len(stored.models)} member(s); there is no member {member}")
         if stored.card.get("batch_norm_folded"):
-            raise ValueError(f"{source}: its batch norms were folded at export, so its networks cannot train on; "
-                             "start from a version exported without folding or from a checkpoint")
+            if images is None:
+                raise ValueError(f"{source}: its batch norms were folded at export; unfolding needs images")
+            try:
+                unfold_batch_norm(stored.models[member], model, images)
+            except ValueError as exc:
+                raise ValueError(f"{source}: its weights do not fit the {model.name} model ({exc})") from None
+            return
         weights = stored.models[member].get_weights()
     else:
         weights = keras.models.load_model(source, compile=False).get_weights()
@@ -453,7 +482,8 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
         else:
             model = build_model(cfg)
             if cfg.init_from:
-                copy_weights(cfg.init_from, model, cfg.init_member)
+                copy_weights(cfg.init_from, model, cfg.init_member,
+                             x_tr[:UNFOLD_IMAGES, ..., None].astype(np.float32))
                 log.info("initial weights from %s%s", cfg.init_from,
                          f" (member {cfg.init_member})" if cfg.init_member else "")
             _compile(model, cfg, len(train_batches))

@@ -1,0 +1,165 @@
+"""FER+ votes: the loader aligns them with FER-2013 row by row, drops what it should, and makes the targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from emotion_ai.spec import EMOTION_LABELS
+from emotion_ai_training.data import load_emotion
+from emotion_ai_training.dataset_files import DatasetError
+from emotion_ai_training.ferplus import (
+    FERPLUS_COLUMNS,
+    agrees,
+    aligned_votes,
+    emotion_votes,
+    load_ferplus,
+    targets,
+    usable,
+)
+
+from .training_datagen import fer_rows, ferplus_votes, write_fer_csv, write_ferplus_csv
+
+# neutral happiness surprise sadness anger disgust fear contempt unknown NF
+VOTES = np.array([
+    [0, 7, 0, 0, 0, 0, 0, 3, 0, 0],  # happy (contempt dropped)
+    [4, 0, 0, 4, 0, 0, 0, 0, 2, 0],  # tie neutral / sad
+    [0, 0, 0, 0, 0, 0, 0, 0, 3, 7],  # not a face: left out
+    [0, 0, 0, 0, 0, 0, 0, 10, 0, 0],  # only contempt: left out
+    [3, 0, 0, 0, 0, 0, 0, 0, 3, 4],  # NF as voted as the top expression: left out
+])
+
+
+def test_seven_class_votes_follow_fer2013_order() -> None:
+    seven = emotion_votes(VOTES)
+    assert seven.shape == (5, 7)
+    assert seven[0, EMOTION_LABELS.index("happy")] == 7 and seven[0].sum() == 7
+    assert seven[1, EMOTION_LABELS.index("neutral")] == 4 and seven[1, EMOTION_LABELS.index("sad")] == 4
+    np.testing.assert_array_equal(usable(VOTES), [True, True, False, False, False])
+
+
+def test_targets_majority_splits_ties_and_votes_renormalise() -> None:
+    majority = targets(VOTES[:2], "ferplus-majority")
+    np.testing.assert_allclose(majority[0], np.eye(7)[EMOTION_LABELS.index("happy")])
+    assert majority[1, EMOTION_LABELS.index("neutral")] == pytest.approx(0.5)
+    assert majority[1, EMOTION_LABELS.index("sad")] == pytest.approx(0.5)
+    soft = targets(VOTES[:2], "ferplus-votes")
+    np.testing.assert_allclose(soft.sum(axis=1), 1.0, rtol=1e-6)
+    assert soft[0, EMOTION_LABELS.index("happy")] == pytest.approx(1.0)  # 7 of the 7 non-contempt votes
+    with pytest.raises(ValueError, match="scheme"):
+        targets(VOTES, "fer2013")
+
+
+def test_agreement_counts_any_tied_majority_class() -> None:
+    predicted = np.array([EMOTION_LABELS.index("happy"), EMOTION_LABELS.index("sad")])
+    np.testing.assert_array_equal(agrees(predicted, VOTES[:2]), [True, True])
+    np.testing.assert_array_equal(agrees(predicted[::-1], VOTES[:2]), [False, False])
+
+
+def test_loader_aligns_rows_and_skips_bad_fer_rows(tmp_path: Path) -> None:
+    rows = fer_rows(9)
+    fer = write_fer_csv(tmp_path / "fer2013.csv", rows, extra_lines=("3,1 2 3,Training",))  # a bad 10th row
+    usages = [use for _, _, use in rows] + ["Training"]
+    votes = ferplus_votes(10)
+    data = load_emotion(fer)
+    assert len(data.images) == 9 and len(data.bad_rows) == 1
+    np.testing.assert_array_equal(data.rows, np.arange(9))
+    aligned = aligned_votes(data, load_ferplus(write_ferplus_csv(tmp_path / "fer2013new.csv.gz", usages, votes)))
+    np.testing.assert_array_equal(aligned, votes[:9])
+    # The cache keeps the rows the votes align on.
+    cached = load_emotion(fer, cache_dir=tmp_path / "cache")
+    again = load_emotion(fer, cache_dir=tmp_path / "cache")
+    np.testing.assert_array_equal(again.rows, cached.rows)
+
+
+def test_loader_refuses_files_that_do_not_align(tmp_path: Path) -> None:
+    rows = fer_rows(6)
+    data = load_emotion(write_fer_csv(tmp_path / "fer2013.csv", rows))
+    usages = [use for _, _, use in rows]
+    short = load_ferplus(write_ferplus_csv(tmp_path / "short.csv", usages[:4], ferplus_votes(4)))
+    with pytest.raises(DatasetError, match="rows"):
+        aligned_votes(data, short)
+    swapped = ["PublicTest" if u == "Training" else "Training" for u in usages]
+    with pytest.raises(DatasetError, match="does not align"):
+        aligned_votes(data, load_ferplus(write_ferplus_csv(tmp_path / "swapped.csv", swapped, ferplus_votes(6))))
+    with pytest.raises(DatasetError, match="not a FER\\+ vote file"):
+        load_ferplus(write_fer_csv(tmp_path / "not_votes.csv", rows))
+
+
+def test_bad_vote_rows_are_counted_and_become_unusable(tmp_path: Path) -> None:
+    path = write_ferplus_csv(tmp_path / "votes.csv", ["Training"], ferplus_votes(1),
+                             extra_lines=("Training,fer1.png,1,x,0,0,0,0,0,0,0,0",))
+    loaded = load_ferplus(path)
+    assert len(loaded.votes) == 2 and len(loaded.bad_rows) == 1
+    assert not usable(loaded.votes)[1] and loaded.votes.shape[1] == len(FERPLUS_COLUMNS)
+    with pytest.raises(DatasetError):
+        load_ferplus(path, strict=True)
+
+
+def test_soft_label_loss_equals_numpy_cross_entropy() -> None:
+    import keras
+
+    soft = targets(ferplus_votes(4), "ferplus-votes")
+    probs = np.random.default_rng(0).dirichlet(np.ones(7), size=4).astype(np.float32)
+    loss = float(keras.losses.CategoricalCrossentropy()(soft, probs))
+    assert loss == pytest.approx(float(np.mean(-(soft * np.log(probs)).sum(axis=1))), rel=1e-5)
+
+
+@pytest.mark.parametrize("labels", ["ferplus-majority", "ferplus-votes"])
+def test_training_on_ferplus_targets_resumes_and_exports_the_same_contract(tmp_path: Path, labels: str) -> None:
+    tf = pytest.importorskip("tensorflow")
+    from emotion_ai_training.cli import main as train_cli
+
+    rows = fer_rows(48)
+    fer = write_fer_csv(tmp_path / "fer2013.csv", rows)
+    votes = write_ferplus_csv(tmp_path / "fer2013new.csv", [use for _, _, use in rows], ferplus_votes(48))
+    runs = tmp_path / "runs"
+    common = ["train", "emotion", "--data", str(fer), "--runs", str(runs), "--name", "e", "--labels", labels,
+              "--votes", str(votes), "--tiny", "--precision", "float32", "--batch-size", "8",
+              "--cache-dir", str(tmp_path / "cache")]
+    assert train_cli([*common, "--epochs", "1"]) == 0
+    assert train_cli([*common, "--epochs", "2", "--resume"]) == 0
+    import json
+
+    config = json.loads((runs / "e" / "config.json").read_text())
+    assert config["labels"] == labels and config["votes"] == str(votes)
+    assert json.loads((runs / "e" / "state.json").read_text())["epoch"] == 2
+    out = tmp_path / "models_export"
+    assert train_cli(["export", str(runs / "e"), "--out", str(out)]) == 0
+    sig = tf.saved_model.load(str(out / "emotion" / "1")).signatures["serving_default"]
+    assert sig.structured_input_signature[1]["image"].shape.as_list() == [None, 48, 48, 1]
+    scores = sig(image=tf.zeros([2, 48, 48, 1], tf.uint8))["scores"].numpy()
+    assert scores.shape == (2, 7)
+    np.testing.assert_allclose(scores.sum(axis=1), 1.0, rtol=1e-3)
+    # FER+ targets need the 7 classes and the emotion task.
+    assert train_cli([*common[:-2], "--name", "f", "--classes", "5"]) == 2
+
+
+def test_a_folded_version_unfolds_into_a_trainable_network_with_the_same_outputs(tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    from emotion_ai_training.cli import main as train_cli
+    from emotion_ai_training.train import TrainConfig, build_model, copy_weights
+
+    fer = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs, out = tmp_path / "runs", tmp_path / "models_export"
+    assert train_cli(["train", "emotion", "--data", str(fer), "--runs", str(runs), "--name", "e", "--tiny",
+                      "--precision", "float32", "--batch-size", "8", "--epochs", "2"]) == 0
+    assert train_cli(["export", str(runs / "e"), "--out", str(out), "--compute-dtype", "float32"]) == 0
+    version = out / "emotion" / "1"
+    assert json_card(version)["batch_norm_folded"]
+    images = np.random.default_rng(1).integers(0, 256, (64, 48, 48, 1)).astype(np.float32)
+    model = build_model(TrainConfig(task="emotion", data=str(fer), run_dir="", tiny=True))
+    with pytest.raises(ValueError, match="needs images"):
+        copy_weights(version, model)
+    copy_weights(version, model, images=images)
+    served = tf.saved_model.load(str(version)).signatures["serving_default"]
+    expected = served(image=tf.constant(images[:8].astype(np.uint8)))["scores"].numpy()
+    np.testing.assert_allclose(model.predict(images[:8], verbose=0), expected, atol=2e-3)
+    assert any(layer.__class__.__name__ == "BatchNormalization" for layer in model.layers)
+
+
+def json_card(version: Path) -> dict:
+    import json
+
+    return json.loads((version / "model_card.json").read_text())
