@@ -154,12 +154,14 @@ def _add_describe(sub) -> None:
     p.add_argument("--out", default="runs/describe", help="output folder (default: runs/describe)")
     p.add_argument("--cache-dir", default="cache")
     p.add_argument("--strict", action="store_true", help="fail on bad rows instead of skipping and counting them")
+    p.add_argument("--votes", metavar="CSV", help="emotion: a FER+ vote file of the same images (fer2013new.csv), for "
+                                                  "its vote statistics and its disagreement with FER-2013's labels")
 
 
 def _cmd_describe(args) -> int:
     from emotion_ai_training.describe import describe
 
-    summary = describe(args.data, args.out, args.task, args.cache_dir, args.strict)
+    summary = describe(args.data, args.out, args.task, args.cache_dir, args.strict, args.votes)
     sys.stdout.write((Path(args.out) / "summary.txt").read_text())
     return 0 if summary else 1
 
@@ -171,6 +173,20 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--out", help="output folder (default: runs/eval/<model>-<version>)")
     p.add_argument("--seed", type=int, default=0, help="keypoints: split seed used in training")
     p.add_argument("--cache-dir", default="cache")
+    _add_votes(p)
+
+
+def _add_votes(p, default: str = f"{DEFAULT_VOTES} with the default data, when present; '' for none") -> None:
+    p.add_argument("--votes", metavar="CSV",
+                   help="emotion: the FER+ vote file of the data's images, to measure agreement with the FER+ majority "
+                        f"too (default: {default})")
+
+
+def votes_for(args: argparse.Namespace, data: str | None = None) -> str | None:
+    """The FER+ vote file a command evaluates with: --votes, or the default copy's beside the default data."""
+    if args.votes is not None:
+        return args.votes or None
+    return DEFAULT_VOTES if data is None and Path(DEFAULT_VOTES).is_file() else None
 
 
 def _model_kind(model_dir: Path) -> str:
@@ -190,7 +206,8 @@ def _cmd_evaluate(args) -> int:
     kind = _model_kind(model_dir)
     data = args.data or DEFAULT_DATA[kind]
     out = Path(args.out or f"runs/eval/{kind}-{model_dir.name}")
-    result = evaluate(kind, model_dir, data, out, args.cache_dir, args.seed)
+    result = evaluate(kind, model_dir, data, out, args.cache_dir, args.seed,
+                      votes=votes_for(args, args.data) if kind == "emotion" else None)
     brief = {k: v for k, v in result.items() if not isinstance(v, (dict, list))}
     sys.stdout.write(json.dumps(brief, indent=2) + "\n")
     log.info("wrote %s", out / "metrics.json")
@@ -222,6 +239,7 @@ def _add_export(sub) -> None:
                         "(`emotion-ai-train cascade-curve` measures the choices)")
     p.add_argument("--eval-dir", default="runs/eval",
                    help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
+    _add_votes(p, default="the run's own, if it trained on FER+ votes")
 
 
 def _add_dtypes(p, weights_default: str) -> None:
@@ -239,7 +257,8 @@ def _cmd_export(args) -> int:
     target = export_runs([Path(r) for r in args.run_dirs], args.out, version=args.version,
                          checkpoint=args.checkpoint, flip_tta=args.flip_tta, shift_tta=args.shift_tta,
                          weights_dtype=args.weights_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
-                         fallback=args.fallback, defer_below=args.defer_below, compute_dtype=args.compute_dtype)
+                         fallback=args.fallback, defer_below=args.defer_below, compute_dtype=args.compute_dtype,
+                         votes=args.votes or None)
     sys.stdout.write(f"{target}\n")
     return 0
 
@@ -256,6 +275,7 @@ def _add_reexport(sub) -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
     p.add_argument("--eval-dir", default="runs/eval",
                    help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
+    _add_votes(p, default="the run's own, if it trained on FER+ votes")
 
 
 def _cmd_reexport(args) -> int:
@@ -263,7 +283,7 @@ def _cmd_reexport(args) -> int:
 
     target = export_version(Path(args.version_dir), args.out, version=args.version, weights_dtype=args.weights_dtype,
                             compute_dtype=args.compute_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
-                            stage=args.stage)
+                            stage=args.stage, votes=args.votes or None)
     sys.stdout.write(f"{target}\n")
     return 0
 

@@ -2,7 +2,8 @@
 
 Writes `summary.txt` + `summary.json`, a class/split bar chart, and a sample grid (per class for
 emotion, with the 15 points drawn for keypoints). Counts exact duplicates, duplicates that cross
-splits, blank images, and missing keypoints per point.
+splits, blank images, and missing keypoints per point. With FER+ votes (`votes`): the images left out of FER+
+training and evaluation, and per split and class how often FER-2013's label is a FER+ majority class.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from emotion_ai.spec import KEYPOINT_NAMES
+from emotion_ai.spec import EMOTION_LABELS, KEYPOINT_NAMES
 
 from emotion_ai_training.augment import draw_points, image_grid
-from emotion_ai_training.data import DatasetError, load_emotion, load_keypoints
+from emotion_ai_training.data import DatasetError, EmotionData, load_emotion, load_keypoints
+from emotion_ai_training.ferplus import agrees, aligned_votes, emotion_votes, load_ferplus, usable
 
 log = logging.getLogger(__name__)
 
@@ -55,19 +57,20 @@ def _bar_chart(counts: dict[str, dict[str, int]], path: Path, title: str) -> Non
 
 
 def describe(data: str, out_dir: str | Path, task: str | None = None, cache_dir: str | None = None,
-             strict: bool = False) -> dict:
-    """Summarise an emotion or keypoints dataset into out_dir; the task is guessed from the file when omitted."""
+             strict: bool = False, votes: str | None = None) -> dict:
+    """Summarise an emotion or keypoints dataset into out_dir; the task is guessed from the file when omitted.
+    `votes`, a FER+ vote file of an emotion dataset's images, adds the vote statistics (`ferplus_summary`)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if task is None:
         try:
-            return _describe_emotion(load_emotion(data, strict=strict, cache_dir=cache_dir), out)
+            return _describe_emotion(load_emotion(data, strict=strict, cache_dir=cache_dir), out, votes)
         except DatasetError as exc:
             if "not a FER-2013 CSV" not in str(exc):
                 raise
             task = "keypoints"
     if task == "emotion":
-        return _describe_emotion(load_emotion(data, strict=strict, cache_dir=cache_dir), out)
+        return _describe_emotion(load_emotion(data, strict=strict, cache_dir=cache_dir), out, votes)
     return _describe_keypoints(load_keypoints(data, strict=strict, cache_dir=cache_dir), out)
 
 
@@ -83,7 +86,28 @@ def _finish(summary: dict, out: Path) -> dict:
     return summary
 
 
-def _describe_emotion(d, out: Path) -> dict:
+def ferplus_summary(d: EmotionData, votes: np.ndarray) -> dict:
+    """Vote statistics of FER+ `votes` [N, 10] aligned with `d`: images left out (and why), the mean share of
+    the majority's votes, and per split and FER-2013 class how often FER-2013's label is a majority class."""
+    keep = usable(votes)
+    seven = emotion_votes(votes)
+    voted = seven.max(axis=1) > 0
+    summary: dict = {"ferplus_usable": int(keep.sum()),
+                     "ferplus_left_out": {"unknown_or_not_a_face": int((~keep & voted).sum()),
+                                          "no_vote_for_the_7_classes": int((~voted).sum())},
+                     "ferplus_majority_vote_share": round(float((seven.max(1)[keep] / votes[keep].sum(1)).mean()), 3)}
+    agree = np.zeros(len(votes), bool)
+    agree[keep] = agrees(d.labels[keep], votes[keep]) if tuple(d.label_names) == EMOTION_LABELS else False
+    for split in dict.fromkeys(d.split):
+        in_split = keep & (d.split == split)
+        summary[f"fer2013_label_is_ferplus_majority_{split}"] = {
+            "all": round(float(agree[in_split].mean()), 3) if in_split.any() else None,
+            **{name: round(float(agree[in_split & (d.labels == i)].mean()), 3)
+               for i, name in enumerate(d.label_names) if (in_split & (d.labels == i)).any()}}
+    return summary
+
+
+def _describe_emotion(d: EmotionData, out: Path, votes: str | None = None) -> dict:
     counts = {s: {n: int(((d.split == s) & (d.labels == i)).sum()) for i, n in enumerate(d.label_names)}
               for s in dict.fromkeys(d.split)}
     _bar_chart(counts, out / "class_distribution.png", "images per class and split")
@@ -100,7 +124,8 @@ def _describe_emotion(d, out: Path) -> dict:
                     "labels": ", ".join(d.label_names), "bad_rows_skipped": len(d.bad_rows),
                     "blank_images": blank, **duplicate_stats(d.images, d.split),
                     "per_split": {s: sum(c.values()) for s, c in counts.items()},
-                    **{f"classes_{s}": c for s, c in counts.items()}}, out)
+                    **{f"classes_{s}": c for s, c in counts.items()},
+                    **(ferplus_summary(d, aligned_votes(d, load_ferplus(votes))) if votes else {})}, out)
 
 
 def _describe_keypoints(d, out: Path) -> dict:

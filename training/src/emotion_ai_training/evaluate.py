@@ -1,8 +1,10 @@
 """Evaluate an exported SavedModel through its serving signature on the validation split.
 
-Emotion: accuracy (7-class and the 5-class subset), per-class precision/recall/F1, macro-F1 and a
-normalised confusion matrix. Keypoints: RMSE overall and per point, NME (mean point-to-point error
-divided by the inter-ocular distance = outer eye corners), and a grid of predicted vs true points.
+Emotion: accuracy (7-class and the 5-class subset), per-class precision/recall/F1, macro-F1, a normalised
+confusion matrix and calibration (expected calibration error, reliability diagram) against FER-2013's labels;
+with FER+ votes, the same against the FER+ majority of ten annotators (`ferplus`). Keypoints: RMSE overall and
+per point, NME (mean point-to-point error divided by the inter-ocular distance = outer eye corners), and a
+grid of predicted vs true points.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from emotion_ai.spec import (
     CLASSES_OUTPUT_KEY,
+    EMOTION_LABELS,
     EMOTION_LABELS_5,
     INPUT_KEY,
     KEYPOINT_NAMES,
@@ -24,10 +27,13 @@ from emotion_ai.spec import (
 )
 
 from emotion_ai_training.data import EmotionData, KeypointsData, label_remap, load_task
+from emotion_ai_training.ferplus import agrees, aligned_votes, emotion_votes, load_ferplus, usable
 
 log = logging.getLogger(__name__)
 
 BATCH = 256
+#: Equal-width confidence bins of the expected calibration error and the reliability diagram.
+CALIBRATION_BINS = 15
 
 
 def _signature(model_dir: Path):
@@ -78,16 +84,63 @@ def classification_report(y_true: np.ndarray, y_pred: np.ndarray, labels: tuple[
     }
 
 
+def calibration(scores: np.ndarray, truth: np.ndarray, bins: int = CALIBRATION_BINS) -> dict:
+    """Expected calibration error of the top score and the reliability table behind it.
+
+    Args:
+        scores: class probabilities [N, K].
+        truth: the right class index [N].
+        bins: equal-width confidence bins over [0, 1].
+
+    Returns:
+        {"ece": Σ_b (n_b / N)·|accuracy_b − confidence_b|, "bins": [{low, high, images, confidence, accuracy}]}
+        over the bins that hold images.
+    """
+    confidence = scores.max(axis=1)
+    correct = scores.argmax(axis=1) == truth
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(confidence, edges[1:-1]), 0, bins - 1)
+    rows, ece = [], 0.0
+    for b in range(bins):
+        members = index == b
+        if not members.any():
+            continue
+        conf, acc = float(confidence[members].mean()), float(correct[members].mean())
+        ece += members.mean() * abs(acc - conf)
+        rows.append({"low": round(float(edges[b]), 4), "high": round(float(edges[b + 1]), 4),
+                     "images": int(members.sum()), "confidence": round(conf, 4), "accuracy": round(acc, 4)})
+    return {"ece": round(float(ece), 4), "bins": rows}
+
+
+def ferplus_report(scores: np.ndarray, votes: np.ndarray) -> dict:
+    """Agreement of 7-class `scores` [N, 7] (FER-2013 order) with the FER+ majority of `votes` [N, 10].
+
+    Images without a usable majority (`ferplus.usable`) are left out and counted. A prediction agrees when it
+    is a majority class (any of a tie); the confusion matrix's true class is then the prediction, else the
+    first majority class. Returns agreement, macro-F1, per-class table, confusion matrix and calibration.
+    """
+    keep = usable(votes)
+    predicted = scores[keep].argmax(axis=1)
+    truth = np.where(agrees(predicted, votes[keep]), predicted, emotion_votes(votes[keep]).argmax(axis=1))
+    report = classification_report(truth, predicted, EMOTION_LABELS)
+    return {"images": int(keep.sum()), "left_out": int((~keep).sum()), "agreement": report["accuracy"],
+            "macro_f1": report["macro_f1"], "per_class": report["per_class"],
+            "confusion_matrix": report["confusion_matrix"], "calibration": calibration(scores[keep], truth)}
+
+
 def evaluate(kind: str, model_dir: Path, data: str, out_dir: Path, cache_dir: str | None = None, seed: int = 0,
-             dataset: EmotionData | KeypointsData | None = None, name: str | None = None) -> dict:
+             dataset: EmotionData | KeypointsData | None = None, name: str | None = None,
+             votes: str | None = None) -> dict:
     """Metrics of the `kind` model in model_dir on the validation split, written to out_dir (JSON + PNG).
 
-    `dataset` skips loading `data` again; `name` is how the model is referred to (default: model_dir).
+    `dataset` skips loading `data` again; `name` is how the model is referred to (default: model_dir);
+    `votes` (emotion) is the FER+ vote file of `data`'s images, for the metrics against the FER+ majority.
     """
     dataset = dataset if dataset is not None else load_task(kind, data, cache_dir=cache_dir, seed=seed)
     name = name or str(model_dir)
     if kind == "emotion":
-        return evaluate_emotion(model_dir, dataset, out_dir, name)
+        aligned = aligned_votes(dataset, load_ferplus(votes)) if votes else None
+        return evaluate_emotion(model_dir, dataset, out_dir, name, aligned)
     return evaluate_keypoints(model_dir, dataset, out_dir, name, seed)
 
 
@@ -113,7 +166,9 @@ def emotion_report(scores: np.ndarray, labels: np.ndarray, label_names: tuple[st
     }
 
 
-def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name: str) -> dict:
+def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name: str,
+                     votes: np.ndarray | None = None) -> dict:
+    """`evaluate` for an emotion version; `votes` [N, 10] are the FER+ votes of every image of `dataset`."""
     _, fn = _signature(model_dir)
     images, labels = dataset.subset("validation")
     t0 = time.perf_counter()
@@ -125,8 +180,43 @@ def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name:
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_confusion(np.array(result["confusion_matrix"]), model_labels, out_dir / "confusion_matrix.png",
                     f"{name} — accuracy {result['accuracy']:.3f}")
+    curves = {}
+    if model_labels == EMOTION_LABELS:
+        result["calibration"] = calibration(scores, label_remap(dataset.label_names, model_labels)[labels])
+        curves["FER-2013 labels"] = result["calibration"]
+    if votes is not None and model_labels == EMOTION_LABELS:
+        result["ferplus"] = ferplus_report(scores, votes[dataset.split == "validation"])
+        curves["FER+ majority"] = result["ferplus"]["calibration"]
+        _plot_confusion(np.array(result["ferplus"]["confusion_matrix"]), model_labels,
+                        out_dir / "confusion_matrix_ferplus.png",
+                        f"{name} — agreement with the FER+ majority {result['ferplus']['agreement']:.3f}")
+    if curves:
+        _plot_reliability(curves, out_dir / "reliability.png", name)
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _plot_reliability(curves: dict[str, dict], path: Path, title: str) -> None:
+    """Reliability diagram: accuracy against mean confidence per bin, one line per label source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.5))
+    ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfectly calibrated")
+    for label, curve in curves.items():
+        ax.plot([b["confidence"] for b in curve["bins"]], [b["accuracy"] for b in curve["bins"]], marker="o",
+                label=f"{label} (ECE {curve['ece']:.3f})")
+    ax.set_xlabel("top score (confidence)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def _plot_confusion(cm: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> None:

@@ -393,14 +393,16 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                 checkpoint: str = "best.keras", flip_tta: bool = False, shift_tta: int = 0,
                 weights_dtype: str = "float32", evaluate: bool = True,
                 eval_dir: str | Path | None = "runs/eval", fallback: str | Path | None = None,
-                defer_below: float | None = None, compute_dtype: str = "float32") -> Path:
+                defer_below: float | None = None, compute_dtype: str = "float32",
+                votes: str | None = None) -> Path:
     """Export training runs as `out/<task>/<version>/` (several runs of one task: one ensemble).
 
     Rebuilds each run's architecture in float32, loads `checkpoint` (with `compute_dtype` "bfloat16": folds
     its batch norms, then copies it into the same network built under the bfloat16 policy, the fallback's
     networks too), writes the SavedModel and a model
     card listing every member (run, epochs, configuration with teacher/α/T for distilled runs) and,
-    with `evaluate`, its validation metrics; the evaluation's JSON and confusion matrix go to
+    with `evaluate`, its validation metrics (against the FER+ majority too, with `votes` or the run's own
+    vote file); the evaluation's JSON and confusion matrix go to
     `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (a plain exported emotion version,
     e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
     (export_model).
@@ -434,19 +436,21 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
             "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
                               "splits": {s: int((dataset.split == s).sum()) for s in dict.fromkeys(dataset.split)}},
             "training": members[0] if len(members) == 1 else members,
-        }
+        } | label_source(cfg)
         base_dir = Path(out) / cfg.task
         return export_model(models, cfg.task, base_dir, version=version,
                             labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=flip_tta,
                             shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
-                            evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
+                            evaluate=(_validation_metrics(cfg, dataset, base_dir, eval_dir, votes)
+                                      if evaluate else None),
                             cascade=(None if fallback is None
                                      else Cascade(rebuild_version(fallback, compute_dtype), defer_below)))
 
 
 def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,
                    weights_dtype: str = "float16", compute_dtype: str = "float32", evaluate: bool = True,
-                   eval_dir: str | Path | None = "runs/eval", stage: str | None = None) -> Path:
+                   eval_dir: str | Path | None = "runs/eval", stage: str | None = None,
+                   votes: str | None = None) -> Path:
     """Export an exported version (plain or cascade) again as `out/<model>/<version>/`, its networks rebuilt
     from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
     types; its views, threshold and training record carry over, and the card names the source version.
@@ -477,25 +481,39 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                      "weights_dtype": source.get("weights_dtype"),
                      "compute_dtype": source.get("compute_dtype", "float32")} | ({"stage": stage} if stage else {})
     card = ({"training_data": source["training_data"]} if "training_data" in source else {}) | {
-        "training": training, "exported_from": exported_from}
+        "training": training, "exported_from": exported_from} | label_source(cfg)
     return export_model(networks.models, source["model"], base_dir, version=version,
                         labels=tuple(source["labels"]) if source.get("labels") else None,
                         flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,
-                        card=card, evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir) if evaluate else None,
+                        card=card,
+                        evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
                         cascade=cascade)
 
 
-def _validation_metrics(cfg: Any, dataset: Any, base_dir: Path,
-                        eval_dir: str | Path | None) -> Callable[[Path, int], dict]:
+def label_source(cfg: Any) -> dict[str, Any]:
+    """The model card's `label_source` (emotion: which labels the networks learned) and `license`."""
+    if cfg.task != "emotion":
+        return {}
+    if cfg.labels == "fer2013":
+        return {"label_source": "FER-2013 labels (one annotator per image)"}
+    return {"label_source": f"FER+ votes of ten annotators per image ({cfg.labels}; Microsoft FERPlus, "
+                            f"{Path(cfg.votes).name})",
+            "license": "Trained on FER-2013 images (research-licensed: research / non-commercial use only) with "
+                       "FER+ labels (MIT licence, Microsoft FERPlus)."}
+
+
+def _validation_metrics(cfg: Any, dataset: Any, base_dir: Path, eval_dir: str | Path | None,
+                        votes: str | None = None) -> Callable[[Path, int], dict]:
     """The `evaluate` callback of export_model: validation metrics of the finished SavedModel (the JSON and
-    confusion matrix go to `eval_dir/<task>-<version>/`, nowhere when None)."""
+    confusion matrix go to `eval_dir/<task>-<version>/`, nowhere when None), against the FER+ majority too
+    with `votes` or the run's own vote file."""
     from emotion_ai_training.evaluate import evaluate as evaluate_model
 
     def metrics(folder: Path, number: int) -> dict:
         with tempfile.TemporaryDirectory() as scratch:
             where = Path(eval_dir) / f"{cfg.task}-{number}" if eval_dir is not None else Path(scratch)
             found = evaluate_model(cfg.task, folder, cfg.data, where, seed=cfg.seed, dataset=dataset,
-                                   name=str(base_dir / str(number)))
+                                   name=str(base_dir / str(number)), votes=votes or cfg.votes or None)
         return {k: v for k, v in found.items() if k not in ("model", "data")}
 
     return metrics
