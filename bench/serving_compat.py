@@ -1,7 +1,7 @@
 """Do the committed SavedModels load, and compute the same, under the pinned TF Serving image's TensorFlow?
 
     .venv/bin/python bench/serving_compat.py                  # every version in models_export/
-    .venv/bin/python bench/serving_compat.py models_export/emotion/7 --tf-version 2.19.1
+    .venv/bin/python bench/serving_compat.py models_export/emotion/9 --tf-version 2.19.1
 
 `tensorflow/serving:X` runs TensorFlow X. The version comes from docker-compose.yml's image pin (the one
 place it is defined) unless --tf-version is given. A throwaway venv with `tensorflow-cpu==X` is made

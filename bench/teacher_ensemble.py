@@ -1,6 +1,6 @@
 """Is an ensemble teacher stronger than its members? FER-2013 PublicTest figures of each and of their mean.
 
-    .venv/bin/python bench/teacher_ensemble.py models_export/emotion/7 runs/emotion_l1/averaged.keras
+    .venv/bin/python bench/teacher_ensemble.py models_export/emotion_accurate/8 runs/emotion_l1/averaged.keras
 
 Each teacher is what `emotion-ai-train train --teacher` takes (an exported SavedModel, views and all, or
 a `.keras` checkpoint), run by the same code (`emotion_ai_training.distill.teacher_output`, outputs cached

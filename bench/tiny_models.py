@@ -25,5 +25,6 @@ def _support() -> ModuleType:
 
 
 def make_export_tree(root: str | Path, versions: tuple[int, ...] = (1,), seed: int = 0) -> Path:
-    """Write root/keypoints/<v> and root/emotion/<v>: tiny, untrained, contract-exact SavedModels."""
+    """Write root/<model>/<v> for every served model (keypoints, emotion, emotion_accurate): tiny, untrained,
+    contract-exact SavedModels."""
     return _support().make_export_tree(root, versions, seed)

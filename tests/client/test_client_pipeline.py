@@ -81,7 +81,8 @@ def test_predict_batch_groups_images_and_returns_errors_in_place(
 def test_prediction_dict_schema_annotate_and_save(fake_client, astronaut_bgr, tmp_path):
     pred = fake_client.predict(astronaut_bgr)
     doc = json.loads(pred.to_json())
-    assert set(doc) == {"image", "image_size", "faces", "timings_ms"}
+    assert set(doc) == {"image", "image_size", "faces", "models", "timings_ms"}
+    assert doc["models"] == {"keypoints": "keypoints", "emotion": "emotion"}  # the fast default
     face = doc["faces"][0]
     assert set(face) == {"box", "detection_score", "keypoints", "emotion", "scores"}
     assert len(face["box"]) == 4 and all(isinstance(v, float) for v in face["box"])

@@ -8,9 +8,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from emotion_ai import spec
+from emotion_ai.transport import ModelRef
+from emotion_ai.versions import latest_version
 from emotion_ai_serving.config import (
     ServerOptions,
     model_entries,
@@ -19,14 +22,15 @@ from emotion_ai_serving.config import (
     read_monitoring_settings,
 )
 from emotion_ai_serving.errors import ServingError
+from emotion_ai_serving.local_server import LocalServer
 
 from .conftest import COMPOSE_FILE, REPO, SERVING_DIR, compose_image_and_flags
 
 
-def test_models_config_serves_both_models_from_models_export():
+def test_models_config_serves_the_model_ladder_from_models_export():
     config = read_model_server_config(SERVING_DIR / "models.config")
     names = [c.name for c in config.model_config_list.config]
-    assert names == [spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL]
+    assert names == list(spec.SERVED_MODELS) == [spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL, "emotion_accurate"]
     assert all(c.model_platform == "tensorflow" for c in config.model_config_list.config)
     assert all(not c.version_labels for c in config.model_config_list.config)
     entries = model_entries(config, ServerOptions(models_root=str(REPO / "models_export")))
@@ -125,10 +129,28 @@ def test_compose_healthcheck_probe_works_against_a_server(serving):
         pytest.skip("bash not available")
     host, port = serving.rest_url.removeprefix("http://").split(":")
     probe = (
-        "for m in keypoints emotion; do "
+        f"for m in {' '.join(spec.SERVED_MODELS)}; do "
         f"exec 3<>/dev/tcp/{host}/{port} && "
         "printf 'GET /v1/models/%s HTTP/1.0\\r\\n\\r\\n' \"$m\" >&3 && "
         "grep -q '\"AVAILABLE\"' <&3 || exit 1; done"
     )
     assert subprocess.run(["bash", "-c", probe], timeout=30, check=False).returncode == 0
     assert probe.split("exec")[1].split("&&")[1] in COMPOSE_FILE.read_text().replace("$$m", "$m")
+
+
+def test_embedded_server_on_models_config_serves_the_committed_ladder(tmp_path: Path):
+    """`emotion-ai-serve --model_config_file=serving/models.config --models_root=models_export` (README,
+    scripts/demo.sh) serves keypoints, emotion (fast) and emotion_accurate, each answering a predict."""
+    models = REPO / "models_export"
+    if not all(latest_version(models / m, saved_model=True) for m in spec.SERVED_MODELS):
+        pytest.skip(f"models_export lacks one of {spec.SERVED_MODELS}")
+    server = LocalServer(extra_args=[f"--model_config_file={SERVING_DIR / 'models.config'}", f"--models_root={models}",
+                                     "--file_system_poll_wait_seconds=0"], workdir=tmp_path)
+    with server, server.client("rest", timeout=60) as client:
+        for name in spec.SERVED_MODELS:
+            ref = ModelRef(name)
+            newest = int(latest_version(models / name).name)  # latest { num_versions: 1 }
+            assert [(s.version, s.state) for s in client.transport.status(ref, 60)] == [(newest, "AVAILABLE")]
+            size = spec.KEYPOINTS_INPUT_SIZE if name.startswith(spec.KEYPOINTS_MODEL) else spec.EMOTION_INPUT_SIZE
+            outputs = client.transport.predict(ref, {spec.INPUT_KEY: np.zeros((2, size, size, 1), np.uint8)}, 60)
+            assert all(len(v) == 2 for v in outputs.values()), name

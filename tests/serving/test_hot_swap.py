@@ -129,6 +129,8 @@ def wait_log(server: LocalServer, text: str, timeout: float) -> None:
 def test_version_lifecycle_under_load(tmp_path: Path, export_tree: Path) -> None:
     root = tmp_path / "models_export"
     shutil.copytree(export_tree / KP, root / KP)
+    for other in set(spec.SERVED_MODELS) - {KP, EMO}:  # the rest of the ladder (emotion_accurate), ready
+        shutil.copytree(export_tree / other, root / other)
     (root / EMO).mkdir(parents=True)  # no version yet: the server must not open its ports
     server = LocalServer(
         extra_args=[

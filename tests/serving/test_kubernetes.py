@@ -11,6 +11,7 @@ from pathlib import Path
 import kubernetes_validate  # a test requirement (requirements-dev.txt): missing is a broken setup, not a skip
 import pytest
 import yaml
+from emotion_ai import spec
 
 from .conftest import REPO, compose_image_and_flags
 
@@ -95,5 +96,7 @@ def test_readiness_probe_works_against_a_server(serving):
     script = command[2].replace("127.0.0.1/8501", f"{host}/{port}")
     assert script != command[2]
     assert subprocess.run(["bash", "-c", script], timeout=30, check=False).returncode == 0
-    missing = script.replace("keypoints emotion", "keypoints no_such_model")
+    served = " ".join(spec.SERVED_MODELS)
+    assert f"for m in {served}; do" in script  # every model of serving/models.config must be AVAILABLE
+    missing = script.replace(served, "keypoints no_such_model")
     assert subprocess.run(["bash", "-c", missing], timeout=30, check=False).returncode != 0

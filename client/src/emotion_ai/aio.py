@@ -15,13 +15,13 @@ from .aio_transport import AsyncBalancedTransport, AsyncGrpcTransport, AsyncRest
 from .balancer import transport_for
 from .client import EmotionClient
 from .detect import FaceDetector
-from .errors import EmotionAIError, ServerUnavailableError
+from .errors import EmotionAIError, ModelNotFoundError, ServerUnavailableError
 from .images import ColorOrder, ImageInput
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
 from .options import ClientOptions, ModelOption, Protocol_
 from .result import Prediction
 from .streaming import FaceStream, StreamOptions
-from .transport import ModelRef, SignatureInfo, VersionStatus, all_available
+from .transport import ModelRef, SignatureInfo, VersionStatus, all_available, ladder_refs
 
 T = TypeVar("T")
 
@@ -94,6 +94,22 @@ class AsyncEmotionClient:
         keys = list(self.models)
         states = await _gather(*(self.transport.status(self.models[k], self.options.timeout) for k in keys))
         return dict(zip(keys, states, strict=True))
+
+    async def model_status(self) -> dict[str, list[VersionStatus] | None]:
+        """`EmotionClient.model_status`: version states of every model of the ladder and of those in use
+        (None for a ladder model the server does not serve; ModelNotFoundError for one in use)."""
+        in_use, refs = ladder_refs(self.models)
+
+        async def one(name: str, ref: ModelRef) -> list[VersionStatus] | None:
+            try:
+                return await self.transport.status(ref, self.options.timeout)
+            except ModelNotFoundError:
+                if name in in_use:
+                    raise
+                return None
+
+        states = await _gather(*(one(name, ref) for name, ref in refs.items()))
+        return dict(zip(refs, states, strict=True))
 
     async def metadata(self, key: str) -> dict[str, SignatureInfo]:
         """Signature definitions of the "keypoints" or "emotion" model."""
@@ -213,7 +229,7 @@ class AsyncEmotionClient:
         with_faces, kp_in, em_in = batches
         (keypoints, t_kp), ((scores, classes), t_em) = await _gather(
             _timed(self._run_keypoints(kp_in)), _timed(self._run_emotion(em_in)))
-        assign_faces(with_faces, keypoints, scores, classes, t_kp=t_kp, t_em=t_em)
+        assign_faces(with_faces, keypoints, scores, classes, t_kp=t_kp, t_em=t_em, models=self.models)
 
     async def _run_keypoints(self, batch: np.ndarray) -> np.ndarray:
         ref = self.models["keypoints"]

@@ -1,6 +1,8 @@
 """`emotion-ai` command line: predict (images), video (timeline with face tracks), status (models).
 
-Exit codes: 0 everything worked, 1 some inputs could not be read, 2 usage or server errors.
+`--accurate` sends the faces to each task's accurate model (`emotion_accurate`) instead of the fast
+default (`ClientOptions.variant`). Exit codes: 0 everything worked, 1 some inputs could not be read,
+2 usage or server errors.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import ExitStack
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from .errors import (
     ServerError,
     ServerUnavailableError,
 )
+from .merge import StagedImage
 from .outputs import CsvSink, LazyFile, annotated_path
 from .result import Face, Prediction, draw_faces
 from .streaming import FaceStream, StreamOptions, TrackSummary, prefetch
@@ -41,6 +46,10 @@ IMAGE_SUFFIXES = frozenset(
     | {".pgm", ".ppm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr"}
 )
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
+#: `emotion-ai predict`: images staged (decoded, faces detected and cropped) ahead of the one whose model
+#: requests are in flight, by this many worker threads (cv2 and gRPC release the GIL, so the cores overlap).
+PIPELINE_DEPTH = 4
+STAGE_WORKERS = 2
 
 
 def _out(line: str) -> None:
@@ -72,7 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--timeout", type=float, default=d.timeout, help=f"seconds per server call (default: {d.timeout:g})"
     )
-    m = conn.add_argument_group("models (default: the newest version the server serves)")
+    m = conn.add_argument_group("models (default: the fast models, newest version the server serves)")
+    m.add_argument("--accurate", dest="variant", action="store_const", const=spec.ACCURATE, default=d.variant,
+                   help="use each task's accurate model where the server has one (emotion -> emotion_accurate: "
+                   "slower, more accurate); the version flags then pin that model's versions")
     for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL):
         one = m.add_mutually_exclusive_group()
         one.add_argument(f"--{key}-version", type=int, metavar="N", help=f"pin {key} version N")
@@ -146,7 +158,9 @@ def _client(args: argparse.Namespace) -> EmotionClient:
         rest_port=args.rest_port,
         timeout=args.timeout,
         endpoints=tuple(args.endpoints or ()),
-        models={key: ModelRef(key, version=getattr(args, f"{key}_version"), version_label=getattr(args, f"{key}_label"))
+        variant=args.variant,
+        models={key: ModelRef(spec.served_model(key, args.variant), version=getattr(args, f"{key}_version"),
+                              version_label=getattr(args, f"{key}_label"))
                 for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)},
     )
 
@@ -192,6 +206,34 @@ def _summary(pred: Prediction) -> str:
     return f"{pred.source}: {len(pred.faces)} face(s): " + "; ".join(parts)
 
 
+def stage_ahead(client: EmotionClient, paths: Iterable[Path], depth: int = PIPELINE_DEPTH,
+                workers: int = STAGE_WORKERS) -> Iterator[Future[StagedImage]]:
+    """`client.stage(path)` for each path, in order, run ahead in worker threads: at most `depth` images
+    are staged or waiting while the caller sends the current one's model requests (`predict_staged`).
+
+    Args:
+        client: stages the images (decode, detect, crop; thread-safe).
+        paths: the images, in output order.
+        depth: most images in flight (submitted and not yet taken by the caller).
+        workers: threads that stage them.
+
+    Yields:
+        One future per path, in order; its `result()` raises what `stage` raised (e.g. InvalidImageError
+        for an unreadable file), so one bad file costs only its own result.
+    """
+    pending: deque[Future[StagedImage]] = deque()
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="emotion-ai-stage") as pool:
+        try:
+            for path in paths:
+                pending.append(pool.submit(client.stage, path))
+                if len(pending) >= depth:
+                    yield pending.popleft()
+            while pending:
+                yield pending.popleft()
+        finally:  # the caller stopped early (an error, or the generator closed): drop the rest
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     files, had_dir = expand_inputs(args.inputs, args.recursive)
     if not files:
@@ -214,9 +256,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 files, desc="images", unit="img", file=sys.stderr, disable=None if had_dir else True
             )
         )
-        for path, relative in bar:
+        staged = stack.enter_context(closing(stage_ahead(client, [path for path, _ in files])))
+        for (path, relative), future in zip(bar, staged, strict=True):
             try:
-                pred = client.predict(path)
+                pred = client.predict_staged(future.result())
             except InvalidImageError as exc:
                 failed += 1
                 _err(f"skipped {exc}" if str(path) in str(exc) else f"skipped {path}: {exc}")
@@ -342,26 +385,33 @@ def cmd_video(args: argparse.Namespace) -> int:
 
 # -- status ----------------------------------------------------------------------------------------
 def cmd_status(args: argparse.Namespace) -> int:
+    """Every model of the ladder (`spec.SERVED_MODELS`) and its versions; exit 0 when the models in use
+    (the fast ones, or the accurate ones with `--accurate`) each have a version AVAILABLE."""
     with _client(args) as client:
-        states = client.status()
+        states = client.model_status()
+        tasks = {ref.name: task for task, ref in client.models.items()}
     if args.json:
         doc = {
-            key: {
-                "model": client.models[key].name,
-                "versions": [vars(v) | {"version": v.version} for v in versions],
+            name: {
+                "model": name,
+                "in_use": name in tasks,
+                "versions": None if versions is None else [vars(v) | {"version": v.version} for v in versions],
             }
-            for key, versions in states.items()
+            for name, versions in states.items()
         }
         _out(json.dumps(doc, indent=2))
     else:
-        for key, versions in states.items():
-            name = client.models[key].name
-            if not versions:
-                _out(f"{name}: no versions")
-            for v in versions:
+        for name, versions in states.items():
+            use = f"\t(in use for {tasks[name]})" if name in tasks else ""
+            if versions is None:
+                _out(f"{name}: not served")
+            elif not versions:
+                _out(f"{name}: no versions{use}")
+            for v in versions or ():
                 err = f"  ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
-                _out(f"{name}\tversion {v.version}\t{v.state}{err}")
-    return EXIT_OK if all_available(states) else EXIT_SOME_FAILED
+                _out(f"{name}\tversion {v.version}\t{v.state}{err}{use}")
+    in_use = {name: versions or [] for name, versions in states.items() if name in tasks}
+    return EXIT_OK if all_available(in_use) else EXIT_SOME_FAILED
 
 
 def main(argv: list[str] | None = None) -> int:

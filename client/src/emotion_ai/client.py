@@ -12,7 +12,7 @@ import numpy as np
 from . import spec
 from .balancer import BalancedTransport, transport_for
 from .detect import Detection, FaceDetector, crops_for, make_detector
-from .errors import EmotionAIError, ServerUnavailableError
+from .errors import EmotionAIError, ModelNotFoundError, ServerUnavailableError
 from .grpc_transport import GrpcTransport
 from .images import ColorOrder, ImageInput, load_image
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
@@ -21,7 +21,7 @@ from .preprocess import level_angle, model_inputs, to_gray
 from .rest_transport import RestTransport
 from .result import Prediction
 from .streaming import FaceStream, StreamOptions
-from .transport import ModelRef, SignatureInfo, Transport, VersionStatus, all_available
+from .transport import ModelRef, SignatureInfo, Transport, VersionStatus, all_available, ladder_refs
 
 
 class EmotionClient:
@@ -61,7 +61,7 @@ class EmotionClient:
         if options is None:
             options = ClientOptions(**given)
         self.options = options
-        self.models: dict[str, ModelRef] = dict(options.models)  # type: ignore[arg-type]
+        self.models: dict[str, ModelRef] = options.model_refs()
         self.detector: FaceDetector = make_detector(detector)
         crops = crops_for(self.detector)
         self.keypoints_crop = options.keypoints_crop or crops.keypoints
@@ -97,6 +97,28 @@ class EmotionClient:
             for key, ref in self.models.items()
         }
 
+    def model_status(self) -> dict[str, list[VersionStatus] | None]:
+        """Version states of every rung of the model ladder (`spec.SERVED_MODELS`) and of the models in use.
+
+        Returns:
+            Model name -> its versions' states, in `spec.SERVED_MODELS` order (then any other model in use);
+            None for a ladder model this server does not serve.
+
+        Raises:
+            ModelNotFoundError: a model in use (`self.models`) is not served.
+            EmotionAIError: the other server errors of `emotion_ai.errors`.
+        """
+        in_use, refs = ladder_refs(self.models)
+        found: dict[str, list[VersionStatus] | None] = {}
+        for name, ref in refs.items():
+            try:
+                found[name] = self.transport.status(ref, self.options.timeout)
+            except ModelNotFoundError:
+                if name in in_use:
+                    raise
+                found[name] = None
+        return found
+
     def metadata(self, key: str) -> dict[str, SignatureInfo]:
         """Signature definitions of the "keypoints" or "emotion" model."""
         return self.transport.metadata(self.models[key], self.options.timeout)
@@ -125,7 +147,39 @@ class EmotionClient:
         `color="rgb"` for RGB; gray and 4-channel arrays work too). Raises `InvalidImageError`
         for unusable input and the server errors of `emotion_ai.errors`.
         """
-        staged = self._stage(image, color)
+        return self.predict_staged(self.stage(image, color=color))
+
+    def stage(self, image: ImageInput, *, color: ColorOrder = "bgr") -> StagedImage:
+        """The first half of `predict`, without a server call: decode `image`, detect its faces and crop
+        them for the models. Thread-safe, so a pipeline can stage the next images in worker threads while
+        `predict_staged` sends the current ones (what `emotion-ai predict DIR` does).
+
+        Args:
+            image: a path, the bytes of an encoded image, or a numpy array (see `predict`).
+            color: "bgr" (default) or "rgb", the channel order of an array.
+
+        Returns:
+            The image with its faces' model inputs, for `predict_staged`.
+
+        Raises:
+            InvalidImageError: the image cannot be read or is too large.
+        """
+        return self._stage(image, color)
+
+    def predict_staged(self, staged: StagedImage) -> Prediction:
+        """The second half of `predict`: one keypoints and one emotion request for the faces of a
+        `stage`d image (none when it has no face), merged into its `Prediction`.
+
+        Args:
+            staged: what `stage` returned (each staged image is sent once).
+
+        Returns:
+            The image's prediction.
+
+        Raises:
+            EmotionAIError: the server errors of `emotion_ai.errors` (ServerUnavailableError,
+                ModelNotFoundError, RequestTimeoutError, ServerError).
+        """
         self._infer([staged])
         return staged.prediction()
 
@@ -244,7 +298,7 @@ class EmotionClient:
         em_future = self._pool.submit(_timed, self._run_emotion, em_in)
         keypoints, t_kp = kp_future.result()
         (scores, classes), t_em = em_future.result()
-        assign_faces(with_faces, keypoints, scores, classes, t_kp=t_kp, t_em=t_em)
+        assign_faces(with_faces, keypoints, scores, classes, t_kp=t_kp, t_em=t_em, models=self.models)
 
     def _chunks(self, batch: np.ndarray) -> list[np.ndarray]:
         return face_chunks(batch, self.options.max_faces_per_request)

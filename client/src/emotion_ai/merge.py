@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +32,7 @@ class StagedImage:
     t_start: float
     timings: dict[str, float]
     faces: list[Face] = field(default_factory=list)
+    models: dict[str, str] = field(default_factory=dict)
 
     def prediction(self) -> Prediction:
         timings = dict(self.timings)
@@ -42,6 +44,7 @@ class StagedImage:
             timings_ms=timings,
             source=self.source,
             image=self.image,
+            models=dict(self.models),
         )
 
 
@@ -67,8 +70,10 @@ def model_batches(staged: list[StagedImage]) -> tuple[list[StagedImage], np.ndar
 
 
 def assign_faces(with_faces: list[StagedImage], keypoints: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-                 *, t_kp: float, t_em: float) -> None:
-    """Split the model outputs for `model_batches` back over its images as `Face`s (`merge_faces`)."""
+                 *, t_kp: float, t_em: float, models: Mapping[str, ModelRef]) -> None:
+    """Split the model outputs for `model_batches` back over its images as `Face`s (`merge_faces`);
+    `models` ("keypoints"/"emotion" -> the `ModelRef` that answered) names them in each image's result."""
+    names = {task: ref.name for task, ref in models.items()}
     start = 0
     for s in with_faces:
         n = len(s.detections)
@@ -76,6 +81,7 @@ def assign_faces(with_faces: list[StagedImage], keypoints: np.ndarray, scores: n
                               scores[start : start + n], classes[start : start + n])
         s.timings["keypoints"] = t_kp
         s.timings["emotion"] = t_em
+        s.models = dict(names)
         start += n
 
 

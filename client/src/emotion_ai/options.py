@@ -15,12 +15,24 @@ from .transport import ModelRef
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}")
 
 Protocol_ = Literal["grpc", "rest"]
+Variant = spec.Variant
 ModelOption = str | ModelRef | Mapping[str, Any]
 
 
-def default_models() -> dict[str, ModelRef]:
-    """The served models of the export contract: "keypoints" and "emotion", latest version."""
-    return {"keypoints": ModelRef(spec.KEYPOINTS_MODEL), "emotion": ModelRef(spec.EMOTION_MODEL)}
+def default_models(variant: Variant = "fast") -> dict[str, ModelRef]:
+    """The served models of the export contract for a rung of the model ladder, latest version.
+
+    Args:
+        variant: "fast" (the models named "keypoints" and "emotion") or "accurate" (each task's accurate
+            variant where one is served, e.g. "emotion_accurate"; its fast model where none is).
+
+    Returns:
+        "keypoints" and "emotion" -> `ModelRef` of the served model.
+
+    Raises:
+        ValueError: for an unknown variant.
+    """
+    return {task: ModelRef(spec.served_model(task, variant)) for task in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)}
 
 
 def _model_ref(value: ModelOption) -> ModelRef:
@@ -42,8 +54,12 @@ class ClientOptions:
         timeout: seconds allowed for each server call, retries included (every call has a deadline).
         retries: retries after UNAVAILABLE / refused connection / HTTP 503, with backoff.
         backoff: first backoff in seconds (doubles each retry, capped at 2 s).
-        models: "keypoints" and "emotion" -> model name, `ModelRef` (name, version or version_label,
-            signature_name) or a dict of those fields.
+        variant: which rung of the model ladder answers: "fast" (default; the models "keypoints" and
+            "emotion") or "accurate" (each task's accurate variant where the server has one, e.g.
+            "emotion_accurate"; keypoints has none yet and stays "keypoints"). See `spec.MODEL_VARIANTS`.
+        models: "keypoints" and/or "emotion" -> model name, `ModelRef` (name, version or version_label,
+            signature_name) or a dict of those fields; an entry here overrides `variant` for its task
+            (e.g. `models={"emotion": "emotion_accurate"}` is `variant="accurate"` spelled out).
         keypoints_crop / emotion_crop: crop geometry overrides (default: `spec.CROPS[detector.name]`,
             calibrated for each detector).
         max_pixels: refuse images larger than this many pixels.
@@ -68,7 +84,8 @@ class ClientOptions:
     timeout: float = 10.0
     retries: int = 3
     backoff: float = 0.1
-    models: Mapping[str, ModelOption] = field(default_factory=default_models)
+    variant: Variant = "fast"
+    models: Mapping[str, ModelOption] = field(default_factory=dict)
     keypoints_crop: spec.CropGeometry | None = None
     emotion_crop: spec.CropGeometry | None = None
     max_pixels: int = MAX_PIXELS
@@ -94,9 +111,20 @@ class ClientOptions:
             raise ValueError("retries must be >= 0")
         if self.max_faces_per_request < 1 or self.batch_images < 1:
             raise ValueError("max_faces_per_request and batch_images must be at least 1")
-        models = default_models()
+        if self.variant not in spec.VARIANTS:
+            raise ValueError(f"variant must be one of {', '.join(map(repr, spec.VARIANTS))}, not {self.variant!r}")
+        overrides = {}
         for key, value in dict(self.models).items():
-            if key not in models:
+            if key not in spec.MODEL_VARIANTS:
                 raise ValueError(f"unknown model key {key!r}; use 'keypoints' and/or 'emotion'")
-            models[key] = _model_ref(value)
-        self.models = models
+            overrides[key] = _model_ref(value)
+        self.models = overrides
+
+    def model_refs(self) -> dict[str, ModelRef]:
+        """The model each task is sent to: `variant`'s served models (`default_models`), with the `models`
+        entries in their place.
+
+        Returns:
+            "keypoints" and "emotion" -> `ModelRef`.
+        """
+        return default_models(self.variant) | dict(self.models)

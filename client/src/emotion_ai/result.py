@@ -99,6 +99,9 @@ class Prediction:
         frame / timestamp: in a video stream, the frame's index and time in seconds.
         detected: in a video stream, whether the face detector ran on this frame (else the faces
             were followed from the previous frame's keypoints).
+        models: the served model each task's faces were sent to, e.g. {"keypoints": "keypoints",
+            "emotion": "emotion_accurate"} (`ClientOptions.variant` / `models`); empty when no face
+            reached the models.
     """
 
     faces: list[Face]
@@ -109,14 +112,17 @@ class Prediction:
     frame: int | None = None
     timestamp: float | None = None
     detected: bool = True
+    models: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `emotion-ai predict --json` object: image, image_size, faces, timings_ms (+ frame fields)."""
+        """The `emotion-ai predict --json` object: image, image_size, faces, models, timings_ms (+ frame
+        fields)."""
         doc: dict[str, Any] = {"image": self.source} if self.frame is None else {
             "frame": self.frame, "time": _num(self.timestamp or 0.0, 4), "detected": self.detected}
         doc |= {
             "image_size": list(self.image_size),
             "faces": [f.to_dict() for f in self.faces],
+            "models": dict(self.models),
             "timings_ms": {k: _num(v, 3) for k, v in self.timings_ms.items()},
         }
         return doc

@@ -7,6 +7,7 @@ numbers a model was trained with are the numbers the client preprocesses with.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 #: FER-2013 labels 0..6, in dataset order (the order of the emotion model's `classes` output).
 EMOTION_LABELS: tuple[str, ...] = (
@@ -75,6 +76,55 @@ EMOTION_INPUT_SIZE = 48
 #: Served model names and their signature's tensor names (the export contract).
 KEYPOINTS_MODEL = "keypoints"
 EMOTION_MODEL = "emotion"
+
+#: The model ladder: each task is served as a fast default under the task's own name and, where one
+#: pays, as further variants named `<task>_<variant>` (`model_name`), each a model with its own versions.
+Variant = Literal["fast", "accurate"]
+FAST: Variant = "fast"
+ACCURATE: Variant = "accurate"
+VARIANTS: tuple[str, ...] = get_args(Variant)
+#: The variants served for each task (what models.config lists); a task without "accurate" answers an
+#: accurate request with its fast model. Adding "accurate" to keypoints (and `keypoints_accurate` to the
+#: configs) is all a keypoints ladder needs.
+MODEL_VARIANTS: dict[str, tuple[str, ...]] = {
+    KEYPOINTS_MODEL: (FAST,),
+    EMOTION_MODEL: (FAST, ACCURATE),
+}
+
+
+def model_name(task: str, variant: str = FAST) -> str:
+    """The served model name of `task`'s `variant`: the task name itself for "fast", else `<task>_<variant>`.
+
+    Args:
+        task: "keypoints" or "emotion" (a key of `MODEL_VARIANTS`).
+        variant: one of `VARIANTS`.
+
+    Returns:
+        The model name, e.g. "emotion" or "emotion_accurate".
+
+    Raises:
+        ValueError: for an unknown task or variant.
+    """
+    if task not in MODEL_VARIANTS:
+        raise ValueError(f"unknown task {task!r}; use one of {', '.join(MODEL_VARIANTS)}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown model variant {variant!r}; use one of {', '.join(VARIANTS)}")
+    return task if variant == FAST else f"{task}_{variant}"
+
+
+def served_model(task: str, variant: str = FAST) -> str:
+    """The model that answers `task` for `variant`: `model_name(task, variant)` when that variant is
+    served (`MODEL_VARIANTS`), else the task's fast model.
+
+    Raises:
+        ValueError: for an unknown task or variant.
+    """
+    name = model_name(task, variant)
+    return name if variant in MODEL_VARIANTS[task] else task
+
+
+#: Every served model name, in config order: "keypoints", "emotion", "emotion_accurate".
+SERVED_MODELS: tuple[str, ...] = tuple(model_name(t, v) for t, vs in MODEL_VARIANTS.items() for v in vs)
 SIGNATURE_NAME = "serving_default"
 INPUT_KEY = "image"
 KEYPOINTS_OUTPUT_KEY = "keypoints"

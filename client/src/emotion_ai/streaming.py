@@ -163,8 +163,9 @@ class FaceStream:
         faces = [self._update(face, now, face.track_id in anchored) for face in faces]
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         h, w = bgr.shape[:2]
+        models = {task: ref.name for task, ref in self.client.models.items()} if faces else {}
         return Prediction(faces=faces, image_size=(w, h), timings_ms=timings, image=bgr,
-                          frame=index, timestamp=now, detected=detected)
+                          frame=index, timestamp=now, detected=detected, models=models)
 
     def _timestamp(self, index: int) -> float:
         if self.fps is not None:

@@ -73,6 +73,21 @@ def all_available(states: Mapping[str, Sequence[VersionStatus]]) -> bool:
     return all(any(v.state == "AVAILABLE" for v in versions) for versions in states.values())
 
 
+def ladder_refs(in_use: Mapping[str, ModelRef]) -> tuple[set[str], dict[str, ModelRef]]:
+    """The models a ladder status asks about: each of `spec.SERVED_MODELS` (latest version) with the models
+    `in_use` (task -> `ModelRef`, pinned versions kept) in their place, then any other model in use.
+
+    Args:
+        in_use: a client's `models`.
+
+    Returns:
+        (names of the models in use, model name -> `ModelRef` to query).
+    """
+    used = {ref.name: ref for ref in in_use.values()}
+    refs = {name: used.get(name, ModelRef(name)) for name in spec.SERVED_MODELS}
+    return set(used), refs | used
+
+
 def is_missing_model_text(message: str) -> bool:
     """TF Serving's wording when a version label or signature name does not exist (it is not a 404)."""
     return "Unrecognized servable version label" in message or (

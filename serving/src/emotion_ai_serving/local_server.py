@@ -47,12 +47,26 @@ def serve_executable() -> str | None:
     return str(local) if local.exists() else shutil.which("emotion-ai-serve")
 
 
+def served_models(models_root: str | os.PathLike) -> list[str]:
+    """The models `LocalServer` serves from `models_root`: every task's fast model ("keypoints", "emotion")
+    and each further variant of `spec.SERVED_MODELS` (e.g. "emotion_accurate") that has a folder there.
+
+    Args:
+        models_root: a folder laid out as models_export/ (`<model>/<version>/`).
+
+    Returns:
+        Model names in `spec.SERVED_MODELS` order.
+    """
+    root = Path(models_root)
+    return [m for m in spec.SERVED_MODELS if m in spec.MODEL_VARIANTS or (root / m).is_dir()]
+
+
 def model_config(models_root: str | os.PathLike) -> str:
-    """A ModelServerConfig text proto serving root/keypoints and root/emotion."""
+    """A ModelServerConfig text proto serving `served_models(models_root)` from their folders there."""
     root = Path(models_root).resolve()
     entries = "".join(
         f'  config {{ name: "{m}" base_path: "{root / m}" model_platform: "tensorflow" }}\n'
-        for m in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)
+        for m in served_models(root)
     )
     return f"model_config_list {{\n{entries}}}\n"
 
@@ -61,9 +75,10 @@ def model_config(models_root: str | os.PathLike) -> str:
 class LocalServer:
     """`emotion-ai-serve` in a subprocess on loopback ports; a context manager.
 
-    With `models_root` it serves root/keypoints and root/emotion and is ready once both are
-    AVAILABLE; without it, `extra_args` say what to serve and it is ready once both ports accept
-    connections (the server opens them only after its first load). Ports are picked once, so a
+    With `models_root` it serves `served_models(root)` (keypoints, emotion and emotion_accurate when
+    that folder exists) and is ready once the client's default models report AVAILABLE; without it,
+    `extra_args` say what to serve and it is ready once both ports accept connections (the server
+    opens them only after its first load, of every configured model). Ports are picked once, so a
     restart listens where the previous run did. `host=None` leaves the server's default bind.
     Config and logs (`server-<n>.log` for the n-th start) go to `workdir`, or a temporary
     directory removed by `close()`.

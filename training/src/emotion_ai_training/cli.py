@@ -266,7 +266,7 @@ def _cmd_export(args) -> int:
 def _add_reexport(sub) -> None:
     p = sub.add_parser("reexport", help="export an exported version (plain or cascade) again with other storage or "
                                         "compute types, its networks rebuilt from the SavedModel (no runs needed)")
-    p.add_argument("version_dir", help="an exported version folder, e.g. models_export/emotion/7")
+    p.add_argument("version_dir", help="an exported version folder, e.g. models_export/emotion_accurate/8")
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
     p.add_argument("--stage", choices=CASCADE_STAGES,
