@@ -163,3 +163,33 @@ def json_card(version: Path) -> dict:
     import json
 
     return json.loads((version / "model_card.json").read_text())
+
+
+def test_calibration_error_matches_its_definition() -> None:
+    from emotion_ai_training.evaluate import calibration
+
+    scores = np.array([[0.95, 0.05], [0.9, 0.1], [0.6, 0.4], [0.3, 0.7]])
+    truth = np.array([0, 1, 0, 1])
+    result = calibration(scores, truth, bins=2)
+    # Bin [0.5, 1]: all four, confidence (0.95+0.9+0.6+0.7)/4 = 0.7875, accuracy 3/4.
+    assert result["ece"] == pytest.approx(abs(0.75 - 0.7875), abs=1e-4)
+    assert result["bins"] == [{"low": 0.5, "high": 1.0, "images": 4, "confidence": 0.7875, "accuracy": 0.75}]
+    assert calibration(np.eye(3), np.arange(3))["ece"] == 0.0
+
+
+def test_ferplus_report_counts_ties_and_leaves_out_unusable_images() -> None:
+    from emotion_ai_training.evaluate import ferplus_report
+
+    scores = np.full((5, 7), 0.01)
+    scores[0, EMOTION_LABELS.index("happy")] = 0.9  # agrees
+    scores[1, EMOTION_LABELS.index("sad")] = 0.9  # agrees (tie neutral / sad)
+    scores[2:, EMOTION_LABELS.index("angry")] = 0.9  # left out: not a face, contempt only, NF
+    report = ferplus_report(scores, VOTES)
+    assert report["images"] == 2 and report["left_out"] == 3
+    assert report["agreement"] == 1.0
+    scores[1] = 0.01
+    scores[1, EMOTION_LABELS.index("fear")] = 0.9
+    report = ferplus_report(scores, VOTES)
+    assert report["agreement"] == 0.5
+    cm = np.array(report["confusion_matrix"])
+    assert cm[EMOTION_LABELS.index("sad"), EMOTION_LABELS.index("fear")] == 1  # the first majority class
