@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from bench_common import display_path, write_results
 from emotion_ai import spec
-from machine import machine_info
+from machine import machine_info, onednn_isa
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -73,7 +73,7 @@ def markdown(doc: dict) -> str:
     lines = [
         "# In-process model latency (SavedModel signature, no server)",
         "",
-        f"Command: `{doc['command']}`; {doc['machine']}",
+        f"Command: `{doc['command']}`; {doc['machine']}; oneDNN kernels: {doc['onednn_isa']}",
         "",
         f"Inputs: {doc['faces']} faces. The ratio compares {doc['ratio_of']} ms per face.",
         "",
@@ -127,6 +127,7 @@ def main() -> int:
     doc = {
         "command": "python bench/model_latency.py " + " ".join(sys.argv[1:]),
         "machine": machine_info()["summary"],
+        "onednn_isa": onednn_isa(),
         "faces": args.faces,
         "ratio_of": "mean" if args.faces == "validation" else "p50",
         "results": results,
