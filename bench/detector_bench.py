@@ -5,6 +5,7 @@
     .venv/bin/python bench/detector_bench.py --scenes 500 --seed 1 --models DIR
     .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without turned looks
     .venv/bin/python bench/detector_bench.py --tiny                           # CI size: 8 scenes, seconds
+    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-thorough mtcnn haar --out bench/results/yunet
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,
 `emotion_ai_training.data.load_keypoints(...).split == "validation"`, split seed `--split-seed` as in
@@ -33,7 +34,14 @@ compared with the transformed reference keypoints; errors are divided by crop si
 is in pixels of the 96-px model input like the training RMSE. Reported over the faces every detector
 found (common) and over each detector's own matches, plus the reference boxes themselves as a floor.
 
-Writes bench/results/detectors.json and .md (`--tiny`: detectors_tiny.*), with machine info.
+Subsets (`--subset-scenes` each, 0 to skip): besides the main scenes' small faces (< 32 px), tilted faces
+(20-30°) and face-free images, two scene sets of their own, generated like the main ones from their own
+seeds: "dark" (the whole scene scaled by a gain drawn log-uniform in `DARK_GAIN`, plus gaussian noise of
+`DARK_NOISE` gray levels: under-exposed photos, gray mean ~5-40) and "profile" (every face turned away by a
+yaw drawn in `YAW_DEGREES`, simulated by a perspective warp of the frontal frame: the far half narrowed and
+shortened; three-quarter views, not true profiles, since the dataset has no such faces).
+
+Writes bench/results/detectors.json and .md (`--tiny`: detectors_tiny.*), with machine info (CPU model).
 """
 
 from __future__ import annotations
@@ -90,8 +98,14 @@ SIZE_BUCKETS: tuple[tuple[str, float, float], ...] = (
     ("<32", 0, 32), ("32-64", 32, 64), ("64-128", 64, 128), (">=128", 128, math.inf))
 ANGLE_BUCKETS: tuple[tuple[str, float, float], ...] = (("<10", 0, 10), ("10-20", 10, 20), ("20-30", 20, math.inf))
 #: Fallback classes by name when `emotion_ai.detect` has no `make_detector`.
-DEFAULT_DETECTORS = ("haar", "mtcnn")
+DEFAULT_DETECTORS = ("haar", "mtcnn", "yunet")
 DEFAULT_SCENES, TINY_SCENES = 200, 8
+#: Scene sets of their own (seed = --seed + offset), each `--subset-scenes` scenes.
+SUBSET_SEEDS: dict[str, int] = {"dark": 1000, "profile": 2000}
+DEFAULT_SUBSET_SCENES, TINY_SUBSET_SCENES = 100, 4
+DARK_GAIN = (0.05, 0.3)  # "dark" scenes: every pixel times this gain (log-uniform) ...
+DARK_NOISE = 2.0  # ... plus gaussian noise of this standard deviation (gray levels)
+YAW_DEGREES = (35.0, 60.0)  # "profile" faces: turned away by this yaw (uniform), to either side
 
 Box = tuple[float, float, float, float]  # x, y, w, h
 
@@ -272,11 +286,41 @@ def _overlaps(a: Sequence[float], b: Sequence[float]) -> bool:
     return a[0] < b[2] + GAP_PX and b[0] < a[2] + GAP_PX and a[1] < b[3] + GAP_PX and b[1] < a[3] + GAP_PX
 
 
+def yaw_warp(rng: np.random.Generator, frame: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`frame` (and its keypoints) with the face turned away by a yaw drawn in `YAW_DEGREES`, to a random side:
+    a perspective warp that narrows the frame to cos(yaw) and shortens its far edge by 0.35 sin(yaw)."""
+    n = frame.shape[1]
+    yaw = math.radians(rng.uniform(*YAW_DEGREES))
+    width, short = n * math.cos(yaw), n * 0.35 * math.sin(yaw) / 2
+    x0 = (n - width) / 2
+    near = [[x0, 0], [x0, n - 1]]
+    far = [[x0 + width, short], [x0 + width, n - 1 - short]]
+    dst = np.float32([near[0], far[0], far[1], near[1]])
+    if rng.random() < 0.5:  # the other side turned away
+        dst[:, 0] = n - 1 - dst[:, 0]
+        dst = dst[[1, 0, 3, 2]]
+    src = np.float32([[0, 0], [n - 1, 0], [n - 1, n - 1], [0, n - 1]])
+    m = cv2.getPerspectiveTransform(src, dst)
+    warped = cv2.warpPerspective(frame, m, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return warped, cv2.perspectiveTransform(points.reshape(-1, 1, 2), m).reshape(-1, 2)
+
+
+def darken(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """`image` under-exposed: times a gain drawn log-uniform in `DARK_GAIN`, plus `DARK_NOISE` gaussian noise."""
+    gain = math.exp(rng.uniform(math.log(DARK_GAIN[0]), math.log(DARK_GAIN[1])))
+    noisy = image * gain + rng.normal(0, DARK_NOISE, image.shape)
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
+
+
 def make_scenes(
     faces: FaceSource, backgrounds: dict[str, np.ndarray], n: int, seed: int = 0,
-    no_face_fraction: float = NO_FACE_FRACTION,
+    no_face_fraction: float = NO_FACE_FRACTION, condition: str | None = None,
 ) -> list[Scene]:
-    """`n` seeded composite scenes; the first round(n * no_face_fraction) (at least one) hold no face."""
+    """`n` seeded composite scenes; the first round(n * no_face_fraction) (at least one) hold no face.
+
+    `condition` "dark" darkens every scene (`darken`), "profile" turns every face away (`yaw_warp`)."""
+    if condition not in (None, "dark", "profile"):
+        raise ValueError(f"unknown scene condition {condition!r}")
     rng = np.random.default_rng(seed)
     names = sorted(backgrounds)
     order = rng.permutation(len(faces.images))
@@ -292,9 +336,14 @@ def make_scenes(
         for _ in range(wanted):
             i = order[cursor % len(order)]
             cursor += 1
-            face = place_face(rng, scene.image, faces.images[i], faces.points[i], int(faces.rows[i]), taken)
+            frame, points = faces.images[i], faces.points[i]
+            if condition == "profile":
+                frame, points = yaw_warp(rng, frame, points)
+            face = place_face(rng, scene.image, frame, points, int(faces.rows[i]), taken)
             if face is not None:
                 scene.faces.append(face)
+        if condition == "dark":
+            scene.image = darken(rng, scene.image)
         scenes.append(scene)
     return scenes
 
@@ -385,9 +434,40 @@ def detection_metrics(scenes: Sequence[Scene], results: Sequence[SceneResult]) -
     }
 
 
+def subset_metrics(scenes: Sequence[Scene], results: Sequence[SceneResult],
+                   extra: dict[str, tuple[Sequence[Scene], Sequence[SceneResult]]]) -> dict:
+    """Recall, false boxes per image and ms per image on each subset: the main scenes' small (< 32 px) and
+    tilted (20-30°) faces and face-free images (recall only / false boxes only), and each `extra` scene set."""
+    hits = [(f, r is not None) for s, res in zip(scenes, results, strict=True)
+            for f, r in zip(s.faces, res.found, strict=True)]
+    empty = [r for s, r in zip(scenes, results, strict=True) if not s.faces]
+    out = {
+        "all": _subset(scenes, results),
+        "small": _recall([h for f, h in hits if f.size < SIZE_BUCKETS[0][2]]),
+        "tilted": _recall([h for f, h in hits if abs(f.angle) >= ANGLE_BUCKETS[-1][1]]),
+        "no_face": {"images": len(empty), "false_boxes_per_image": round(sum(r.false_boxes for r in empty)
+                                                                         / len(empty), 4) if empty else None,
+                    "ms_mean": round(float(np.mean([r.ms for r in empty])), 2) if empty else None},
+    }
+    for name, (s, r) in extra.items():
+        out[name] = _subset(s, r)
+    return out
+
+
+def _subset(scenes: Sequence[Scene], results: Sequence[SceneResult]) -> dict:
+    hits = [r is not None for res in results for r in res.found]
+    return _recall(hits) | {"images": len(scenes),
+                            "false_boxes_per_image": round(sum(r.false_boxes for r in results) / len(scenes), 4),
+                            "ms_mean": round(float(np.mean([r.ms for r in results])), 2)}
+
+
 # -- detectors -------------------------------------------------------------------------------------
 #: Bench-only names for a client detector with other settings.
-VARIANTS: dict[str, tuple[str, dict]] = {"mtcnn-upright": ("mtcnn", {"tilts": ()})}
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "mtcnn-upright": ("mtcnn", {"tilts": ()}),
+    "yunet-thorough": ("yunet", {"thorough": True}),
+    "yunet-no-enhance": ("yunet", {"enhance": False}),  # what the CLAHE copy adds (dark subset)
+}
 
 
 def build_detector(name: str) -> detect.FaceDetector:
@@ -523,6 +603,16 @@ def markdown(doc: dict) -> str:
             f"| {name} | {_fmt(m['recall'])} ({m['found']}/{m['faces']}) | {m['false_boxes_per_image']:.3f} "
             f"| {m['ms_mean']:.1f} / {m['ms_p95']:.1f} | {_buckets(m['recall_by_size'])} "
             f"| {_buckets(m['recall_by_rotation'])} | {rm} |")
+    subsets = doc.get("subsets")
+    if subsets:
+        names = list(subsets)
+        lines += ["", "Per subset: recall (faces) · false boxes per image · ms per image; small = main scenes' faces "
+                  "< 32 px, tilted = 20-30°, no face = the main scenes without faces, dark and profile = scene sets "
+                  "of their own (module docstring).", "",
+                  "| subset | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        for subset in next(iter(subsets.values())):
+            cells = [_subset_cell(subsets[n][subset]) for n in names]
+            lines.append(f"| {subset.replace('_', ' ')} | " + " | ".join(cells) + " |")
     first = next(iter(doc["detectors"].values()))
     lines += ["", "Faces per bucket: size " + " / ".join(str(v["faces"]) for v in first["recall_by_size"].values())
               + "; rotation " + " / ".join(str(v["faces"]) for v in first["recall_by_rotation"].values()) + "."]
@@ -548,6 +638,17 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _subset_cell(m: dict) -> str:
+    parts = []
+    if "recall" in m:
+        parts.append(f"{_fmt(m['recall'])} ({m['faces']})")
+    if m.get("false_boxes_per_image") is not None:
+        parts.append(f"{m['false_boxes_per_image']:.3f}")
+    if m.get("ms_mean") is not None:
+        parts.append(f"{m['ms_mean']:.1f} ms")
+    return " · ".join(parts)
+
+
 def _size_name(scene: Scene) -> str:
     return f"{scene.image.shape[1]}x{scene.image.shape[0]}"
 
@@ -571,6 +672,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scenes", type=int, default=DEFAULT_SCENES)
     p.add_argument("--tiny", action="store_true", help=f"{TINY_SCENES} scenes, for CI (seconds)")
     p.add_argument("--seed", type=int, default=0, help="scene generation seed")
+    p.add_argument("--subset-scenes", type=int, default=None,
+                   help=f"scenes in each of the dark and profile sets (default {DEFAULT_SUBSET_SCENES}, "
+                   f"--tiny {TINY_SUBSET_SCENES}; 0: none)")
     p.add_argument("--split-seed", type=int, default=0, help="keypoints validation split seed used in training")
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--cache-dir", default=str(REPO / "cache"))
@@ -581,16 +685,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING)
     n = TINY_SCENES if args.tiny else args.scenes
 
+    subset_n = args.subset_scenes if args.subset_scenes is not None else (
+        TINY_SUBSET_SCENES if args.tiny else DEFAULT_SUBSET_SCENES)
+
     machine = machine_info()
-    scenes = make_scenes(validation_faces(args.data, args.cache_dir, args.split_seed), load_backgrounds(), n, args.seed)
-    print(f"{len(scenes)} scenes, {sum(len(s.faces) for s in scenes)} faces", flush=True)
+    faces, backgrounds = validation_faces(args.data, args.cache_dir, args.split_seed), load_backgrounds()
+    scenes = make_scenes(faces, backgrounds, n, args.seed)
+    extra_scenes = {name: make_scenes(faces, backgrounds, subset_n, args.seed + offset, condition=name)
+                    for name, offset in SUBSET_SEEDS.items()} if subset_n else {}
+    print(f"{len(scenes)} scenes, {sum(len(s.faces) for s in scenes)} faces; CPU: {machine['cpu_model']}", flush=True)
     detectors = {name: build_detector(name) for name in args.detectors}
-    results, metrics = {}, {}
+    results, metrics, subsets = {}, {}, {}
     for name, det in detectors.items():
         results[name] = run_detector(det, scenes)
         metrics[name] = detection_metrics(scenes, results[name])
+        extra = {s: (sc, run_detector(det, sc)) for s, sc in extra_scenes.items()}
+        subsets[name] = subset_metrics(scenes, results[name], extra)
         print(f"{name}: recall {metrics[name]['recall']}, {metrics[name]['false_boxes_per_image']} false/img, "
-              f"{metrics[name]['ms_mean']} ms/img", flush=True)
+              f"{metrics[name]['ms_mean']} ms/img; " + ", ".join(
+                  f"{s} {m.get('recall')}" for s, m in subsets[name].items() if s in extra_scenes), flush=True)
     doc = {
         "command": "python bench/detector_bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "tiny": args.tiny,
@@ -604,6 +717,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                      "side; one-to-one, closest first; unmatched detections (duplicates too) are false boxes",
         },
         "detectors": metrics,
+        "subsets": subsets,
+        "subset_scenes": {name: scene_summary(sc, args.seed + SUBSET_SEEDS[name]) for name, sc in extra_scenes.items()},
     }
     if not args.no_models:
         crops = {name: keypoints_crop(det, name) for name, det in detectors.items()}

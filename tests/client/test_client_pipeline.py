@@ -183,7 +183,21 @@ def test_cli_exit_code_2_when_server_is_down(tmp_path, astronaut_jpeg, capsys):
     assert exc.value.code == 2
 
 
+class _SpreadKeypoints(FakeTransport):
+    """FakeTransport whose keypoints are spread over the crop (a face-like layout, the same for every face):
+    the stream follows faces by their keypoints' centre and spread, which FakeTransport's single point lacks."""
+
+    def predict(self, model, inputs, timeout):
+        out = super().predict(model, inputs, timeout)
+        if model.name == spec.KEYPOINTS_MODEL:
+            n = inputs[spec.INPUT_KEY].shape[0]
+            layout = np.stack([np.linspace(30, 66, 15), np.tile([38, 56, 76], 5)], axis=1).astype(np.float32)
+            out = {"": np.repeat(layout[None], n, axis=0)}
+        return out
+
+
 def test_cli_video_timeline_with_tracks(cli_with_fake, astronaut_bgr, tmp_path):
+    cli_with_fake.transport = _SpreadKeypoints()
     video = tmp_path / "in.avi"
     frame0 = cv2.resize(_tiles(astronaut_bgr[:, ::-1], astronaut_bgr), (640, 320))
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 320))

@@ -1,12 +1,16 @@
-"""Face detectors: the MTCNN default on the cases a new user hit, its knobs, and the detector factory."""
+"""Face detectors: the YuNet default (packaged model, landmark convention, knobs, thorough search), MTCNN on
+the cases a new user hit and its knobs, and the detector factory."""
 
 from __future__ import annotations
+
+import hashlib
+import threading
 
 import cv2
 import numpy as np
 import pytest
-from emotion_ai import EmotionClient, HaarFaceDetector, MtcnnFaceDetector, make_detector, spec
-from emotion_ai.detect import _unturn, crops_for
+from emotion_ai import EmotionClient, HaarFaceDetector, MtcnnFaceDetector, YuNetFaceDetector, make_detector, spec
+from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS, YUNET_MODEL, YUNET_SHA256, _unturn, crops_for
 from emotion_ai.mtcnn import (
     BATCHES,
     LANDMARK_NAMES,
@@ -21,6 +25,7 @@ from emotion_ai.mtcnn import (
     _unturn_points,
     nms,
 )
+from emotion_ai.preprocess import roll_degrees
 
 ASTRONAUT_FACE = (179.0, 59.0, 88.0, 113.0)  # MTCNN's box (x, y, w, h) in the 512-px photo
 
@@ -283,7 +288,8 @@ def test_runner_matches_the_detector_on_a_group_photo():
 
 
 def test_make_detector_names_objects_and_errors():
-    assert isinstance(make_detector(), MtcnnFaceDetector)
+    assert isinstance(make_detector(), YuNetFaceDetector)
+    assert isinstance(make_detector("mtcnn"), MtcnnFaceDetector)
     assert isinstance(make_detector("haar", min_size=40), HaarFaceDetector)
     custom = HaarFaceDetector()
     assert make_detector(custom) is custom
@@ -305,7 +311,9 @@ def test_each_detector_gets_its_own_crop_geometry():
     with EmotionClient(detector="haar", transport=_Unused()) as client:
         assert client.keypoints_crop == spec.CROPS["haar"].keypoints
     with EmotionClient(transport=_Unused()) as client:
-        assert client.emotion_crop == spec.CROPS["mtcnn"].emotion
+        assert client.emotion_crop == spec.CROPS["yunet"].emotion
+    assert crops_for(YuNetFaceDetector()) == spec.CROPS["yunet"]
+    assert spec.CROPS["yunet"] != spec.CROPS["haar"]
 
 
 class _Unused:
@@ -365,9 +373,168 @@ def test_leveling_brings_the_keypoints_of_a_tilted_face_closer(server, astronaut
     tilted = cv2.warpAffine(astronaut_bgr, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
     errors = {}
     for level in (True, False):
-        with EmotionClient(grpc_port=server.grpc_port, timeout=60, level_faces=level) as client:
+        # MTCNN's landmarks: YuNet's read this tilt as under the levelling threshold (its docstring)
+        with EmotionClient(grpc_port=server.grpc_port, timeout=60, level_faces=level, detector="mtcnn") as client:
             (reference,) = client.predict(astronaut_bgr).faces
             (face,) = client.predict(tilted).faces
         expect = cv2.transform(np.array(list(reference.keypoints.values()))[None], m)[0]
         errors[level] = float(np.linalg.norm(np.array(list(face.keypoints.values())) - expect, axis=1).mean())
     assert errors[True] < errors[False]
+
+
+# -- YuNet, the default ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def yunet() -> YuNetFaceDetector:
+    return YuNetFaceDetector()
+
+
+def test_yunet_is_the_default_and_its_model_ships_in_the_package():
+    assert DEFAULT_DETECTOR == "yunet" and DETECTORS["yunet"] is YuNetFaceDetector
+    assert {"mtcnn", "haar"} <= set(DETECTORS)  # still selectable
+    assert YUNET_MODEL.is_file() and YUNET_MODEL.parent.name == "models"
+    assert hashlib.sha256(YUNET_MODEL.read_bytes()).hexdigest() == YUNET_SHA256
+    assert (YUNET_MODEL.parent / "LICENSE-yunet").read_text().count("Apache License") >= 1
+    assert YUNET_SHA256 in (YUNET_MODEL.parent / "NOTICE").read_text()
+    assert YuNetFaceDetector.name == "yunet" and "yunet" in spec.CROPS
+
+
+def test_yunet_finds_the_astronaut_with_landmarks_in_mtcnn_order(yunet, astronaut_bgr):
+    (face,) = yunet.detect(astronaut_bgr)
+    assert face.score > 0.8
+    assert np.linalg.norm(_centre(face.box) - _centre(ASTRONAUT_FACE)) < 8
+    assert face.box[2] == pytest.approx(ASTRONAUT_FACE[2], rel=0.15)
+    marks = dict(zip(LANDMARK_NAMES, face.landmarks, strict=True))
+    assert marks["eye_left"][0] < marks["eye_right"][0]  # image left first, as MTCNN
+    assert marks["mouth_left"][0] < marks["mouth_right"][0]
+    assert max(marks["eye_left"][1], marks["eye_right"][1]) < marks["nose"][1] < marks["mouth_left"][1]
+    (reference,) = MtcnnFaceDetector().detect(astronaut_bgr)
+    assert np.abs(np.array(face.landmarks) - np.array(reference.landmarks)).max() < 8  # same points, same order
+
+
+@pytest.mark.parametrize("degrees", [-25, 25])
+def test_yunet_landmarks_understate_the_roll_of_a_tilted_face(yunet, astronaut_bgr, degrees):
+    """A known limit, stated in the detector's docstring: on the astronaut turned 25° YuNet's eyes read under
+    half the tilt, so levelling turns such faces less far than with MTCNN (landmarks stay on the face)."""
+    (upright,) = yunet.detect(astronaut_bgr)
+    assert abs(roll_degrees(upright.landmarks)) < 3
+    (tilted,) = yunet.detect(_rotate(astronaut_bgr, degrees)[0])
+    assert abs(roll_degrees(tilted.landmarks)) < abs(degrees) / 2
+    x, y, w, h = tilted.box
+    assert all(x < px < x + w and y < py < y + h for px, py in tilted.landmarks)
+
+
+def test_yunet_mirrored_photo_keeps_the_image_left_eye_first(yunet, astronaut_bgr):
+    (face,) = yunet.detect(np.ascontiguousarray(astronaut_bgr[:, ::-1]))
+    assert face.landmarks[0][0] < face.landmarks[1][0] and face.landmarks[3][0] < face.landmarks[4][0]
+
+
+def test_yunet_takes_gray_bgra_and_single_channel_images(yunet, astronaut_bgr):
+    gray = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2GRAY)
+    for image in (gray, gray[:, :, None], cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2BGRA)):
+        (face,) = yunet.detect(image)
+        assert np.linalg.norm(_centre(face.box) - _centre(ASTRONAUT_FACE)) < 8
+    with pytest.raises(ValueError, match="uint8"):
+        yunet.detect(astronaut_bgr.astype(np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        yunet.detect(np.zeros((20, 20, 2), np.uint8))
+
+
+@pytest.mark.parametrize("shape", [(0, 0, 3), (1, 1, 3), (2, 300, 3), (300, 2, 3), (9, 9), (12, 12, 3),
+                                   (480, 640, 3)])
+def test_yunet_degenerate_tiny_and_noise_images_give_no_faces(shape):
+    noise = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    assert YuNetFaceDetector(thorough=True).detect(noise) == []
+
+
+def test_yunet_flat_image_and_no_face_photos_give_no_boxes(yunet):
+    from skimage import data
+
+    assert yunet.detect(np.full((300, 400, 3), 200, np.uint8)) == []
+    for name in ("coffee", "rocket", "page", "brick"):
+        image = getattr(data, name)()
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else np.ascontiguousarray(image[:, :, ::-1])
+        assert yunet.detect(bgr) == [], name
+
+
+def test_yunet_max_side_detects_on_a_smaller_copy_and_maps_back(astronaut_bgr):
+    big = cv2.resize(astronaut_bgr, (2048, 2048), interpolation=cv2.INTER_CUBIC)
+    (face,) = YuNetFaceDetector(max_side=512).detect(big)
+    (reference,) = YuNetFaceDetector().detect(astronaut_bgr)
+    assert np.abs(np.array(face.box) / 4 - np.array(reference.box)).max() < 1
+    assert np.abs(np.array(face.landmarks) / 4 - np.array(reference.landmarks)).max() < 1
+
+
+def test_yunet_min_face_size_and_min_score(astronaut_bgr):
+    assert YuNetFaceDetector(min_face_size=150).detect(astronaut_bgr) == []
+    assert len(YuNetFaceDetector(min_face_size=60).detect(astronaut_bgr)) == 1
+    assert YuNetFaceDetector(min_score=1.0).detect(astronaut_bgr) == []
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"min_score": 1.5}, "min_score"), ({"min_score": -0.1}, "min_score"), ({"nms_threshold": 0}, "nms_threshold"),
+    ({"top_k": 0}, "top_k"), ({"top_k": 2.5}, "top_k"), ({"min_face_size": 0}, "min_face_size"),
+    ({"max_side": 16}, "max_side"),
+])
+def test_yunet_invalid_options_raise_value_error(options, match):
+    with pytest.raises(ValueError, match=match):
+        YuNetFaceDetector(**options)
+
+
+def test_yunet_by_name_with_a_model_path_and_options(astronaut_bgr):
+    detector = make_detector(f"yunet:{YUNET_MODEL}", min_score=0.5, thorough=True)
+    assert isinstance(detector, YuNetFaceDetector) and detector.thorough and detector.min_score == 0.5
+    with pytest.raises(FileNotFoundError):
+        YuNetFaceDetector("/nonexistent.onnx")
+    with pytest.raises(TypeError):
+        make_detector("yunet", tilts=())  # an MTCNN knob
+
+
+def test_yunet_thorough_finds_a_strongly_turned_face_the_default_misses(astronaut_bgr):
+    small = cv2.resize(astronaut_bgr, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    turned, m = _rotate(small, 60)
+    assert YuNetFaceDetector().detect(turned) == []
+    thorough = YuNetFaceDetector(thorough=True)
+    (face,) = thorough.detect(turned)
+    expect = m @ np.append(_centre(ASTRONAUT_FACE) / 2, 1.0)
+    assert np.linalg.norm(_centre(face.box) - expect) < 10
+    assert 35 < roll_degrees(face.landmarks) < 70  # landmarks mapped back onto the turned face
+    assert thorough.detect_upright(turned) == []  # the stream's cheap search skips the thorough passes
+    (plain,), (both,) = YuNetFaceDetector().detect(small), thorough.detect(small)
+    assert np.abs(np.array(plain.box) - np.array(both.box)).max() < 1  # an upright face: the plain search's box
+
+
+def test_yunet_thorough_upscaled_pass_finds_a_face_too_small_for_the_plain_search(astronaut_bgr):
+    side = 9  # px: under YuNet's floor at the image's own size
+    factor = side / ASTRONAUT_FACE[2]
+    tiny = cv2.resize(astronaut_bgr, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    canvas = np.full((120, 160, 3), 120, np.uint8)
+    canvas[30 : 30 + tiny.shape[0], 40 : 40 + tiny.shape[1]] = tiny
+    assert YuNetFaceDetector().detect(canvas) == []
+    found = YuNetFaceDetector(thorough=True, min_score=0.5).detect(canvas)
+    assert len(found) == 1
+    assert np.linalg.norm(_centre(found[0].box) - (np.array([40, 30]) + _centre(ASTRONAUT_FACE) * factor)) < side
+
+
+def test_yunet_equalised_copy_finds_the_darkest_face(astronaut_bgr):
+    dark = (astronaut_bgr.astype(np.float32) * 4 / astronaut_bgr.mean()).clip(0, 255).astype(np.uint8)
+    assert YuNetFaceDetector(enhance=False).detect(dark) == []
+    (face,) = YuNetFaceDetector(enhance=True).detect(dark)
+    assert np.linalg.norm(_centre(face.box) - _centre(ASTRONAUT_FACE)) < 10
+
+
+def test_yunet_is_safe_to_share_between_threads(yunet, astronaut_bgr):
+    small = cv2.resize(astronaut_bgr, (256, 256), interpolation=cv2.INTER_AREA)
+    expected = {id(img): yunet.detect(img) for img in (astronaut_bgr, small)}
+    errors: list[str] = []
+
+    def work(image: np.ndarray) -> None:
+        for _ in range(10):
+            if yunet.detect(image) != expected[id(image)]:
+                errors.append("different answer")
+
+    threads = [threading.Thread(target=work, args=(img,)) for img in (astronaut_bgr, small) * 2]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

@@ -33,8 +33,8 @@ class EmotionClient:
                 print(face.box, face.emotion, face.keypoints["left_eye_center"])
 
     Keyword arguments are the fields of `ClientOptions` (defaults there); pass `options=` instead to
-    reuse one (`EmotionClient.from_options`), never both. `detector` is a name ("mtcnn", the default,
-    "haar", "yunet:PATH") or any object with `detect(image)` (see `emotion_ai.detect`).
+    reuse one (`EmotionClient.from_options`), never both. `detector` is a name ("yunet", the default,
+    "mtcnn", "haar", "yunet:PATH") or any object with `detect(image)` (see `emotion_ai.detect`).
     """
 
     def __init__(

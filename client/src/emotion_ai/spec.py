@@ -179,4 +179,8 @@ CROPS: dict[str, DetectorCrops] = {
         keypoints=CropGeometry(scale=1.229, shift_x=0.026, shift_y=-0.002),  # 1474/1500, IQR 1.18-1.28
         emotion=CropGeometry(scale=1.249, shift_x=0.018, shift_y=0.0),  # 1270/1500, IQR 1.15-1.37
     ),
+    "yunet": DetectorCrops(  # YuNet's own boxes (min_score 0.7)
+        keypoints=CropGeometry(scale=1.211, shift_x=0.004, shift_y=0.008),  # 1494/1500, IQR 1.17-1.27
+        emotion=CropGeometry(scale=1.306, shift_x=0.006, shift_y=0.008),  # 1357/1500, IQR 1.22-1.41
+    ),
 }

@@ -6,8 +6,9 @@ MediaPipe's face tracking does; a face whose new keypoints land farther than `ma
 they were expected, or changed scale by more than that, is looked for again by the whole detector at
 once. Every `detect_every` frames (a key frame) the detector runs as well, while the followed faces'
 requests are out: its faces re-anchor the followed faces they overlap and start tracks for new ones.
-A detector with a cheaper upright-only search (`detect_upright`: MTCNN without its turned looks) runs
-that on key frames, and its whole search on every `WHOLE_EVERY`-th; a followed face that a whole round of
+A detector with a cheaper upright-only search (`detect_upright`: MTCNN without its turned looks, YuNet
+without its `thorough` passes, which is YuNet's whole search unless `thorough` is set) runs that on key
+frames, and its whole search on every `WHOLE_EVERY`-th; a followed face that a whole round of
 key frames (one for other detectors) has not found is dropped. Memory is constant: only the current
 tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
 """
@@ -44,7 +45,8 @@ class StreamOptions:
 
     Attributes:
         detect_every: every Nth frame is a key frame (1 = every frame), on which one pass of the
-            detector's search runs (MTCNN: upright, then +25°, then -25°, in turn); faces are followed from
+            detector's search runs (a detector with `detect_upright` runs that on two key frames of three and
+            its whole search on the third); faces are followed from
             their keypoints on every frame, and new faces appear at the key frame whose pass finds them.
         smoothing: time constant in seconds of the per-track exponential moving average of the
             scores (0 = none): after `smoothing` seconds a change of expression is 63 % through.
