@@ -5,7 +5,7 @@
     .venv/bin/python bench/detector_bench.py --scenes 500 --seed 1 --models DIR
     .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without turned looks
     .venv/bin/python bench/detector_bench.py --tiny                           # CI size: 8 scenes, seconds
-    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-thorough mtcnn haar --out bench/results/yunet
+    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-no-enhance mtcnn haar --out bench/results/yunet
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,
 `emotion_ai_training.data.load_keypoints(...).split == "validation"`, split seed `--split-seed` as in
@@ -465,7 +465,6 @@ def _subset(scenes: Sequence[Scene], results: Sequence[SceneResult]) -> dict:
 #: Bench-only names for a client detector with other settings.
 VARIANTS: dict[str, tuple[str, dict]] = {
     "mtcnn-upright": ("mtcnn", {"tilts": ()}),
-    "yunet-thorough": ("yunet", {"thorough": True}),
     "yunet-no-enhance": ("yunet", {"enhance": False}),  # what the CLAHE copy adds (dark subset)
 }
 
