@@ -166,26 +166,35 @@ def emotion_report(scores: np.ndarray, labels: np.ndarray, label_names: tuple[st
     }
 
 
+def emotion_metrics(scores: np.ndarray, model_labels: tuple[str, ...], dataset: EmotionData,
+                    votes: np.ndarray | None = None) -> dict:
+    """The metrics of validation `scores` [N, K] (columns named by `model_labels`) of `dataset`: `emotion_report`,
+    calibration against FER-2013's labels and, with `votes` [every image of `dataset`, 10], `ferplus`."""
+    _, labels = dataset.subset("validation")
+    result = emotion_report(scores, labels, dataset.label_names, model_labels)
+    if model_labels == EMOTION_LABELS:
+        result["calibration"] = calibration(scores, label_remap(dataset.label_names, model_labels)[labels])
+        if votes is not None:
+            result["ferplus"] = ferplus_report(scores, votes[dataset.split == "validation"])
+    return result
+
+
 def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name: str,
                      votes: np.ndarray | None = None) -> dict:
     """`evaluate` for an emotion version; `votes` [N, 10] are the FER+ votes of every image of `dataset`."""
     _, fn = _signature(model_dir)
-    images, labels = dataset.subset("validation")
+    images, _ = dataset.subset("validation")
     t0 = time.perf_counter()
     scores, model_labels = _emotion_outputs(_run(fn, images))
     seconds = time.perf_counter() - t0
     result = {"model": name, "data": dataset.source, "split": "validation (FER-2013 PublicTest)",
-              **emotion_report(scores, labels, dataset.label_names, model_labels),
+              **emotion_metrics(scores, model_labels, dataset, votes),
               "images_per_second": round(len(images) / seconds, 1)}
     out_dir.mkdir(parents=True, exist_ok=True)
     _plot_confusion(np.array(result["confusion_matrix"]), model_labels, out_dir / "confusion_matrix.png",
                     f"{name} — accuracy {result['accuracy']:.3f}")
-    curves = {}
-    if model_labels == EMOTION_LABELS:
-        result["calibration"] = calibration(scores, label_remap(dataset.label_names, model_labels)[labels])
-        curves["FER-2013 labels"] = result["calibration"]
-    if votes is not None and model_labels == EMOTION_LABELS:
-        result["ferplus"] = ferplus_report(scores, votes[dataset.split == "validation"])
+    curves = {"FER-2013 labels": result["calibration"]} if "calibration" in result else {}
+    if "ferplus" in result:
         curves["FER+ majority"] = result["ferplus"]["calibration"]
         _plot_confusion(np.array(result["ferplus"]["confusion_matrix"]), model_labels,
                         out_dir / "confusion_matrix_ferplus.png",
