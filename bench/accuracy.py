@@ -98,7 +98,8 @@ def fer_scores(images: np.ndarray) -> np.ndarray:
     return np.asarray(scores, np.float32)
 
 
-def _kind(version_dir: Path) -> str:
+def task_of(version_dir: Path) -> str:
+    """The task of a version folder (its card's `model`: emotion_accurate/8 is an emotion model)."""
     card = version_dir / "model_card.json"
     return json.loads(card.read_text())["model"] if card.is_file() else version_dir.resolve().parent.name
 
@@ -120,7 +121,7 @@ def main() -> int:
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for i, folder in enumerate(versions):
-            kind = _kind(folder)
+            kind = task_of(folder)
             votes = args.data_dir / VOTES_FILE if kind == spec.EMOTION_MODEL else None
             metrics = evaluate(kind, folder, str(args.data_dir / DATA_FILES[kind]), Path(tmp) / str(i),
                                args.cache_dir, args.seed, votes=str(votes) if votes and votes.is_file() else None)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from accuracy import task_of
 from bench_common import display_path, write_results
 from emotion_ai import spec
 from machine import machine_info, onednn_isa
@@ -105,7 +106,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     signatures = [tf.saved_model.load(str(folder)).signatures[spec.SIGNATURE_NAME] for folder in args.versions]
     sizes = [s.structured_input_signature[1][spec.INPUT_KEY].shape[1] for s in signatures]
-    models = [folder.resolve().parent.name for folder in args.versions]
+    models = [task_of(folder) for folder in args.versions]  # the task: emotion_accurate/8 is an emotion model
     names = [display_path(folder, REPO) for folder in args.versions]
     pools = ({m: validation_faces(m, args.data_dir, args.cache_dir) for m in dict.fromkeys(models)}
              if args.faces == "validation" else {})
