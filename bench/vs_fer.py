@@ -1,7 +1,8 @@
 """Our full pipeline vs the `fer` PyPI package (Haar + mini-Xception, in-process), side by side in one run.
 
     .venv/bin/python bench/vs_fer.py                        # full run (~5 min on 2 busy cores)
-    .venv/bin/python bench/vs_fer.py --quick                # small samples, 60-frame clip (~2 min)
+    .venv/bin/python bench/vs_fer.py --quick                # small samples, 60-frame clip, 40-photo folder
+    .venv/bin/python bench/vs_fer.py --folder-photos 400    # a larger folder (default 200)
     .venv/bin/python bench/vs_fer.py --models DIR --video-args "--detect-every 5"
     .venv/bin/python bench/vs_fer.py --detector-options "min_face_size=50 tilts=()" \
         --video-args "--min-face-size 50 --no-tilt-search"    # ours searching what fer's Haar searches
@@ -17,6 +18,15 @@
   `--video-args` go to the CLI as given, and to `stream` as its keyword arguments or `StreamOptions` fields
   where the names match (`--detect-every 5` -> `StreamOptions(detect_every=5)`); both use the client's defaults
   otherwise.
+* folder: `emotion-ai predict DIR --json` over gRPC (default detector and models, a JSON line per file), wall
+  time of the whole command from start to exit (process start included), vs fer's loop over the same files in
+  its warm worker (`cv2.imread` + `FER().detect_emotions(img)` per file); photos/s = files / seconds.
+  `--folder-photos` JPEGs (default 200, `--quick` 40): the 4 photos above taking turns, each copy varied
+  deterministically (mirror x 5 brightness gains x 5 scales 0.85-1.15x: 50 distinct copies per photo, then a
+  brightness offset per further round; `folder_variant`). Order ours, fer, fer, ours (ABBA); each side's figure
+  is the better (higher photos/s) of its two runs, both recorded. Bar: ours >= 2.0x fer's photos/s, with the
+  JSON lines one per file in order and every real face found in every file. Our detector's options are the
+  CLI's defaults here (`--detector-options` applies to the photos and `stream` only).
 * `--detector-options` (`key=value` pairs, Python literals) configure our default detector for the photos and
   `stream` (`make_detector(**options)`), e.g. fer's search: faces from 50 px (its Haar `minSize`), upright only.
 
@@ -57,6 +67,9 @@ FER_VERSION = "25.10.3"
 FER_VENV = "fer-venv"
 PHOTO_BAR = 1.0  # ours time / fer time, per photo with several faces
 VIDEO_BAR = 1.0  # ours frames/s / fer frames/s, `emotion-ai video` end to end
+FOLDER_BAR = 2.0  # ours photos/s / fer photos/s, `emotion-ai predict DIR --json` end to end
+FOLDER_GAINS = (1.0, 0.8, 1.2, 0.9, 1.1)  # brightness gains of the folder's copies
+FOLDER_SCALES = (1.0, 0.9, 1.1, 0.85, 1.15)  # and their sizes, x 640x480
 ZOOM = (0.7, 1.4)
 CLIP_FPS = 25.0
 #: (name, builder in bench/photos.py, real faces in it)
@@ -136,6 +149,88 @@ def timeline_counts(rows: list[dict]) -> tuple[int, int]:
     return faces, len(frames)
 
 
+def folder_variant(k: int, bases: int = len(PHOTOS)) -> tuple[int, bool, float, float, int]:
+    """(photo index, mirrored?, gain, scale, brightness offset) of the folder's file `k`: the `bases` photos
+    take turns; a photo's n-th copy is the n-th of mirror x FOLDER_GAINS x FOLDER_SCALES (50 distinct), and
+    each further round of 50 adds 2 to the brightness."""
+    n = k // bases
+    gains, scales = len(FOLDER_GAINS), len(FOLDER_SCALES)
+    return (k % bases, n % 2 == 1, FOLDER_GAINS[n // 2 % gains], FOLDER_SCALES[n // (2 * gains) % scales],
+            2 * (n // (2 * gains * scales)))
+
+
+def write_folder(folder: Path, jpegs: list[bytes], count: int) -> list[Path]:
+    """Write `count` JPEGs into `folder`, file k being `folder_variant(k)` of `jpegs`; returns them in the order
+    `emotion-ai predict DIR` reads them (sorted names)."""
+    import cv2
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
+    paths = []
+    for k in range(count):
+        base, mirror, gain, scale, bias = folder_variant(k, len(images))
+        img = images[base][:, ::-1] if mirror else images[base]
+        h, w = img.shape[:2]
+        img = cv2.resize(img, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        img = cv2.convertScaleAbs(img, alpha=gain, beta=bias)
+        path = folder / f"{k:05d}_photo{base}.jpg"
+        ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        assert ok
+        path.write_bytes(buf.tobytes())
+        paths.append(path)
+    return paths
+
+
+def predict_lines(stdout: str, paths: list[Path]) -> tuple[list[int], list[str]]:
+    """Faces per `emotion-ai predict --json` line, and what is wrong with the lines (one per file, in the
+    order of `paths`, `image` naming the file)."""
+    faces, problems = [], []
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if len(lines) != len(paths):
+        problems.append(f"{len(lines)} JSON lines for {len(paths)} files")
+    for i, (line, path) in enumerate(zip(lines, paths, strict=False)):
+        try:
+            row = json.loads(line)
+        except ValueError:
+            problems.append(f"line {i + 1} is not JSON")
+            faces.append(0)
+            continue
+        if row.get("image") != str(path):
+            problems.append(f"line {i + 1} is {row.get('image')!r}, not {path.name}")
+        faces.append(len(row.get("faces", [])))
+    return faces, problems
+
+
+def rate_verdict(r: float | None, bar: float, problems: list[str], found: list[int], expected: list[int]) -> str:
+    """"yes" when ours / fer (a rate) >= bar, the output had no problems and every file's faces were found;
+    otherwise "no (...)" with the first problem, or "slower" and/or how many files' face counts differ."""
+    if problems:
+        return f"no ({problems[0]})"
+    missed = sum(f != e for f, e in zip(found, expected, strict=True))
+    reasons = ["slower"] if r is None or r < bar else []
+    reasons += [f"faces differ on {missed} of {len(expected)} files"] if missed else []
+    return f"no ({'; '.join(reasons)})" if reasons else "yes"
+
+
+def folder_run_summary(run: dict, real_faces: list[int]) -> dict:
+    """`run` with its per-file face counts folded into the total, the number of files where they differ from
+    `real_faces` (in all and per photo of PHOTOS the file varies) and at most 5 problems (keeps the file short)."""
+    found = run["faces"]
+    by_photo: dict[str, int] = {}
+    for k, (f, e) in enumerate(zip(found, real_faces, strict=True)):
+        if f != e:
+            name = PHOTOS[folder_variant(k)[0]][0]
+            by_photo[name] = by_photo.get(name, 0) + 1
+    return run | {"faces": sum(found), "files_faces_differ": sum(by_photo.values()),
+                  "files_faces_differ_by_photo": by_photo, "problems": run.get("problems", [])[:5]}
+
+
+def best_run(runs: list[dict]) -> dict:
+    """The run with the most photos/s (the better of a side's runs)."""
+    return max(runs, key=lambda r: r["photos_per_s"])
+
+
 def _fmt_ratio(r: float | None) -> str:
     return "n/a" if r is None else f"{r:.2f}x"
 
@@ -163,6 +258,13 @@ def table_rows(doc: dict) -> list[list[str]]:
             f">= {VIDEO_BAR:.1f}x fps", "yes" if r_fps is not None and r_fps >= VIDEO_BAR else "no")
         rows.append([label, f"{r['frames_per_s']:.1f} fps", f"{fer_fps:.1f} fps", _fmt_ratio(r_fps), bar, met,
                      f"{r['faces_per_frame']:.2f} / {v['fer']['faces_per_frame']:.2f} per frame (of 1)"])
+    f = doc.get("folder")
+    if f:
+        ours, fer = f["ours"], f["fer"]
+        rows.append([f"folder of {f['photos']} photos, `emotion-ai predict DIR --json` end to end",
+                     f"{ours['photos_per_s']:.1f} photos/s", f"{fer['photos_per_s']:.1f} photos/s",
+                     _fmt_ratio(f["ratio"]), f">= {f['bar']:.1f}x photos/s", f["met"],
+                     f"{ours['faces']} / {fer['faces']} (of {f['real_faces']})"])
     return rows
 
 
@@ -201,6 +303,21 @@ def markdown(doc: dict) -> str:
               "(process start included).  "]
     s = v.get("stream", {})
     lines.append(f"`EmotionClient.stream`: {s.get('note', 'measured')}.")
+    f = doc.get("folder")
+    if f:
+        def runs(side: str) -> str:
+            return " and ".join(f"{r['photos_per_s']:.1f}" for r in f["runs"][side])
+
+        def differ(side: str) -> str:
+            by_photo = f[side].get("files_faces_differ_by_photo") or {}
+            where = ", ".join(f"{n} of the {name}" for name, n in by_photo.items())
+            return f"{side} {f[side]['files_faces_differ']}" + (f" ({where})" if where else "")
+
+        lines += ["", f"Folder: {f['photos']} JPEGs ({f['variants']}); runs in the order ours, fer, fer, ours, "
+                  f"each side's figure the better of its two: ours {runs('ours')} photos/s (CLI, process start "
+                  f"included, exit {f['ours']['exit_code']}), fer {runs('fer')} photos/s (imread + detect_emotions "
+                  f"in its warm worker). Files whose face count differs from the real one: {differ('ours')}, "
+                  f"{differ('fer')} (of {f['photos']})."]
     return "\n".join([*lines, ""])
 
 
@@ -233,11 +350,24 @@ def fer_video(detector: Any, path: str, warmup: int) -> dict:
             "faces_per_frame": round(faces / max(frames, 1), 3), "frames_with_face": with_face}
 
 
+def fer_folder(detector: Any, paths: list[str]) -> dict:
+    """photos/s of `cv2.imread` + `detector.detect_emotions` over the files, in order; faces per file."""
+    import cv2
+
+    faces = []
+    start = time.perf_counter()
+    for path in paths:
+        faces.append(len(detector.detect_emotions(cv2.imread(path))))
+    wall = time.perf_counter() - start
+    return {"wall_s": round(wall, 2), "photos_per_s": round(len(paths) / wall, 2) if wall else 0.0, "faces": faces}
+
+
 def fer_serve() -> None:
     """The worker: `FER()` once, then a JSON command per stdin line and a JSON reply per stdout line.
 
     {"op": "photo", "path": P, "calls": N} times N `detect_emotions` calls on `cv2.imread(P)` (read once);
-    {"op": "video", "path": P, "warmup": W} runs `fer_video`. The first line out describes fer.
+    {"op": "video", "path": P, "warmup": W} runs `fer_video`; {"op": "folder", "paths": [P, ...]} runs
+    `fer_folder`. The first line out describes fer.
     """
     reply = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # whatever fer or TensorFlow print goes to stderr, the replies alone to stdout
@@ -260,6 +390,9 @@ def fer_serve() -> None:
         cmd = json.loads(line)
         if cmd["op"] == "video":
             reply.write(json.dumps(fer_video(detector, cmd["path"], cmd["warmup"])) + "\n")
+            continue
+        if cmd["op"] == "folder":
+            reply.write(json.dumps(fer_folder(detector, cmd["paths"])) + "\n")
             continue
         if cmd["path"] not in images:
             t = time.perf_counter()
@@ -373,12 +506,32 @@ def detector_options(text: str) -> dict[str, Any]:
     return options
 
 
+def _cli_head() -> list[str]:
+    exe = Path(sys.executable).with_name("emotion-ai")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "emotion_ai.cli"]
+
+
 def cli_command(host: str, grpc_port: int, extra: list[str]) -> list[str]:
     """The `emotion-ai video` command line (CLIP and OUT are filled in by `our_cli_video`)."""
-    exe = Path(sys.executable).with_name("emotion-ai")
-    head = [str(exe)] if exe.exists() else [sys.executable, "-m", "emotion_ai.cli"]
-    return [*head, "video", "CLIP", "--out", "OUT", f"--host={host}", "--protocol=grpc",
+    return [*_cli_head(), "video", "CLIP", "--out", "OUT", f"--host={host}", "--protocol=grpc",
             f"--grpc-port={grpc_port}", "--timeout=120", *extra]
+
+
+def our_cli_folder(host: str, grpc_port: int, folder: Path, paths: list[Path]) -> dict:
+    """Wall time of `emotion-ai predict FOLDER --json` (default settings) from start to exit, photos/s, faces
+    per file and what is wrong with its output (`predict_lines`)."""
+    argv = [*_cli_head(), "predict", str(folder), "--json", f"--host={host}", "--protocol=grpc",
+            f"--grpc-port={grpc_port}", "--timeout=120"]
+    t = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    wall = time.perf_counter() - t
+    faces, problems = predict_lines(proc.stdout, paths)
+    if proc.returncode:
+        problems.insert(0, f"exit {proc.returncode}")
+    return {"exit_code": proc.returncode, "stderr_tail": proc.stderr[-500:] if proc.returncode else "",
+            "wall_s": round(wall, 2), "photos_per_s": round(len(paths) / wall, 2), "faces": faces,
+            "problems": problems}
 
 
 def our_cli_video(command: list[str], video: Path, frames: int, tmp: Path) -> dict:
@@ -451,9 +604,10 @@ def main() -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_server_args(p)
-    p.add_argument("--quick", action="store_true", help="small samples and a 60-frame clip")
+    p.add_argument("--quick", action="store_true", help="small samples, a 60-frame clip, 40 photos")
     p.add_argument("--repeats", type=int, help="timed calls per photo and side (default 10, --quick 5)")
     p.add_argument("--frames", type=int, help="frames of the clip (default 240, --quick 60)")
+    p.add_argument("--folder-photos", type=int, help="JPEGs in the folder workload (default 200, --quick 40)")
     p.add_argument("--video-args", default="", help='extra `emotion-ai video` flags, e.g. "--detect-every 5"')
     p.add_argument("--detector-options", default="",
                    help='our detector\'s options as key=value Python literals, e.g. "min_face_size=50 tilts=()"')
@@ -470,6 +624,7 @@ def main() -> int:
 
     repeats = args.repeats or (5 if args.quick else 10)
     frames = args.frames or (60 if args.quick else 240)
+    folder_photos = args.folder_photos or (40 if args.quick else 200)
     warmup = 2
     extra = shlex.split(args.video_args)
     machine = machine_info()
@@ -482,6 +637,8 @@ def main() -> int:
         path.write_bytes(getattr(photos, builder)())
         files.append(path)
     video = photos.write_astronaut_clip(tmp / "clip.mp4", frames, ZOOM, CLIP_FPS)
+    folder_files = write_folder(tmp / "folder", [f.read_bytes() for f in files], folder_photos)
+    real_faces = [PHOTOS[folder_variant(k)[0]][2] for k in range(folder_photos)]
 
     python = fer_python(args.fer_tf or metadata.version("tensorflow"))
     with ExitStack() as stack:
@@ -501,6 +658,11 @@ def main() -> int:
         cli = our_cli_video(command, video, frames, tmp)
         stream = our_stream(client, video, extra, CLIP_FPS)
         fer_runs.append(fer.call(op="video", path=str(video), warmup=warmup))
+        print(f"folder of {folder_photos} photos: our CLI, fer, fer, our CLI ...", flush=True)
+        folder_runs: dict[str, list[dict]] = {"ours": [], "fer": []}
+        for side in ("ours", "fer", "fer", "ours"):
+            folder_runs[side].append(our_cli_folder(host, grpc_port, tmp / "folder", folder_files) if side == "ours"
+                                     else fer.call(op="folder", paths=[str(f) for f in folder_files]))
     fer_video_doc = fer_runs[0] | {
         "frames_per_s": round(sum(r["frames_per_s"] for r in fer_runs) / 2, 2),
         "detect_frames_per_s": round(sum(r["detect_frames_per_s"] for r in fer_runs) / 2, 2),
@@ -522,6 +684,16 @@ def main() -> int:
             multi["ours_faces"] += mine["faces"]
             multi["fer_faces"] += theirs["faces"]
             multi["faces"] += faces
+    ours_folder, fer_folder_run = best_run(folder_runs["ours"]), best_run(folder_runs["fer"])
+    folder_ratio = ratio(ours_folder["photos_per_s"], fer_folder_run["photos_per_s"])
+    folder_problems = [p for r in folder_runs["ours"] for p in r["problems"]]
+    folder_doc = {
+        "photos": folder_photos, "bar": FOLDER_BAR, "real_faces": sum(real_faces),
+        "variants": f"the 4 photos in turn, mirror x gains {FOLDER_GAINS} x scales {FOLDER_SCALES}",
+        "ratio": folder_ratio,
+        "met": rate_verdict(folder_ratio, FOLDER_BAR, folder_problems, ours_folder["faces"], real_faces),
+        "ours": folder_run_summary(ours_folder, real_faces), "fer": folder_run_summary(fer_folder_run, real_faces),
+        "runs": {k: [folder_run_summary(r, real_faces) for r in v] for k, v in folder_runs.items()}}
     total_ratio = ratio(multi["ours_ms"], multi["fer_ms"])
     total_met = photo_verdict(total_ratio, multi["ours_faces"], multi["faces"], PHOTO_BAR)
     exe = Path(command[0])
@@ -537,9 +709,10 @@ def main() -> int:
         "photos_total": multi | {"ratio": total_ratio, "met": total_met},
         "photo_bar_met": all(r["met"] == "yes" for r in rows if r["bar"]),
         "video": {"frames": frames, "zoom": list(ZOOM), "fer": fer_video_doc, "cli": cli, "stream": stream},
+        "folder": folder_doc,
     }
     write_results(args.out, "vs_fer_quick" if args.quick else "vs_fer", doc, markdown)
-    return 0 if cli["exit_code"] == 0 else 1
+    return 0 if cli["exit_code"] == 0 and not any(r["exit_code"] for r in folder_runs["ours"]) else 1
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""The pure helpers of `bench/vs_fer.py` (ratios, verdicts, flag passing, timeline counting, the table) and the
-test clip of bench/photos.py. The fer side itself needs the fer venv and is not run here."""
+"""The pure helpers of `bench/vs_fer.py` (ratios, verdicts, flag passing, timeline counting, the folder's photos
+and JSON lines, the table) and the test clip of bench/photos.py. The fer side itself needs the fer venv and is not
+run here."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import cv2
@@ -99,6 +102,66 @@ def test_table_rows_and_markdown() -> None:
     text = vs_fer.markdown(doc)
     assert "| workload | ours | fer | ratio | bar | met? | faces ours / fer |" in text
     assert "Command: `python bench/vs_fer.py`" in text and "**met**" in text
+
+
+def test_folder_variants_are_distinct_and_take_turns() -> None:
+    variants = [vs_fer.folder_variant(k) for k in range(400)]
+    assert variants[:5] == [(0, False, 1.0, 1.0, 0), (1, False, 1.0, 1.0, 0), (2, False, 1.0, 1.0, 0),
+                            (3, False, 1.0, 1.0, 0), (0, True, 1.0, 1.0, 0)]
+    assert variants[8] == (0, False, 0.8, 1.0, 0) and variants[40] == (0, False, 1.0, 0.9, 0)
+    assert variants[199] == (3, True, 1.1, 1.15, 0) and variants[200] == (0, False, 1.0, 1.0, 2)
+    assert len(set(variants)) == 400
+    assert [v[0] for v in variants[:200]].count(3) == 50
+
+
+def test_write_folder_gives_distinct_files_in_cli_order(tmp_path: Path) -> None:
+    jpegs = [photos.one_face_jpeg(), photos.four_face_jpeg()]
+    paths = vs_fer.write_folder(tmp_path / "folder", jpegs, 24)
+    assert paths == sorted((tmp_path / "folder").iterdir()) and len(paths) == 24
+    assert len({hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}) == 24
+    first, mirrored, smaller = (cv2.imread(str(paths[k])) for k in (0, 2, 20))  # photo 0 plain, mirrored, x0.9
+    assert first.shape == (480, 640, 3) and mirrored.shape == (480, 640, 3) and smaller.shape == (432, 576, 3)
+    assert np.abs(first.astype(int) - mirrored[:, ::-1].astype(int)).mean() < 3  # the mirror image (JPEG noise)
+
+
+def test_predict_lines_and_rate_verdict(tmp_path: Path) -> None:
+    paths = [tmp_path / "a.jpg", tmp_path / "b.jpg"]
+    good = "\n".join(json.dumps({"image": str(p), "faces": [{}] * n}) for p, n in zip(paths, (1, 4), strict=True))
+    assert vs_fer.predict_lines(good + "\n", paths) == ([1, 4], [])
+    swapped = "\n".join(reversed(good.splitlines()))
+    assert vs_fer.predict_lines(swapped, paths)[1] == [f"line 1 is {str(paths[1])!r}, not a.jpg",
+                                                      f"line 2 is {str(paths[0])!r}, not b.jpg"]
+    assert vs_fer.predict_lines(good.splitlines()[0] + "\nnot json", paths) == ([1, 0], ["line 2 is not JSON"])
+    assert vs_fer.predict_lines("", paths) == ([], ["0 JSON lines for 2 files"])
+    assert vs_fer.rate_verdict(2.5, 2.0, [], [1, 4], [1, 4]) == "yes"
+    assert vs_fer.rate_verdict(2.0, 2.0, [], [1, 4], [1, 4]) == "yes"
+    assert vs_fer.rate_verdict(1.9, 2.0, [], [1, 4], [1, 4]) == "no (slower)"
+    assert vs_fer.rate_verdict(None, 2.0, [], [1, 4], [1, 4]) == "no (slower)"
+    assert vs_fer.rate_verdict(3.0, 2.0, [], [1, 3], [1, 4]) == "no (faces differ on 1 of 2 files)"
+    assert vs_fer.rate_verdict(1.0, 2.0, [], [0, 3], [1, 4]) == "no (slower; faces differ on 2 of 2 files)"
+    assert vs_fer.rate_verdict(3.0, 2.0, ["exit 1"], [1, 4], [1, 4]) == "no (exit 1)"
+    run = {"photos_per_s": 5.0, "faces": [1, 3, 6, 11, 1, 4], "problems": [str(i) for i in range(8)]}
+    assert vs_fer.folder_run_summary(run, [1, 4, 6, 12, 1, 4]) == {
+        "photos_per_s": 5.0, "faces": 26, "files_faces_differ": 2,
+        "files_faces_differ_by_photo": {"4 faces (astronaut crops)": 1, "12 faces (LFW grid)": 1},
+        "problems": ["0", "1", "2", "3", "4"]}
+    assert vs_fer.best_run([{"photos_per_s": 3.0}, {"photos_per_s": 4.5}]) == {"photos_per_s": 4.5}
+
+
+def test_folder_row_and_note() -> None:
+    doc = _doc()
+    run = {"photos_per_s": 8.0, "faces": 1150, "files_faces_differ": 0, "files_faces_differ_by_photo": {},
+           "exit_code": 0}
+    doc["folder"] = {"photos": 200, "bar": 2.0, "real_faces": 1150, "variants": "v", "ratio": 2.0, "met": "yes",
+                     "ours": run, "fer": run | {"photos_per_s": 4.0, "faces": 1000, "files_faces_differ": 30,
+                                                          "files_faces_differ_by_photo": {"12 faces": 30}},
+                     "runs": {"ours": [run, run | {"photos_per_s": 7.5}], "fer": [run | {"photos_per_s": 4.0}] * 2}}
+    rows = vs_fer.table_rows(doc)
+    assert rows[-1] == ["folder of 200 photos, `emotion-ai predict DIR --json` end to end", "8.0 photos/s",
+                        "4.0 photos/s", "2.00x", ">= 2.0x photos/s", "yes", "1150 / 1000 (of 1150)"]
+    text = vs_fer.markdown(doc)
+    assert "ours 8.0 and 7.5 photos/s" in text and "fer 4.0 and 4.0 photos/s" in text
+    assert "ours 0, fer 30 (30 of the 12 faces) (of 200)" in text
 
 
 def _face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
