@@ -76,7 +76,7 @@ class LocalServer:
     """`emotion-ai-serve` in a subprocess on loopback ports; a context manager.
 
     With `models_root` it serves `served_models(root)` (keypoints, emotion and emotion_accurate when
-    that folder exists) and is ready once the client's default models report AVAILABLE; without it,
+    that folder exists) and is ready once every one of them reports AVAILABLE; without it,
     `extra_args` say what to serve and it is ready once both ports accept connections (the server
     opens them only after its first load, of every configured model). Ports are picked once, so a
     restart listens where the previous run did. `host=None` leaves the server's default bind.
@@ -159,9 +159,11 @@ class LocalServer:
         if self.models_root is None:
             return True
         try:
-            return all_available(probe.status())
+            states = probe.model_status()
         except EmotionAIError:
             return False
+        wanted = served_models(self.models_root)
+        return all_available({m: states.get(m) or [] for m in wanted})
 
     def log_tail(self, chars: int = 5000) -> str:
         """The end of the current run's log ("" before the first start)."""
