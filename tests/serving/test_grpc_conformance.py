@@ -298,7 +298,7 @@ def test_reload_config(models, serving):
     if serving.kind == "env":
         return  # do not reconfigure a server we do not own
     good = model_management_pb2.ReloadConfigRequest()
-    for name in (KP, EMO):
+    for name in spec.SERVED_MODELS:  # the same models again: later tests (the Kubernetes probe) need them all
         good.config.model_config_list.config.add(
             name=name, base_path=f"/models/{name}", model_platform="tensorflow"
         )
