@@ -251,10 +251,12 @@ SHARED_FER = REPO.parent / "shared" / "data" / "fer2013.csv.gz"
 
 
 def _committed_cascade() -> Path | None:
-    """The newest committed emotion version that is a cascade (served or kept as the rollback)."""
+    """The newest committed emotion version (of any rung of the ladder) that is a cascade."""
+    from emotion_ai import spec
     from emotion_ai.versions import version_dirs
 
-    for _, folder in sorted(version_dirs(REPO / "models_export" / "emotion"), reverse=True):
+    folders = [f for m in spec.SERVED_MODELS for f in version_dirs(REPO / "models_export" / m)]
+    for _, folder in sorted(folders, reverse=True):
         card = folder / "model_card.json"
         if card.is_file() and json.loads(card.read_text()).get("cascade"):
             return folder
