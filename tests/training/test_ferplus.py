@@ -193,3 +193,21 @@ def test_ferplus_report_counts_ties_and_leaves_out_unusable_images() -> None:
     assert report["agreement"] == 0.5
     cm = np.array(report["confusion_matrix"])
     assert cm[EMOTION_LABELS.index("sad"), EMOTION_LABELS.index("fear")] == 1  # the first majority class
+
+
+def test_fer2013_weight_mixes_the_one_hot_label_into_the_ferplus_target(tmp_path: Path) -> None:
+    from emotion_ai_training.train import TrainConfig, run_batches
+
+    rows = fer_rows(30)
+    fer = write_fer_csv(tmp_path / "fer2013.csv", rows)
+    votes = ferplus_votes(30)
+    path = write_ferplus_csv(tmp_path / "votes.csv", [use for _, _, use in rows], votes)
+    config = {"task": "emotion", "data": str(fer), "run_dir": str(tmp_path / "run"), "labels": "ferplus-votes",
+              "votes": str(path), "tiny": True}
+    _, plain = run_batches(TrainConfig(**config))
+    _, mixed = run_batches(TrainConfig(**config, fer2013_weight=0.25))
+    keep = usable(votes) & np.array([use == "PublicTest" for _, _, use in rows])
+    labels = np.array([label for label, _, _ in rows])[keep]
+    np.testing.assert_allclose(mixed.targets, 0.25 * np.eye(7)[labels] + 0.75 * plain.targets, rtol=1e-6)
+    with pytest.raises(ValueError, match="fer2013_weight"):
+        TrainConfig(task="emotion", data=str(fer), run_dir="", fer2013_weight=0.5)

@@ -50,6 +50,7 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--teacher-copies": ("teacher_copies", int, None),
     "--labels": ("labels", str, LABEL_SOURCES),
     "--votes": ("votes", str, None),
+    "--fer2013-weight": ("fer2013_weight", float, None),
 }
 _TRAIN_HELP = {
     "--epochs": "epochs of the cosine schedule; with --resume, changes the run's length",
@@ -71,6 +72,8 @@ _TRAIN_HELP = {
                         "run on each (cached), instead of on the un-augmented images (default: 0)",
     "--labels": "emotion targets: FER-2013's label, the FER+ majority of ten annotators (one-hot), or their vote "
                 "distribution (soft labels)",
+    "--fer2013-weight": "with --labels ferplus-*: mix FER-2013's one-hot label into the target with this weight "
+                        "(0..1; default 0: FER+ alone)",
     "--votes": f"the FER+ vote file (fer2013new.csv) for --labels ferplus-* (default: {DEFAULT_VOTES})",
     "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0; "
                      "with --resume, from then on)",

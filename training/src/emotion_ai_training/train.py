@@ -88,6 +88,7 @@ class TrainConfig:
     keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
     labels: str = "fer2013"  # emotion targets: a name in ferplus.LABEL_SOURCES
     votes: str = ""  # the FER+ vote file, for labels ferplus-*
+    fer2013_weight: float = 0.0  # labels ferplus-*: weight of FER-2013's one-hot label mixed into the FER+ target
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -112,6 +113,8 @@ class TrainConfig:
             raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
         if self.labels != "fer2013" and (self.task != "emotion" or self.classes != 7 or not self.votes):
             raise ValueError(f"labels {self.labels} need the emotion task, 7 classes and a FER+ vote file (votes)")
+        if not 0.0 <= self.fer2013_weight <= 1.0 or (self.fer2013_weight and self.labels == "fer2013"):
+            raise ValueError("fer2013_weight must be in [0, 1] and goes with labels ferplus-*")
         for name in ("dropout", "erase_probability", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
@@ -332,6 +335,8 @@ def _ferplus_rows(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray, np.nd
     """(x_train, y_train, x_val, y_val) with FER+ targets (`ferplus.targets`), unusable images left out."""
     votes = aligned_votes(data, load_ferplus(cfg.votes, strict=cfg.strict))
     keep, y = usable(votes), targets(votes, cfg.labels)
+    if cfg.fer2013_weight:
+        y = cfg.fer2013_weight * np.eye(y.shape[1], dtype=np.float32)[data.labels] + (1 - cfg.fer2013_weight) * y
     log.info("FER+ targets (%s): %d of %d images usable (%d left out: no majority among the 7 classes)",
              cfg.labels, int(keep.sum()), len(keep), int((~keep).sum()))
     train, val = keep & (data.split == "train"), keep & (data.split == "validation")
