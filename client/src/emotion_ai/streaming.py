@@ -7,9 +7,9 @@ they were expected, or changed scale by more than that, is looked for again by t
 once. Every `detect_every` frames (a key frame) the detector runs as well, while the followed faces'
 requests are out: its faces re-anchor the followed faces they overlap and start tracks for new ones.
 A detector with a cheaper upright-only search (`detect_upright`: MTCNN without its turned looks; YuNet's one
-search is already upright and cheap) runs that on key frames, and its whole search on every `WHOLE_EVERY`-th; a followed face that a whole round of
-key frames (one for other detectors) has not found is dropped. Memory is constant: only the current
-tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
+search is already upright and cheap) runs that on key frames, and its whole search on every `WHOLE_EVERY`-th;
+a followed face that a whole round of key frames (one for other detectors) has not found is dropped. Memory
+is constant: only the current tracks are kept, and frames are read ahead in a bounded queue (`prefetch`).
 """
 
 from __future__ import annotations
