@@ -123,20 +123,28 @@ def agrees(predicted: np.ndarray, votes: np.ndarray) -> np.ndarray:
     return seven[np.arange(len(seven)), np.asarray(predicted)] == seven.max(axis=1)
 
 
-def targets(votes: np.ndarray, scheme: str) -> np.ndarray:
+def targets(votes: np.ndarray, scheme: str, fer2013_labels: np.ndarray | None = None,
+            fer2013_weight: float = 0.0) -> np.ndarray:
     """Training targets [N, 7] float32 from votes [N, 10] (usable rows: see `usable`).
 
     Args:
         votes: FER+ votes.
         scheme: "ferplus-majority" (one-hot on the majority class, split evenly on ties) or "ferplus-votes"
             (the vote distribution over the 7 classes).
+        fer2013_labels: the images' FER-2013 label indices [N], mixed in with `fer2013_weight`.
+        fer2013_weight: W in W·one-hot(FER-2013 label) + (1 − W)·FER+ target.
 
     Raises:
-        ValueError: another scheme.
+        ValueError: another scheme, or a weight without labels.
     """
+    if fer2013_weight and fer2013_labels is None:
+        raise ValueError("fer2013_weight needs the FER-2013 labels")
     seven = emotion_votes(votes).astype(np.float32)
     if scheme == "ferplus-majority":
         seven = (seven == seven.max(axis=1, keepdims=True)).astype(np.float32)
     elif scheme != "ferplus-votes":
         raise ValueError(f"unknown FER+ target scheme {scheme!r}; expected ferplus-majority or ferplus-votes")
-    return seven / np.maximum(seven.sum(axis=1, keepdims=True), 1.0)
+    seven /= np.maximum(seven.sum(axis=1, keepdims=True), 1.0)
+    if fer2013_weight:
+        seven = fer2013_weight * np.eye(seven.shape[1], dtype=np.float32)[fer2013_labels] + (1 - fer2013_weight) * seven
+    return seven

@@ -334,9 +334,7 @@ def _load_task_data(cfg: TrainConfig):
 def _ferplus_rows(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(x_train, y_train, x_val, y_val) with FER+ targets (`ferplus.targets`), unusable images left out."""
     votes = aligned_votes(data, load_ferplus(cfg.votes, strict=cfg.strict))
-    keep, y = usable(votes), targets(votes, cfg.labels)
-    if cfg.fer2013_weight:
-        y = cfg.fer2013_weight * np.eye(y.shape[1], dtype=np.float32)[data.labels] + (1 - cfg.fer2013_weight) * y
+    keep, y = usable(votes), targets(votes, cfg.labels, data.labels, cfg.fer2013_weight)
     log.info("FER+ targets (%s): %d of %d images usable (%d left out: no majority among the 7 classes)",
              cfg.labels, int(keep.sum()), len(keep), int((~keep).sum()))
     train, val = keep & (data.split == "train"), keep & (data.split == "validation")
