@@ -211,3 +211,49 @@ def test_fer2013_weight_mixes_the_one_hot_label_into_the_ferplus_target(tmp_path
     np.testing.assert_allclose(mixed.targets, 0.25 * np.eye(7)[labels] + 0.75 * plain.targets, rtol=1e-6)
     with pytest.raises(ValueError, match="fer2013_weight"):
         TrainConfig(task="emotion", data=str(fer), run_dir="", fer2013_weight=0.5)
+
+
+def test_fitted_temperature_recovers_the_one_that_made_the_scores_overconfident() -> None:
+    from emotion_ai_training.evaluate import fit_temperature, rescale, temperature_fit
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 1.5, (4000, 7))
+    truth = np.array([rng.choice(7, p=p) for p in rescale(np.exp(logits), 1.0)])  # calibrated at T = 1
+    sharp = rescale(np.exp(logits), 0.5)  # the same scores made overconfident
+    assert fit_temperature(sharp, truth) == pytest.approx(2.0, rel=0.08)
+    np.testing.assert_allclose(rescale(sharp, 2.0), rescale(np.exp(logits), 1.0), rtol=1e-6)
+    assert (rescale(sharp, 3.0).argmax(1) == sharp.argmax(1)).all()  # the top class never changes
+    fit = temperature_fit(sharp, truth)
+    assert fit["ece_cross_fitted"] < calibration_ece(sharp, truth) / 2
+
+
+def calibration_ece(scores: np.ndarray, truth: np.ndarray) -> float:
+    from emotion_ai_training.evaluate import calibration
+
+    return calibration(scores, truth)["ece"]
+
+
+def test_export_with_a_temperature_serves_rescaled_scores_and_reexport_keeps_it(tmp_path: Path) -> None:
+    tf = pytest.importorskip("tensorflow")
+    from emotion_ai_training.cli import main as train_cli
+    from emotion_ai_training.evaluate import rescale
+
+    fer = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(48))
+    runs, out = tmp_path / "runs", tmp_path / "models_export"
+    assert train_cli(["train", "emotion", "--data", str(fer), "--runs", str(runs), "--name", "e", "--tiny",
+                      "--precision", "float32", "--batch-size", "8", "--epochs", "1"]) == 0
+    for extra in ([], ["--temperature", "0.5"]):
+        assert train_cli(["export", str(runs / "e"), "--out", str(out), "--no-evaluate", *extra]) == 0
+    assert train_cli(["reexport", str(out / "emotion" / "2"), "--out", str(out), "--no-evaluate",
+                      "--weights-dtype", "float32"]) == 0
+    images = tf.constant(np.random.default_rng(2).integers(0, 256, (6, 48, 48, 1)).astype(np.uint8))
+
+    def scores(version: int) -> np.ndarray:
+        return tf.saved_model.load(str(out / "emotion" / str(version))).signatures["serving_default"](
+            image=images)["scores"].numpy()
+
+    plain = scores(1)
+    np.testing.assert_allclose(scores(2), rescale(plain, 0.5), atol=1e-4)
+    np.testing.assert_allclose(scores(3), scores(2), atol=1e-4)
+    assert [json_card(out / "emotion" / str(v))["temperature"] for v in (1, 2, 3)] == [1.0, 0.5, 0.5]
+    assert train_cli(["export", str(runs / "e"), "--out", str(out), "--temperature", "0"]) == 2

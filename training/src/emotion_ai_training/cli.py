@@ -243,6 +243,9 @@ def _add_export(sub) -> None:
     p.add_argument("--eval-dir", default="runs/eval",
                    help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
     _add_votes(p, default="the run's own, if it trained on FER+ votes")
+    p.add_argument("--temperature", type=float, default=1.0, metavar="T",
+                   help="emotion: serve softmax(log(scores) / T), calibrated scores with the same top class; "
+                        "`evaluate` reports the T fitted on the validation split (default: 1, the scores as trained)")
 
 
 def _add_dtypes(p, weights_default: str) -> None:
@@ -261,7 +264,7 @@ def _cmd_export(args) -> int:
                          checkpoint=args.checkpoint, flip_tta=args.flip_tta, shift_tta=args.shift_tta,
                          weights_dtype=args.weights_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
                          fallback=args.fallback, defer_below=args.defer_below, compute_dtype=args.compute_dtype,
-                         votes=args.votes or None)
+                         votes=args.votes or None, temperature=args.temperature)
     sys.stdout.write(f"{target}\n")
     return 0
 
@@ -356,6 +359,30 @@ def _cmd_average(args) -> int:
     return 0
 
 
+def _add_interpolate(sub) -> None:
+    p = sub.add_parser("interpolate", help="an emotion run fine-tuned with --init-from, interpolated with its starting "
+                                           "weights (WiSE-FT): one checkpoint and both label metrics per alpha")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="an emotion run trained with --init-from")
+    p.add_argument("--alpha", type=float, nargs="+", required=True, metavar="A",
+                   help="weights start + A * (checkpoint - start), each in [0, 1]; writes interpolated_<A>.keras")
+    p.add_argument("--checkpoint", default="best.keras", help="the run's checkpoint at A = 1 (default: best.keras)")
+    p.add_argument("--votes", metavar="CSV", help="FER+ vote file for the agreement metric (default: the run's own)")
+
+
+def _cmd_interpolate(args) -> int:
+    from emotion_ai_training.interpolate import interpolate_run
+
+    report = interpolate_run(Path(args.run_dir), args.alpha, args.checkpoint, args.votes)
+    rows = ["| alpha | checkpoint | FER-2013 acc. (mirror) | FER+ agreement (mirror) |", "|---:|---|---:|---:|"]
+    for r in report["alphas"]:
+        one, mirror = r["one_view"], r["mirror"]
+        rows.append(f"| {r['alpha']:.2f} | {r['checkpoint']} | {one['fer2013_accuracy']:.4f} "
+                    f"({mirror['fer2013_accuracy']:.4f}) | {one['ferplus_agreement'] or float('nan'):.4f} "
+                    f"({mirror['ferplus_agreement'] or float('nan'):.4f}) |")
+    sys.stdout.write("\n".join(rows) + "\n")
+    return 0
+
+
 def _add_model_info(sub) -> None:
     sub.add_parser("model-info", help="architecture table: parameters and FLOPs per image of both ResNets")
 
@@ -414,6 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_reexport(sub)
     _add_cascade_curve(sub)
     _add_average(sub)
+    _add_interpolate(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
     return parser
@@ -425,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
                 "export": _cmd_export, "reexport": _cmd_reexport, "cascade-curve": _cmd_cascade_curve,
-                "average": _cmd_average,
+                "average": _cmd_average, "interpolate": _cmd_interpolate,
                 "model-info": _cmd_model_info, "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)

@@ -43,6 +43,7 @@ from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
 from emotion_ai_training.cascade import CASCADE_STAGES
+from emotion_ai_training.evaluate import TEMPERATURE_FLOOR
 from emotion_ai_training.models import precision_policy
 from emotion_ai_training.rebuild import (
     COMPUTE_DTYPES,
@@ -142,9 +143,11 @@ class Cascade:
 
 class _EmotionServing(tf.Module):
     def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool, shift_tta: int,
-                 fallback_net: _Ensemble | None = None, cascade: Cascade | None = None):
-        """`cascade` (with `fallback_net`, its networks' weight copies) adds a second stage."""
+                 fallback_net: _Ensemble | None = None, cascade: Cascade | None = None, temperature: float = 1.0):
+        """`cascade` (with `fallback_net`, its networks' weight copies) adds a second stage; `temperature` rescales
+        the final scores (`evaluate.rescale`)."""
         super().__init__()
+        self.temperature = temperature
         self.net = net
         self.labels = tf.constant(list(labels))
         self.num_labels = len(labels)
@@ -170,6 +173,8 @@ class _EmotionServing(tf.Module):
 
             # Skipped when no face is deferred: the networks must not see an empty batch (oneDNN rejects it).
             scores = tf.cond(tf.shape(deferred)[0] > 0, second, lambda: first)
+        if self.temperature != 1.0:
+            scores = tf.nn.softmax(tf.math.log(tf.maximum(scores, TEMPERATURE_FLOOR)) / self.temperature, axis=1)
         classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))
         return {SCORES_OUTPUT_KEY: scores, CLASSES_OUTPUT_KEY: classes}
 
@@ -232,7 +237,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
                  version: int | None = None, labels: tuple[str, ...] | None = None, flip_tta: bool = False,
                  shift_tta: int = 0, weights_dtype: str = "float32", card: dict[str, Any] | None = None,
                  evaluate: Callable[[Path, int], dict[str, Any]] | None = None, fold_batch_norms: bool = True,
-                 cascade: Cascade | None = None) -> Path:
+                 cascade: Cascade | None = None, temperature: float = 1.0) -> Path:
     """Export Keras model(s) as models_export/<kind>/<version>/ and return that folder.
 
     The networks compute in float32, or in bfloat16 when built under that policy with their batch norms
@@ -244,7 +249,9 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
     Batch norms are folded into their convolutions unless `fold_batch_norms` is False (for comparisons).
     `cascade` (emotion only) makes these models the first stage of a two-stage graph: each face whose top
     score is below `cascade.defer_below` gets the fallback version's scores instead (computed for those
-    faces only), so the cost per face depends on how sure the first stage is.
+    faces only), so the cost per face depends on how sure the first stage is. `temperature` (emotion only)
+    serves softmax(log(scores) / T) instead of the scores (temperature scaling: the top class is unchanged,
+    the confidence calibrated; `evaluate` reports the temperature fitted on the validation split).
 
     The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
     version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
@@ -263,6 +270,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         raise ValueError(f"weights_dtype must be one of {WEIGHT_DTYPES}, got {weights_dtype!r}")
     if not 0 <= shift_tta < EMOTION_INPUT_SIZE // 4:
         raise ValueError(f"shift_tta must be 0..{EMOTION_INPUT_SIZE // 4 - 1} pixels, got {shift_tta}")
+    if temperature != 1.0 and (kind != EMOTION_MODEL or not 0.05 <= temperature <= 20.0):
+        raise ValueError(f"temperature is for the emotion model only, within 0.05..20, got {temperature}")
     if shift_tta and kind != EMOTION_MODEL:
         raise ValueError("shift_tta is for the emotion model only (keypoints would move with the shift)")
     if cascade is not None:
@@ -290,7 +299,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         if len(labels) != models[0].output_shape[-1]:
             raise ValueError(f"{len(labels)} labels for a model with {models[0].output_shape[-1]} outputs")
         fallback_net = None if cascade is None else served(cascade.fallback.models)
-        module, size = _EmotionServing(net, labels, flip_tta, shift_tta, fallback_net, cascade), EMOTION_INPUT_SIZE
+        module = _EmotionServing(net, labels, flip_tta, shift_tta, fallback_net, cascade, temperature)
+        size = EMOTION_INPUT_SIZE
         outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:
         module, size = _KeypointsServing(net, flip_tta), KEYPOINTS_INPUT_SIZE
@@ -309,6 +319,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             "labels": list(labels) if labels else None,
             "flip_tta": flip_tta,
             "shift_tta_pixels": shift_tta,
+            "temperature": temperature,
             "ensemble_members": len(models),
             "weights_dtype": weights_dtype,
             "compute_dtype": net.compute_dtype,
@@ -394,7 +405,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                 weights_dtype: str = "float32", evaluate: bool = True,
                 eval_dir: str | Path | None = "runs/eval", fallback: str | Path | None = None,
                 defer_below: float | None = None, compute_dtype: str = "float32",
-                votes: str | None = None) -> Path:
+                votes: str | None = None, temperature: float = 1.0) -> Path:
     """Export training runs as `out/<task>/<version>/` (several runs of one task: one ensemble).
 
     Rebuilds each run's architecture in float32, loads `checkpoint` (with `compute_dtype` "bfloat16": folds
@@ -405,7 +416,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     vote file); the evaluation's JSON and confusion matrix go to
     `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (a plain exported emotion version,
     e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
-    (export_model).
+    (export_model); `temperature` rescales the served scores (export_model).
 
     An exported version folder in `run_dirs` contributes its networks as members (a cascade: its first
     stage), rebuilt from its SavedModel: members of a version whose runs are gone can join new ones. The
@@ -444,7 +455,8 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                             evaluate=(_validation_metrics(cfg, dataset, base_dir, eval_dir, votes)
                                       if evaluate else None),
                             cascade=(None if fallback is None
-                                     else Cascade(rebuild_version(fallback, compute_dtype), defer_below)))
+                                     else Cascade(rebuild_version(fallback, compute_dtype), defer_below)),
+                            temperature=temperature)
 
 
 def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,
@@ -453,7 +465,8 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                    votes: str | None = None) -> Path:
     """Export an exported version (plain or cascade) again as `out/<model>/<version>/`, its networks rebuilt
     from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
-    types; its views, threshold and training record carry over, and the card names the source version.
+    types; its views, threshold, temperature and training record carry over, and the card names the source
+    version.
     `stage` ("first" or "fallback", a cascade only) exports that stage alone as a plain version, with its
     own views: bfloat16 weights come out bit for bit, so a new ensemble built from it stores the same bytes."""
     from emotion_ai_training.data import load_task
@@ -487,7 +500,7 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                         flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,
                         card=card,
                         evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
-                        cascade=cascade)
+                        cascade=cascade, temperature=float(source.get("temperature", 1.0)) if stage is None else 1.0)
 
 
 def label_source(cfg: Any) -> dict[str, Any]:

@@ -1,0 +1,63 @@
+"""WiSE-FT interpolation: the weights on the line between a run's start and its checkpoint, and the CLI report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from .training_datagen import fer_rows, ferplus_votes, write_fer_csv, write_ferplus_csv
+
+pytest.importorskip("tensorflow")
+import keras
+from emotion_ai_training.cli import main as train_cli
+from emotion_ai_training.interpolate import checkpoint_name, interpolate_weights
+
+
+def test_interpolated_weights_lie_on_the_line_and_integers_keep_the_start() -> None:
+    start = [np.array([0.0, 2.0], np.float32), np.array([7, 8], np.int64)]
+    end = [np.array([4.0, -2.0], np.float32), np.array([1, 2], np.int64)]
+    mid = interpolate_weights(start, end, 0.25)
+    np.testing.assert_allclose(mid[0], [1.0, 1.0])
+    assert mid[0].dtype == np.float32
+    np.testing.assert_array_equal(mid[1], [7, 8])
+    np.testing.assert_array_equal(interpolate_weights(start, end, 1.0)[0], end[0])
+    with pytest.raises(ValueError, match="do not match"):
+        interpolate_weights(start, [end[0], np.zeros(3)], 0.5)
+
+
+def test_interpolate_cli_writes_a_checkpoint_and_both_metrics_per_alpha(tmp_path: Path) -> None:
+    rows = fer_rows(48)
+    fer = write_fer_csv(tmp_path / "fer2013.csv", rows)
+    votes = write_ferplus_csv(tmp_path / "fer2013new.csv", [use for _, _, use in rows], ferplus_votes(48))
+    runs, out, cache = tmp_path / "runs", tmp_path / "models_export", str(tmp_path / "cache")
+    common = ["--data", str(fer), "--runs", str(runs), "--tiny", "--precision", "float32", "--batch-size", "8",
+              "--cache-dir", cache]
+    assert train_cli(["train", "emotion", "--name", "base", "--epochs", "2", *common]) == 0
+    assert train_cli(["export", str(runs / "base"), "--out", str(out), "--no-evaluate"]) == 0
+    # a run without --init-from has no start to interpolate from: one line, exit 2
+    assert train_cli(["interpolate", str(runs / "base"), "--alpha", "0.5"]) == 2
+    assert train_cli(["train", "emotion", "--name", "ft", "--epochs", "1", "--init-from", str(out / "emotion" / "1"),
+                      "--labels", "ferplus-votes", "--votes", str(votes), *common]) == 0
+    run = runs / "ft"
+    assert train_cli(["interpolate", str(run), "--alpha", "0", "0.5", "1"]) == 0
+    report = json.loads((run / "interpolated.json").read_text())
+    assert [r["alpha"] for r in report["alphas"]] == [0.0, 0.5, 1.0] and report["votes"] == str(votes)
+    for r in report["alphas"]:
+        for view in ("one_view", "mirror"):
+            assert 0.0 <= r[view]["fer2013_accuracy"] <= 1.0 and 0.0 <= r[view]["ferplus_agreement"] <= 1.0
+
+    def kernel(path: Path) -> np.ndarray:
+        return keras.models.load_model(path, compile=False).get_layer("stage1_block1_conv1").get_weights()[0]
+
+    start, end = kernel(run / checkpoint_name(0.0)), kernel(run / "best.keras")
+    assert not np.allclose(start, end)
+    np.testing.assert_allclose(kernel(run / checkpoint_name(1.0)), end, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(kernel(run / checkpoint_name(0.5)), (start + end) / 2, rtol=1e-5, atol=1e-6)
+    # an interpolated checkpoint exports like any other
+    assert train_cli(["export", str(run), "--out", str(out), "--checkpoint", checkpoint_name(0.5),
+                      "--no-evaluate"]) == 0
+    assert (out / "emotion" / "2" / "saved_model.pb").is_file()
+    assert train_cli(["interpolate", str(run), "--alpha", "1.5"]) == 2
