@@ -105,7 +105,7 @@ class Paths:
 def face_crops(client: EmotionClient, jpeg: bytes) -> tuple[np.ndarray, np.ndarray]:
     """The keypoints (96x96) and emotion (48x48) crops of the photo's one face, as the client
     makes them."""
-    staged = client._stage(jpeg, "bgr")  # the client's own decode → detect → crop stage
+    staged = client.stage(jpeg)  # the client's own decode → detect → crop stage
     assert len(staged.detections) == 1
     return staged.kp_batch, staged.em_batch
 

@@ -138,8 +138,10 @@ def test_cli_predict_json_schema_csv_annotate_and_exit_codes(
     out, err = capsys.readouterr()
     assert code == 1  # one unreadable file, the run continued
     lines = [json.loads(line) for line in out.splitlines()]
-    assert [len(d["faces"]) for d in lines] == [1, 0]
+    assert [len(d["faces"]) for d in lines[:2]] == [1, 0]
     assert lines[0]["image"].endswith("a.jpg")
+    assert lines[2] == {"image": str(folder / "broken.jpg"), "error": lines[2]["error"]}  # a failed file's record
+    assert "broken.jpg" in lines[2]["error"]
     face = lines[0]["faces"][0]
     assert set(face) == {"box", "detection_score", "keypoints", "emotion", "scores"}
     assert set(lines[0]["timings_ms"]) == {
@@ -155,8 +157,9 @@ def test_cli_predict_json_schema_csv_annotate_and_exit_codes(
     header = rows[0].split(",")
     assert header[:8] == ["image", "face", "x", "y", "w", "h", "detection_score", "emotion"]
     assert [f"score_{label}" for label in FAKE_LABELS] == header[8:15]
-    assert header[15:] == list(spec.KEYPOINT_COLUMNS)
-    assert len(rows) == 3  # header + a.jpg's face + b.png's empty row
+    assert header[15:-1] == list(spec.KEYPOINT_COLUMNS) and header[-1] == "error"
+    assert len(rows) == 4  # header + a.jpg's face + b.png's empty row + broken.jpg's error row
+    assert rows[1].endswith(",") and rows[3].startswith(str(folder / "broken.jpg") + ",,")
     assert sorted(p.name for p in ann.iterdir()) == ["a.jpg", "b.png"]
     # A second run never overwrites; --recursive keeps relative paths, so x/a.jpg and y/a.jpg stay apart.
     for sub in ("x", "y"):
@@ -280,7 +283,9 @@ def test_cli_folder_run_reports_a_timed_out_file_and_goes_on(cli_with_fake, astr
     cli_with_fake.transport.predict = first_image_times_out
     assert cli_mod.main(["predict", str(folder), "--json"]) == 1
     out, err = capsys.readouterr()
-    assert [json.loads(line)["image"].endswith("b.jpg") for line in out.splitlines()] == [True]
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records[0] == {"image": str(folder / "a.jpg"), "error": "emotion: the request exceeded its deadline"}
+    assert records[1]["image"].endswith("b.jpg") and len(records) == 2
     assert "failed" in err and "a.jpg" in err and "--timeout" in err
 
 

@@ -502,7 +502,7 @@ def test_malformed_grpc_tensor_is_a_server_error():
         transport.close()
 
 
-def test_cli_environment_defaults_and_model_flags(monkeypatch):
+def test_cli_environment_defaults_and_model_flags(monkeypatch, capsys):
     from emotion_ai import cli
 
     monkeypatch.setenv("EMOTION_AI_HOST", "serving.internal")
@@ -521,8 +521,12 @@ def test_cli_environment_defaults_and_model_flags(monkeypatch):
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["status", "--emotion-version", "5", "--emotion-label", "x"])
     monkeypatch.setenv("EMOTION_AI_GRPC_PORT", "not-a-port")
-    with pytest.raises(SystemExit, match="EMOTION_AI_GRPC_PORT"):
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
         cli.build_parser()
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == (
+        "emotion-ai: error: EMOTION_AI_GRPC_PORT='not-a-port': 'not-a-port' is not an integer\n")
 
 
 @pytest.mark.parametrize("doc", [[1, 2], {"model_version_status": [3]}, {"model_version_status": [{"version": "x"}]}])

@@ -117,8 +117,9 @@ def test_predict_folder_pipeline_keeps_order_and_survives_a_corrupt_file(
     out, err = capsys.readouterr()
     assert code == cli_mod.EXIT_SOME_FAILED
     docs = [json.loads(line) for line in out.splitlines()]
-    assert [Path(d["image"]).name for d in docs] == ["a.jpg", "c.png", "d.jpg", "e.jpg", "f.jpg"]
-    assert [len(d["faces"]) for d in docs] == [1, 0, 1, 1, 1]
+    assert [Path(d["image"]).name for d in docs] == ["a.jpg", "b.jpg", "c.png", "d.jpg", "e.jpg", "f.jpg"]
+    assert "not an image" in docs[1]["error"] and "faces" not in docs[1]  # the failed file keeps its place
+    assert [len(d["faces"]) for d in docs if "faces" in d] == [1, 0, 1, 1, 1]
     bad = [line for line in err.splitlines() if "b.jpg" in line]
     assert len(bad) == 1 and bad[0].startswith("emotion-ai: skipped")
     assert stage_threads and all(t.startswith("emotion-ai-stage") for t in stage_threads)

@@ -121,10 +121,13 @@ def test_cli_mixed_run(protocol: str, corpus, server):
     assert not any("Traceback" in line for line in err), "\n".join(err)
     printed = [json.loads(line) for line in proc.stdout.splitlines()]
     ok = [n for n in CASE_NAMES if corpus[n][0].outcome != "error"]
-    assert [p["image"] for p in printed] == [os.fsdecode(os.fsencode(corpus[n][1])) for n in ok]
-    for n, doc in zip(ok, printed, strict=True):
+    found = [doc for doc in printed if "error" not in doc]
+    assert [p["image"] for p in found] == [os.fsdecode(os.fsencode(corpus[n][1])) for n in ok]
+    for n, doc in zip(ok, found, strict=True):
         assert len(doc["faces"]) == (1 if corpus[n][0].outcome == "faces" else 0), n
     bad = [n for n in CASE_NAMES if corpus[n][0].outcome == "error" and n != "directory"]
+    failed = [doc for doc in printed if "error" in doc]  # each unreadable file is an error record too
+    assert [doc["image"] for doc in failed] == [os.fsdecode(os.fsencode(corpus[n][1])) for n in bad]
     skipped = [line for line in err if line.startswith("emotion-ai: skipped ")]
     assert len(skipped) == len(bad), "\n".join(err)
     for n in bad:

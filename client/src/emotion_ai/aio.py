@@ -13,12 +13,12 @@ import numpy as np
 from . import spec
 from .aio_transport import AsyncBalancedTransport, AsyncGrpcTransport, AsyncRestTransport, AsyncTransport
 from .balancer import transport_for
-from .client import EmotionClient
 from .detect import FaceDetector
 from .errors import EmotionAIError, ModelNotFoundError, ServerUnavailableError
 from .images import ColorOrder, ImageInput
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
-from .options import ClientOptions, ModelOption, Protocol_
+from .options import ClientOptions, ModelOption, Protocol_, resolve_options
+from .pipeline import FacePipeline, FaceStager, ModelRunner
 from .result import Prediction
 from .streaming import FaceStream, StreamOptions
 from .transport import ModelRef, SignatureInfo, VersionStatus, all_available, ladder_refs
@@ -55,15 +55,13 @@ class AsyncEmotionClient:
         transport: AsyncTransport | None = None,
         **more_options: Any,
     ):
-        # The sync client's detector, crop geometry and image staging, so both clients preprocess alike;
-        # it never calls a server.
-        self._pipeline = EmotionClient(
-            host, protocol=protocol, grpc_port=grpc_port, rest_port=rest_port, timeout=timeout, retries=retries,
-            models=models, detector=detector, options=options, transport=_NoServer(), **more_options,
-        )  # fmt: skip
-        self.options = options = self._pipeline.options
-        self.models: dict[str, ModelRef] = self._pipeline.models
-        self.detector: FaceDetector = self._pipeline.detector
+        options = resolve_options("AsyncEmotionClient", options, {
+            "host": host, "protocol": protocol, "grpc_port": grpc_port, "rest_port": rest_port, "timeout": timeout,
+            "retries": retries, "models": models}, more_options)
+        self.options = options
+        self.models: dict[str, ModelRef] = options.model_refs()
+        self._stager = FaceStager(options, detector)  # the sync client's staging, so both preprocess alike
+        self.detector: FaceDetector = self._stager.detector
         self.transport: AsyncTransport = (
             transport if transport is not None
             else transport_for(options, AsyncGrpcTransport, AsyncRestTransport, AsyncBalancedTransport))
@@ -80,7 +78,6 @@ class AsyncEmotionClient:
         """Close connections and worker threads."""
         await self.transport.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
-        self._pipeline.close()
 
     async def __aenter__(self) -> AsyncEmotionClient:
         return self
@@ -148,9 +145,8 @@ class AsyncEmotionClient:
     ) -> AsyncIterator[Prediction]:
         """`EmotionClient.stream` as an async generator over a sync or async iterable of frames: each
         frame is processed in a worker thread (detection, tracking) whose model calls run on this loop."""
-        bridge = EmotionClient(options=self.options, detector=self.detector,
-                               transport=_LoopBridge(self.transport, asyncio.get_running_loop()))
-        engine = FaceStream(bridge, options, fps)
+        runner = ModelRunner(_LoopBridge(self.transport, asyncio.get_running_loop()), self.models, self.options)
+        engine = FaceStream(FacePipeline(self._stager, runner), options, fps)
         try:
             index = 0
             async for frame in _as_async(frames):
@@ -158,7 +154,7 @@ class AsyncEmotionClient:
                 index += 1
         finally:
             engine.close()
-            bridge.close()
+            runner.close()
 
     @overload
     async def predict_batch(self, images: Iterable[ImageInput], *, color: ColorOrder = ...,
@@ -219,7 +215,7 @@ class AsyncEmotionClient:
     # -- internals -------------------------------------------------------------------------------
     async def _stage(self, image: ImageInput, color: ColorOrder) -> StagedImage:
         """Decode, detect and crop in a worker thread (the event loop stays free)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._pipeline._stage, image, color)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._stager.stage, image, color)
 
     async def _infer(self, staged: list[StagedImage]) -> None:
         """One keypoints and one emotion request (run concurrently) for all faces in `staged`."""
@@ -265,25 +261,6 @@ class _LoopBridge:
 
     def close(self) -> None:
         pass  # the async client owns and closes the transport
-
-
-class _NoServer:
-    """The sync transport of `AsyncEmotionClient._pipeline`, which only stages images."""
-
-    def predict(self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
-        raise NotImplementedError(_NO_SERVER)
-
-    def metadata(self, model: ModelRef, timeout: float) -> dict[str, SignatureInfo]:
-        raise NotImplementedError(_NO_SERVER)
-
-    def status(self, model: ModelRef, timeout: float) -> list[VersionStatus]:
-        raise NotImplementedError(_NO_SERVER)
-
-    def close(self) -> None:
-        pass
-
-
-_NO_SERVER = "AsyncEmotionClient calls the server through its async transport"
 
 
 async def _timed(aw: Awaitable[T]) -> tuple[T, float]:

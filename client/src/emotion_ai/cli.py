@@ -1,13 +1,16 @@
 """`emotion-ai` command line: predict (images), video (timeline with face tracks), status (models).
 
 `--accurate` sends the faces to each task's accurate model (`emotion_accurate`) instead of the fast
-default (`ClientOptions.variant`). Exit codes: 0 everything worked, 1 some inputs could not be read,
-2 usage or server errors.
+default (`ClientOptions.variant`). Exit codes: 0 everything worked, 1 some inputs could not be read (or
+a request for one failed), 2 usage or server errors (a usage error is one line on stderr). An input that
+fails is reported on stderr and, with `--json` / `--csv` / `--out`, as an error record there.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import inspect
 import json
 import logging
 import math
@@ -15,11 +18,12 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
 import cv2
 from tqdm import tqdm
@@ -36,7 +40,8 @@ from .errors import (
     ServerUnavailableError,
 )
 from .merge import StagedImage
-from .outputs import CsvSink, LazyFile, annotated_path
+from .options import PROTOCOLS, check_endpoint, check_host, check_port
+from .outputs import ERROR_KEY, CsvSink, LazyFile, annotated_path
 from .result import Face, Prediction, draw_faces
 from .streaming import FaceStream, StreamOptions, TrackSummary, prefetch
 from .transport import ModelRef, all_available
@@ -50,6 +55,11 @@ EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
 #: requests are in flight, by this many worker threads (cv2 and gRPC release the GIL, so the cores overlap).
 PIPELINE_DEPTH = 4
 STAGE_WORKERS = 2
+#: `OPENCV_FFMPEG_LOGLEVEL` of `emotion-ai video` without --verbose: AV_LOG_QUIET, so an unreadable file
+#: gives the CLI's one line, not FFmpeg's own messages too.
+FFMPEG_QUIET = "-8"
+
+T = TypeVar("T")
 
 
 def _out(line: str) -> None:
@@ -61,38 +71,143 @@ def _err(message: str) -> None:
     tqdm.write(f"emotion-ai: {message}", file=sys.stderr)
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line on stderr (no usage block), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _arg_type(convert: Callable[[str], T]) -> Callable[[str], T]:
+    """`convert` as an argparse `type` whose ValueError message argparse shows (it hides a ValueError's)."""
+
+    @functools.wraps(convert)
+    def parse(text: str) -> T:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def _number(text: str, kind: Callable[[str], T]) -> T:
+    """`text` as an int or a finite float."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if not math.isfinite(value):  # type: ignore[arg-type]
+        raise ValueError(f"{text!r} is not a finite number")
+    return value
+
+
+@_arg_type
+def _positive_int(text: str) -> int:
+    value = _number(text, int)
+    if value < 1:
+        raise ValueError(f"must be at least 1, not {value}")
+    return value
+
+
+@_arg_type
+def _positive_float(text: str) -> float:
+    value = _number(text, float)
+    if value <= 0:
+        raise ValueError(f"must be more than 0, not {text}")
+    return value
+
+
+@_arg_type
+def _non_negative_float(text: str) -> float:
+    value = _number(text, float)
+    if value < 0:
+        raise ValueError(f"must be 0 or more, not {text}")
+    return value
+
+
+@_arg_type
+def _port(text: str) -> int:
+    return check_port(_number(text, int))
+
+
+@_arg_type
+def _protocol(text: str) -> str:
+    if text not in PROTOCOLS:
+        raise ValueError(f"{text!r} is not one of {', '.join(PROTOCOLS)}")
+    return text
+
+
+_host = _arg_type(check_host)
+_endpoint = _arg_type(check_endpoint)
+
+
+def _env(name: str, parse: Callable[[str], T], default: T) -> T:
+    """Environment variable `name` parsed by the argparse type `parse`, or `default` when it is not set.
+
+    Raises:
+        SystemExit: status 2, after one line on stderr, for a value `parse` refuses.
+    """
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    try:
+        return parse(value)
+    except argparse.ArgumentTypeError as exc:
+        _err(f"error: {name}={value!r}: {exc}")
+        raise SystemExit(EXIT_ERROR) from None
+
+
+def _detector_defaults(knob: str) -> str:
+    """`knob`'s default in each detector class that has it, e.g. "yunet 10, mtcnn 20, haar 30"."""
+    found = []
+    for name, cls in DETECTORS.items():
+        param = inspect.signature(cls).parameters.get("min_size" if (name, knob) == ("haar", "min_face_size")
+                                                      else knob)
+        if param is not None:
+            found.append(f"{name} {param.default:g}")
+    return ", ".join(found)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `emotion-ai` argument parser; its server defaults come from the EMOTION_AI_* environment.
+
+    Returns:
+        The parser (its usage errors are one line on stderr, exit status 2).
+
+    Raises:
+        SystemExit: status 2, after one line on stderr, for an invalid EMOTION_AI_* value.
+    """
     conn = argparse.ArgumentParser(add_help=False)
     g = conn.add_argument_group("server")
     d = ClientOptions  # the one place the connection defaults are defined
-    env = os.environ.get
-    host, protocol = env("EMOTION_AI_HOST", d.host), env("EMOTION_AI_PROTOCOL", d.protocol)
-    grpc_port, rest_port = _env_int("EMOTION_AI_GRPC_PORT", d.grpc_port), _env_int("EMOTION_AI_REST_PORT", d.rest_port)
-    g.add_argument("--host", default=host, help=f"server host (env EMOTION_AI_HOST; default: {host})")
-    g.add_argument("--protocol", choices=("grpc", "rest"), default=protocol,
+    host, protocol = _env("EMOTION_AI_HOST", _host, d.host), _env("EMOTION_AI_PROTOCOL", _protocol, d.protocol)
+    grpc_port, rest_port = _env("EMOTION_AI_GRPC_PORT", _port, d.grpc_port), _env("EMOTION_AI_REST_PORT", _port,
+                                                                                 d.rest_port)
+    g.add_argument("--host", type=_host, default=host, help=f"server host (env EMOTION_AI_HOST; default: {host})")
+    g.add_argument("--protocol", choices=PROTOCOLS, default=protocol,
                    help=f"env EMOTION_AI_PROTOCOL; default: {protocol}")
-    g.add_argument("--grpc-port", type=int, default=grpc_port, help=f"env EMOTION_AI_GRPC_PORT; default: {grpc_port}")
-    g.add_argument("--rest-port", type=int, default=rest_port, help=f"env EMOTION_AI_REST_PORT; default: {rest_port}")
+    g.add_argument("--grpc-port", type=_port, default=grpc_port, metavar="PORT",
+                   help=f"1..65535 (env EMOTION_AI_GRPC_PORT; default: {grpc_port})")
+    g.add_argument("--rest-port", type=_port, default=rest_port, metavar="PORT",
+                   help=f"1..65535 (env EMOTION_AI_REST_PORT; default: {rest_port})")
     g.add_argument(
-        "--endpoint", action="append", dest="endpoints", metavar="HOST:PORT",
+        "--endpoint", action="append", dest="endpoints", metavar="HOST:PORT", type=_endpoint,
         help="a replica of the chosen protocol (repeat for several: round robin with failover; "
         "gRPC also takes dns:///name:port); replaces --host and the port",
     )
-    g.add_argument(
-        "--timeout", type=float, default=d.timeout, help=f"seconds per server call (default: {d.timeout:g})"
-    )
+    g.add_argument("--timeout", type=_positive_float, default=d.timeout, metavar="SECONDS",
+                   help=f"seconds per server call, > 0 (default: {d.timeout:g})")
     m = conn.add_argument_group("models (default: the fast models, newest version the server serves)")
     m.add_argument("--accurate", dest="variant", action="store_const", const=spec.ACCURATE, default=d.variant,
                    help="use each task's accurate model where the server has one (emotion -> emotion_accurate: "
                    "slower, more accurate); the version flags then pin that model's versions")
     for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL):
         one = m.add_mutually_exclusive_group()
-        one.add_argument(f"--{key}-version", type=int, metavar="N", help=f"pin {key} version N")
+        one.add_argument(f"--{key}-version", type=_positive_int, metavar="N", help=f"pin {key} version N (>= 1)")
         one.add_argument(f"--{key}-label", metavar="LABEL", help=f"use {key}'s version label (e.g. stable)")
 
-    parser = argparse.ArgumentParser(
-        prog="emotion-ai", description="Face keypoints and facial expressions via TF Serving."
-    )
+    parser = _Parser(prog="emotion-ai", description="Face keypoints and facial expressions via TF Serving.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -102,9 +217,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--detector", metavar="NAME",
                    help=f"{' | '.join(DETECTORS)} | yunet:MODEL.onnx (default: {DEFAULT_DETECTOR}, its model ships "
                    "with the package)")
-    g.add_argument("--min-face-size", type=float, metavar="PX", help="smallest face searched, in pixels")
-    g.add_argument("--max-side", type=int, metavar="PX", help="detect on a copy at most this large (boxes mapped back)")
-    g.add_argument("--min-score", type=float, help="detection score a face needs, in [0, 1]")
+    g.add_argument("--min-face-size", type=float, metavar="PX",
+                   help="smallest face reported: the longer side of the detector's box, in pixels of the original "
+                   "image (haar: the side of its smallest square search window, rounded to whole pixels); "
+                   f"> 0 (default: {_detector_defaults('min_face_size')})")
+    g.add_argument("--max-side", type=int, metavar="PX",
+                   help="detect on a copy whose longer side is at most this many pixels (boxes are mapped back to "
+                   "the original image; faces under about 10-12 px in that copy are lost); >= 32 (default: "
+                   f"{_detector_defaults('max_side')})")
+    g.add_argument("--min-score", type=float, metavar="SCORE",
+                   help=f"detection score a face needs, in [0, 1] (default: {_detector_defaults('min_score')})")
     g.add_argument("--no-tilt-search", dest="tilts", action="store_const", const=(),
                    help="mtcnn: skip the ±25° turned looks (detection in about a third of the time, "
                    "fewer tilted faces found)")
@@ -114,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", parents=[conn, det], help="analyse images or folders of images")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--json", action="store_true", help="one JSON object per image on stdout")
-    p.add_argument("--csv", metavar="FILE", help="write one row per face to FILE")
+    p.add_argument("--json", action="store_true",
+                   help=f'one JSON object per image on stdout ({{"image": ..., "{ERROR_KEY}": ...}} for one that '
+                   "failed)")
+    p.add_argument("--csv", metavar="FILE",
+                   help=f"write one row per face to FILE (a failed image: a row with its {ERROR_KEY} column set)")
     p.add_argument("--annotate", metavar="OUT_DIR",
                    help="write annotated images to OUT_DIR (relative paths kept, nothing overwritten)")
     p.add_argument("--recursive", "-r", action="store_true", help="also search the folders' subfolders")
@@ -123,17 +248,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("video", parents=[conn, det], help="per-frame timeline of a video with face tracks")
     v.add_argument("input", metavar="IN", help="video file, camera index (0) or stream URL (rtsp://...)")
     v.add_argument("--out", metavar="FILE", help="timeline .csv (a row per face) or .jsonl (an object per frame); "
-                   "default: JSON lines on stdout")
+                   f"a failed frame has an {ERROR_KEY} (default: JSON lines on stdout)")
     v.add_argument("--annotated", metavar="OUT.mp4", help="write an annotated video")
     v.add_argument("--every", type=int, default=1, metavar="N", help="analyse every Nth frame (default: 1)")
     s_opts = StreamOptions()
     v.add_argument("--detect-every", type=int, default=s_opts.detect_every, metavar="N",
                    help=f"run the detector every N frames, "
                    f"follow faces by their keypoints on every frame (default: {s_opts.detect_every})")
-    v.add_argument("--smoothing", type=float, default=s_opts.smoothing, metavar="SECONDS",
-                   help=f"time constant of the per-track score smoothing (default: {s_opts.smoothing:g})")
-    v.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
-    v.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this much wall time")
+    v.add_argument("--smoothing", type=_non_negative_float, default=s_opts.smoothing, metavar="SECONDS",
+                   help=f"time constant of the per-track score smoothing, 0 for none (default: {s_opts.smoothing:g})")
+    v.add_argument("--max-frames", type=_positive_int, metavar="N", help="stop after N frames")
+    v.add_argument("--duration", type=_positive_float, metavar="SECONDS", help="stop after this much wall time")
     v.add_argument("--summary", metavar="FILE.json", help="also write the per-track summary as JSON")
 
     s = sub.add_parser("status", parents=[conn], help="models and versions on the server")
@@ -158,29 +283,37 @@ def _detector(args: argparse.Namespace) -> FaceDetector:
 
 
 def _client(args: argparse.Namespace) -> EmotionClient:
-    return EmotionClient(
-        detector=_detector(args) if hasattr(args, "detector") else None,
-        host=args.host,
-        protocol=args.protocol,
-        grpc_port=args.grpc_port,
-        rest_port=args.rest_port,
-        timeout=args.timeout,
-        endpoints=tuple(args.endpoints or ()),
-        variant=args.variant,
-        models={key: ModelRef(spec.served_model(key, args.variant), version=getattr(args, f"{key}_version"),
-                              version_label=getattr(args, f"{key}_label"))
-                for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)},
-    )
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None:
-        return default
+    """The client the flags ask for (a combination `ClientOptions` refuses is a usage error)."""
     try:
-        return int(value)
-    except ValueError:
-        raise SystemExit(f"emotion-ai: {name}={value!r} is not a port number") from None
+        options = ClientOptions(
+            host=args.host,
+            protocol=args.protocol,
+            grpc_port=args.grpc_port,
+            rest_port=args.rest_port,
+            timeout=args.timeout,
+            endpoints=tuple(args.endpoints or ()),
+            variant=args.variant,
+            models={key: ModelRef(spec.served_model(key, args.variant), version=getattr(args, f"{key}_version"),
+                                  version_label=getattr(args, f"{key}_label"))
+                    for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)},
+        )
+    except ValueError as exc:
+        raise EmotionAIError(str(exc)) from exc
+    return EmotionClient.from_options(options, detector=_detector(args) if hasattr(args, "detector") else None)
+
+
+def _connect(stack: ExitStack, args: argparse.Namespace) -> EmotionClient:
+    """`_client(args)`, closed with `stack`, once the server has the models AVAILABLE: a command checks
+    this before it creates any output, so a server that is down leaves no empty output behind.
+
+    Raises:
+        ServerUnavailableError: the models are not AVAILABLE within `--timeout` (the server is down,
+            or does not serve what was asked).
+        ModelNotFoundError: at once, for a pinned version or label the server does not serve.
+    """
+    client = stack.enter_context(_client(args))
+    client.wait_until_available(timeout=args.timeout)
+    return client
 
 
 # -- predict ---------------------------------------------------------------------------------------
@@ -242,6 +375,51 @@ def stage_ahead(client: EmotionClient, paths: Iterable[Path], depth: int = PIPEL
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+@dataclass
+class PredictOutputs:
+    """Where `emotion-ai predict` reports each image: stdout (a JSON object or a summary line), the CSV rows and
+    the annotated copy; an image that failed is an error record in the JSON and the CSV, and a line on stderr.
+
+    Attributes:
+        json: JSON objects on stdout (else a summary line per image).
+        csv: the CSV rows, if asked for.
+        out_dir: the folder of the annotated copies, if asked for.
+    """
+
+    json: bool = False
+    csv: CsvSink | None = None
+    out_dir: Path | None = None
+
+    def add(self, pred: Prediction, relative: Path) -> None:
+        """Report an image's prediction.
+
+        Args:
+            pred: what the client found.
+            relative: the image's path relative to the folder it was found in (kept under `out_dir`).
+        """
+        _out(pred.to_json() if self.json else _summary(pred))
+        if self.csv is not None:
+            for row in pred.to_rows():
+                self.csv.add(row)
+        if self.out_dir is not None:
+            pred.save(annotated_path(self.out_dir, relative))
+
+    def fail(self, path: Path, error: str, note: str) -> None:
+        """Report an image without a result.
+
+        Args:
+            path: the image.
+            error: why (its JSON `error` and CSV error column).
+            note: the stderr line, without the program's name.
+        """
+        _err(note)
+        record = {"image": str(path), ERROR_KEY: error}
+        if self.json:
+            _out(json.dumps(record))
+        if self.csv is not None:
+            self.csv.add(record)
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     files, had_dir = expand_inputs(args.inputs, args.recursive)
     if not files:
@@ -249,46 +427,50 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return EXIT_SOME_FAILED
     failed = 0
     with ExitStack() as stack:
-        client = stack.enter_context(_client(args))
-        sink = None
+        client = _connect(stack, args)  # before any output file or folder is created
+        outputs = PredictOutputs(json=args.json)
         if args.csv:
             stream = stack.enter_context(
                 open(args.csv, "w", newline="", encoding="utf-8", errors="backslashreplace")
             )
-            sink = CsvSink(stream)
-        out_dir = Path(args.annotate) if args.annotate else None
-        if out_dir is not None:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            outputs.csv = CsvSink(stream)
+            stack.callback(outputs.csv.close)  # runs before the file closes, also when the run stops early
+        if args.annotate:
+            outputs.out_dir = Path(args.annotate)
+            outputs.out_dir.mkdir(parents=True, exist_ok=True)
         bar = stack.enter_context(
             tqdm(
                 files, desc="images", unit="img", file=sys.stderr, disable=None if had_dir else True
             )
         )
         staged = stack.enter_context(closing(stage_ahead(client, [path for path, _ in files])))
-        for (path, relative), future in zip(bar, staged, strict=True):
+        for index, ((path, relative), future) in enumerate(zip(bar, staged, strict=True)):
             try:
                 pred = client.predict_staged(future.result())
             except InvalidImageError as exc:
                 failed += 1
-                _err(f"skipped {exc}" if str(path) in str(exc) else f"skipped {path}: {exc}")
+                outputs.fail(path, str(exc), f"skipped {exc}" if str(path) in str(exc) else f"skipped {path}: {exc}")
                 continue
-            except ModelNotFoundError:
-                raise  # the server does not serve what was asked: every file would fail the same way
+            except (ModelNotFoundError, ServerUnavailableError) as exc:
+                # Every file would fail the same way: stop, and report the ones never sent as such.
+                outputs.fail(path, str(exc), f"failed {path}")
+                return _stop_predict(outputs, [p for p, _ in files[index + 1 :]], exc)
             except (RequestTimeoutError, ServerError) as exc:
                 failed += 1
                 hint = " (a larger --timeout gives each request more time)" if isinstance(
                     exc, RequestTimeoutError) else ""
-                _err(f"failed {path}: {exc}{hint}")
+                outputs.fail(path, str(exc), f"failed {path}: {exc}{hint}")
                 continue
-            _out(pred.to_json() if args.json else _summary(pred))
-            if sink is not None:
-                for row in pred.to_rows():
-                    sink.add(row)
-            if out_dir is not None:
-                pred.save(annotated_path(out_dir, relative))
-        if sink is not None:
-            sink.close()
+            outputs.add(pred, relative)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _stop_predict(outputs: PredictOutputs, rest: list[Path], exc: EmotionAIError) -> int:
+    """Report the images a stopped run never processed (each on stderr, and as an error record) and why."""
+    for path in rest:
+        outputs.fail(path, f"not processed: {exc}", f"not processed {path}")
+    _err(f"error: {exc}" + (f"; {len(rest)} more file(s) not processed" if rest else ""))
+    return EXIT_ERROR
 
 
 # -- video -----------------------------------------------------------------------------------------
@@ -303,14 +485,16 @@ def open_capture(source: str) -> tuple[Any, bool]:
     return cv2.VideoCapture(source), False
 
 
-def _frames(cap: Any, max_frames: int | None, duration: float | None) -> Iterator[Any]:
-    """Frames of `cap`, at most `max_frames` of them and for at most `duration` seconds of wall time."""
+def _frames(cap: Any, first: Any, max_frames: int | None, duration: float | None) -> Iterator[Any]:
+    """`first` (the frame already read) and the next frames of `cap`, at most `max_frames` of them and for at
+    most `duration` seconds of wall time."""
     end = time.monotonic() + duration if duration else math.inf
-    count = 0
+    frame, count = first, 0
     while (max_frames is None or count < max_frames) and time.monotonic() < end:
-        ok, frame = cap.read()
-        if not ok:
-            return
+        if count:
+            ok, frame = cap.read()
+            if not ok:
+                return
         count += 1
         yield frame
 
@@ -319,12 +503,16 @@ def cmd_video(args: argparse.Namespace) -> int:
     if args.every < 1 or args.detect_every < 1:
         _err("--every and --detect-every must be at least 1")
         return EXIT_ERROR
+    if not args.verbose:
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", FFMPEG_QUIET)
     try:
         cap, live = open_capture(args.input)
     except FileNotFoundError as exc:
         _err(str(exc))
         return EXIT_SOME_FAILED
-    if not cap.isOpened():
+    first = cap.read()[1] if cap.isOpened() else None
+    if first is None:  # not opened, or opened with no frame to decode (e.g. a text file named .jpg)
+        cap.release()
         _err(f"{args.input}: not a video, camera or stream OpenCV can read")
         return EXIT_SOME_FAILED
     fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
@@ -337,8 +525,7 @@ def cmd_video(args: argparse.Namespace) -> int:
     options = StreamOptions(detect_every=args.detect_every, smoothing=args.smoothing)
     try:
         with ExitStack() as stack:
-            client = stack.enter_context(_client(args))
-            client.wait_until_available(timeout=args.timeout)  # fail before any output is written
+            client = _connect(stack, args)
             out: Any = sys.stdout
             if out_path is not None:
                 out = LazyFile(out_path)
@@ -347,7 +534,8 @@ def cmd_video(args: argparse.Namespace) -> int:
             bar = stack.enter_context(tqdm(total=total, desc="frames", unit="frame", file=sys.stderr))
             tracker = FaceStream(client, options, fps=fps)
             faces: list[Face] = []
-            for index, frame in enumerate(prefetch(_frames(cap, args.max_frames, args.duration), options.prefetch)):
+            frames = _frames(cap, first, args.max_frames, args.duration)
+            for index, frame in enumerate(prefetch(frames, options.prefetch)):
                 if index % args.every == 0:
                     try:
                         pred = tracker.process(frame, index)
@@ -356,8 +544,11 @@ def cmd_video(args: argparse.Namespace) -> int:
                     except (RequestTimeoutError, ServerError, ServerUnavailableError) as exc:
                         failed += 1  # one slow or failed request costs its frame, not the run
                         _err(f"frame {index}: {exc}")
+                        record = {"frame": index, ERROR_KEY: str(exc)}
                         if sink is None:
-                            out.write(json.dumps({"frame": index, "error": str(exc)}) + "\n")
+                            out.write(json.dumps(record) + "\n")
+                        else:
+                            sink.add(record)
                     else:
                         faces = pred.faces
                         summary.add(pred)

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, overload
 
-import numpy as np
-
-from . import spec
 from .balancer import BalancedTransport, transport_for
-from .detect import Detection, FaceDetector, crops_for, make_detector
+from .detect import FaceDetector
 from .errors import EmotionAIError, ModelNotFoundError, ServerUnavailableError
 from .grpc_transport import GrpcTransport
-from .images import ColorOrder, ImageInput, load_image
-from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
-from .options import ClientOptions, ModelOption, Protocol_
-from .preprocess import level_angle, model_inputs, to_gray
+from .images import ColorOrder, ImageInput
+from .merge import StagedImage
+from .options import ClientOptions, ModelOption, Protocol_, resolve_options
+from .pipeline import FacePipeline, FaceStager, ModelRunner
 from .rest_transport import RestTransport
 from .result import Prediction
+from .spec import CropGeometry
 from .streaming import FaceStream, StreamOptions
 from .transport import ModelRef, SignatureInfo, Transport, VersionStatus, all_available, ladder_refs
 
@@ -52,24 +49,41 @@ class EmotionClient:
         transport: Transport | None = None,
         **more_options: Any,
     ):
-        given = {k: v for k, v in {"host": host, "protocol": protocol, "grpc_port": grpc_port,
-                                   "rest_port": rest_port, "timeout": timeout, "retries": retries,
-                                   "models": models}.items() if v is not None} | more_options
-        if options is not None and given:
-            raise TypeError(f"EmotionClient takes options= or keyword options, not both (got options= and "
-                            f"{', '.join(sorted(given))})")
-        if options is None:
-            options = ClientOptions(**given)
+        options = resolve_options("EmotionClient", options, {
+            "host": host, "protocol": protocol, "grpc_port": grpc_port, "rest_port": rest_port, "timeout": timeout,
+            "retries": retries, "models": models}, more_options)
         self.options = options
         self.models: dict[str, ModelRef] = options.model_refs()
-        self.detector: FaceDetector = make_detector(detector)
-        crops = crops_for(self.detector)
-        self.keypoints_crop = options.keypoints_crop or crops.keypoints
-        self.emotion_crop = options.emotion_crop or crops.emotion
-        self.transport: Transport = (  # an in-process or test transport may replace the server's
+        stager = FaceStager(options, detector)
+        transport = (  # an in-process or test transport may replace the server's
             transport if transport is not None
             else transport_for(options, GrpcTransport, RestTransport, BalancedTransport))
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="emotion-ai")
+        #: What `predict` runs: staging (decode, detect, crop) and the model requests over `transport`.
+        self.pipeline = FacePipeline(stager, ModelRunner(transport, self.models, options))
+
+    @property
+    def detector(self) -> FaceDetector:
+        """The face detector."""
+        return self.pipeline.stager.detector
+
+    @property
+    def keypoints_crop(self) -> CropGeometry:
+        """The crop geometry of the keypoints model's input."""
+        return self.pipeline.stager.keypoints_crop
+
+    @property
+    def emotion_crop(self) -> CropGeometry:
+        """The crop geometry of the emotion model's input."""
+        return self.pipeline.stager.emotion_crop
+
+    @property
+    def transport(self) -> Transport:
+        """How requests reach the server (an in-process or test transport may replace it)."""
+        return self.pipeline.runner.transport
+
+    @transport.setter
+    def transport(self, transport: Transport) -> None:
+        self.pipeline.runner.transport = transport
 
     @classmethod
     def from_options(cls, options: ClientOptions, *, detector: str | FaceDetector | None = None,
@@ -80,7 +94,7 @@ class EmotionClient:
     # -- lifecycle -------------------------------------------------------------------------------
     def close(self) -> None:
         """Close connections and worker threads."""
-        self._pool.shutdown(wait=True)
+        self.pipeline.runner.close()
         self.transport.close()
 
     def __enter__(self) -> EmotionClient:
@@ -124,7 +138,13 @@ class EmotionClient:
         return self.transport.metadata(self.models[key], self.options.timeout)
 
     def wait_until_available(self, timeout: float = 30.0, interval: float = 0.2) -> None:
-        """Block until both models report a version AVAILABLE, or raise ServerUnavailableError."""
+        """Block until both models report a version AVAILABLE, or raise ServerUnavailableError.
+
+        Raises:
+            ServerUnavailableError: not every model AVAILABLE within `timeout` seconds.
+            ModelNotFoundError: at once, when a pinned version or label is not served while other versions
+                of that model are (waiting would not help; the message lists the served versions).
+        """
         deadline = time.monotonic() + timeout
         last = ""
         while True:
@@ -133,6 +153,10 @@ class EmotionClient:
                 if all_available(states):
                     return
                 last = str(states)
+            except ModelNotFoundError as exc:
+                if exc.served_versions:
+                    raise
+                last = str(exc)
             except EmotionAIError as exc:
                 last = str(exc)
             if time.monotonic() + interval > deadline:
@@ -164,7 +188,7 @@ class EmotionClient:
         Raises:
             InvalidImageError: the image cannot be read or is too large.
         """
-        return self._stage(image, color)
+        return self.pipeline.stager.stage(image, color)
 
     def predict_staged(self, staged: StagedImage) -> Prediction:
         """The second half of `predict`: one keypoints and one emotion request for the faces of a
@@ -180,7 +204,7 @@ class EmotionClient:
             EmotionAIError: the server errors of `emotion_ai.errors` (ServerUnavailableError,
                 ModelNotFoundError, RequestTimeoutError, ServerError).
         """
-        self._infer([staged])
+        self.pipeline.runner.infer([staged])
         return staged.prediction()
 
     @overload
@@ -211,7 +235,7 @@ class EmotionClient:
             if not group:
                 return
             try:
-                self._infer(group)
+                self.pipeline.runner.infer(group)
                 for i, st in zip(slots, group, strict=True):
                     results[i] = st.prediction()
             except EmotionAIError:
@@ -219,7 +243,7 @@ class EmotionClient:
                     raise
                 for i, st in zip(slots, group, strict=True):
                     try:
-                        self._infer([st])
+                        self.pipeline.runner.infer([st])
                         results[i] = st.prediction()
                     except EmotionAIError as exc:
                         results[i] = exc
@@ -228,7 +252,7 @@ class EmotionClient:
 
         for image in images:
             try:
-                staged = self._stage(image, color)
+                staged = self.pipeline.stager.stage(image, color)
             except EmotionAIError as exc:
                 if errors == "raise":
                     raise
@@ -258,68 +282,4 @@ class EmotionClient:
         it, arrival time is used (live streams). `options` is a `StreamOptions` (detection interval,
         smoothing time constant, occlusion tolerance).
         """
-        return FaceStream(self, options, fps).run(frames, color)
-
-    # -- internals -------------------------------------------------------------------------------
-    def _stage(self, image: ImageInput, color: ColorOrder) -> StagedImage:
-        t0 = time.perf_counter()
-        bgr = load_image(image, color=color, max_pixels=self.options.max_pixels)
-        t1 = time.perf_counter()
-        detections = self._detect(bgr)
-        t2 = time.perf_counter()
-        source = str(image) if isinstance(image, str) or hasattr(image, "__fspath__") else None
-        timings = {"decode": (t1 - t0) * 1e3, "detect": (t2 - t1) * 1e3}
-        return self._stage_faces(bgr, detections, source=source, t_start=t0, timings=timings)
-
-    def _detect(self, bgr: np.ndarray) -> list[Detection]:
-        """The detector's faces, left to right."""
-        return sorted(self.detector.detect(bgr), key=lambda d: (d.box[0], d.box[1]))
-
-    def _stage_faces(self, bgr: np.ndarray, detections: list[Detection], *, source: str | None,
-                     t_start: float, timings: dict[str, float]) -> StagedImage:
-        """Model inputs for faces already located in `bgr` (by the detector, or by tracking)."""
-        t = time.perf_counter()
-        boxes = [d.box for d in detections]
-        gray = to_gray(bgr)
-        angles = [level_angle(d.landmarks) for d in detections] if self.options.level_faces else None
-        kp_batch, kp_tf = model_inputs(gray, boxes, self.keypoints_crop, spec.KEYPOINTS_INPUT_SIZE, angles)
-        em_batch, _ = model_inputs(gray, boxes, self.emotion_crop, spec.EMOTION_INPUT_SIZE, angles)
-        timings["preprocess"] = (time.perf_counter() - t) * 1e3
-        return StagedImage(image=bgr, source=source, detections=detections, kp_batch=kp_batch, em_batch=em_batch,
-                       kp_transforms=kp_tf, t_start=t_start, timings=timings)
-
-    def _infer(self, staged: list[StagedImage]) -> None:
-        """One keypoints and one emotion request (run concurrently) for all faces in `staged`."""
-        batches = model_batches(staged)
-        if batches is None:
-            return
-        with_faces, kp_in, em_in = batches
-        kp_future = self._pool.submit(_timed, self._run_keypoints, kp_in)
-        em_future = self._pool.submit(_timed, self._run_emotion, em_in)
-        keypoints, t_kp = kp_future.result()
-        (scores, classes), t_em = em_future.result()
-        assign_faces(with_faces, keypoints, scores, classes, t_kp=t_kp, t_em=t_em, models=self.models)
-
-    def _chunks(self, batch: np.ndarray) -> list[np.ndarray]:
-        return face_chunks(batch, self.options.max_faces_per_request)
-
-    def _run_keypoints(self, batch: np.ndarray) -> np.ndarray:
-        if len(batch) > self.options.max_faces_per_request:
-            return np.concatenate([self._run_keypoints(c) for c in self._chunks(batch)])
-        ref = self.models["keypoints"]
-        outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
-        return keypoints_output(outputs, ref, batch.shape[0])
-
-    def _run_emotion(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(batch) > self.options.max_faces_per_request:
-            parts = [self._run_emotion(c) for c in self._chunks(batch)]
-            return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-        ref = self.models["emotion"]
-        outputs = self.transport.predict(ref, {spec.INPUT_KEY: batch}, self.options.timeout)
-        return emotion_output(outputs, ref, batch.shape[0])
-
-
-def _timed(fn: Any, *args: Any) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn(*args)
-    return out, (time.perf_counter() - t) * 1e3
+        return FaceStream(self.pipeline, options, fps).run(frames, color)

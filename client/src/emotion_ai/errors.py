@@ -37,8 +37,25 @@ class ServerError(EmotionAIError):
 
 
 class ModelNotFoundError(ServerError):
-    """The server does not serve the requested model, version, version label or signature."""
+    """The server does not serve the requested model, version, version label or signature.
+
+    Attributes:
+        served_versions: for a request that named a version or label, the versions of the model the
+            server has AVAILABLE (empty when it has none), which the message lists too; None when not
+            asked (`set_served_versions`).
+    """
 
     def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None):
         super().__init__(message, code=code, http_status=http_status)
+        self.served_versions: tuple[int, ...] | None = None
         self.args = (f"model not found: {message}",)
+
+    def set_served_versions(self, versions: tuple[int, ...]) -> None:
+        """Record the versions the server has AVAILABLE and name them in the message.
+
+        Args:
+            versions: the AVAILABLE versions of the requested model, ascending (empty for none).
+        """
+        self.served_versions = versions
+        served = ", ".join(map(str, versions)) if versions else "none"
+        self.args = (f"model not found: {self.message} (versions available on the server: {served})",)

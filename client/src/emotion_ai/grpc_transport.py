@@ -6,6 +6,7 @@ Methods are called by their upstream full names, so the server sees exactly what
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -21,6 +22,7 @@ from .transport import (
     SignatureInfo,
     TensorSpec,
     VersionStatus,
+    add_served_versions,
     is_missing_model_text,
     with_retries,
 )
@@ -165,15 +167,21 @@ class GrpcTransport:
         self._predict, self._metadata, self._status = bind_methods(self._channel)
 
     def _call(self, method, request, model: ModelRef, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+
         def attempt(remaining: float):
             try:
                 return method(request, timeout=remaining)
             except grpc.RpcError as err:
                 raise rpc_failure(err, model, f"{what} {self.target}") from err
 
-        return with_retries(
-            attempt, timeout=timeout, policy=self.policy, what=f"{what} {self.target}"
-        )
+        try:
+            return with_retries(
+                attempt, timeout=timeout, policy=self.policy, what=f"{what} {self.target}"
+            )
+        except ModelNotFoundError as exc:
+            add_served_versions(exc, model, lambda ref: self.status(ref, deadline - time.monotonic()))
+            raise
 
     def predict(
         self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float

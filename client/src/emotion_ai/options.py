@@ -5,16 +5,20 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from . import spec
 from .grpc_transport import MAX_MESSAGE_BYTES
 from .images import MAX_PIXELS
 from .transport import ModelRef
 
-_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):\d{1,5}")
+_HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d{1,5})")
 
 Protocol_ = Literal["grpc", "rest"]
+#: The protocols a client speaks (`ClientOptions.protocol`).
+PROTOCOLS: tuple[str, ...] = get_args(Protocol_)
+#: The TCP port numbers a server can listen on.
+PORTS = range(1, 65536)
 Variant = spec.Variant
 ModelOption = str | ModelRef | Mapping[str, Any]
 
@@ -33,6 +37,50 @@ def default_models(variant: Variant = "fast") -> dict[str, ModelRef]:
         ValueError: for an unknown variant.
     """
     return {task: ModelRef(spec.served_model(task, variant)) for task in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)}
+
+
+def check_port(port: int, what: str = "port") -> int:
+    """`port`, checked to be a TCP port number (`PORTS`).
+
+    Args:
+        port: the port number.
+        what: its name in the error message.
+
+    Returns:
+        `port`.
+
+    Raises:
+        ValueError: outside 1..65535.
+    """
+    if port not in PORTS:
+        raise ValueError(f"{what} must be in {PORTS.start}..{PORTS.stop - 1}, not {port}")
+    return port
+
+
+def check_host(host: str) -> str:
+    """`host`, checked to be a host name or address (not empty, no spaces).
+
+    Raises:
+        ValueError: an empty host or one with white space.
+    """
+    if not host or any(c.isspace() for c in host):
+        raise ValueError(f"host must be a host name or address, not {host!r}")
+    return host
+
+
+def check_endpoint(endpoint: str) -> str:
+    """`endpoint`, checked to be `host:port` (a port in `PORTS`; IPv6 in brackets) or a gRPC `dns:` target.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if endpoint.startswith("dns:"):
+        return endpoint
+    match = _HOST_PORT.fullmatch(endpoint)
+    if match is None:
+        raise ValueError(f"endpoint {endpoint!r} is not host:port (e.g. 10.0.0.5:8500, [::1]:8501)")
+    check_port(int(match[2]), f"the port of endpoint {endpoint!r}")
+    return endpoint
 
 
 def _model_ref(value: ModelOption) -> ModelRef:
@@ -97,14 +145,14 @@ class ClientOptions:
 
     def __post_init__(self) -> None:
         self.endpoints = tuple(self.endpoints)
-        for endpoint in self.endpoints:
-            if endpoint.startswith("dns:"):
-                if self.protocol != "grpc" or len(self.endpoints) != 1:
-                    raise ValueError(f"{endpoint!r}: a dns: target is for gRPC, as the only endpoint")
-            elif not _HOST_PORT.fullmatch(endpoint):
-                raise ValueError(f"endpoint {endpoint!r} is not host:port (e.g. 10.0.0.5:8500, [::1]:8501)")
-        if self.protocol not in ("grpc", "rest"):
+        for endpoint in map(check_endpoint, self.endpoints):
+            if endpoint.startswith("dns:") and (self.protocol != "grpc" or len(self.endpoints) != 1):
+                raise ValueError(f"{endpoint!r}: a dns: target is for gRPC, as the only endpoint")
+        if self.protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be 'grpc' or 'rest', not {self.protocol!r}")
+        check_host(self.host)
+        check_port(self.grpc_port, "grpc_port")
+        check_port(self.rest_port, "rest_port")
         if self.timeout <= 0:
             raise ValueError("timeout must be positive")
         if self.retries < 0:
@@ -128,3 +176,27 @@ class ClientOptions:
             "keypoints" and "emotion" -> `ModelRef`.
         """
         return default_models(self.variant) | dict(self.models)
+
+
+def resolve_options(owner: str, options: ClientOptions | None, named: Mapping[str, Any],
+                    more: Mapping[str, Any]) -> ClientOptions:
+    """The options of a client built with `options=` *or* keyword options (never both).
+
+    Args:
+        owner: the client class's name, for the error message.
+        options: the `options=` argument, if given.
+        named: the client's named keyword options (host, protocol, ...); None means "not given".
+        more: its other keyword options (any `ClientOptions` field), all given.
+
+    Returns:
+        `options`, or a `ClientOptions` of the keyword options (defaults for the others).
+
+    Raises:
+        TypeError: both `options` and keyword options, or a keyword that is not a `ClientOptions` field.
+        ValueError: an invalid option value (see `ClientOptions`).
+    """
+    given = {k: v for k, v in named.items() if v is not None} | dict(more)
+    if options is not None and given:
+        raise TypeError(f"{owner} takes options= or keyword options, not both (got options= and "
+                        f"{', '.join(sorted(given))})")
+    return options if options is not None else ClientOptions(**given)

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import IO, Any
 
 _WRITABLE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+#: The key of an input's or frame's error in the CLI's JSON lines, and the last CSV column (empty in the rows
+#: of inputs and frames that have a result).
+ERROR_KEY = "error"
 
 
 def annotated_path(out_dir: Path, relative: Path) -> Path:
@@ -23,8 +26,9 @@ def annotated_path(out_dir: Path, relative: Path) -> Path:
 
 
 class CsvSink:
-    """CSV rows (`Prediction.to_rows()`); the header comes from the first row with face columns, so rows
-    of images or frames without a face before it wait in memory until the model's labels are known."""
+    """CSV rows (`Prediction.to_rows()`, or an error row: the lead column and `ERROR_KEY`); the header comes
+    from the first row with face columns, so rows of images or frames without a face (or with an error) before
+    it wait in memory until the model's labels are known. The last column is always `ERROR_KEY`."""
 
     def __init__(self, stream: IO[str]):
         self.stream = stream
@@ -40,6 +44,7 @@ class CsvSink:
             self._writer.writerow(row)
 
     def _open(self, fields: list[str]) -> None:
+        fields = [f for f in fields if f != ERROR_KEY] + [ERROR_KEY]
         self._writer = csv.DictWriter(self.stream, fieldnames=fields, extrasaction="ignore")
         self._writer.writeheader()
         for row in self._pending:
@@ -48,7 +53,7 @@ class CsvSink:
 
     def close(self) -> None:
         if self._writer is None:  # no face at all: the lead columns only
-            self._open(list(self._pending[0]) if self._pending else [])
+            self._open(list(dict.fromkeys(key for row in self._pending for key in row)))
 
 
 class LazyFile:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import json
 import threading
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +25,7 @@ from .transport import (
     SignatureInfo,
     TensorSpec,
     VersionStatus,
+    add_served_versions,
     is_missing_model_text,
     with_retries,
 )
@@ -134,6 +136,8 @@ class RestTransport:
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
+        deadline = time.monotonic() + timeout
+        where = f"{what} {self.base_url}"
 
         def attempt(remaining: float) -> Any:
             conn, reused = self._acquire(remaining)
@@ -145,7 +149,7 @@ class RestTransport:
                 closing = resp.will_close
             except TimeoutError as exc:
                 conn.close()
-                raise RequestTimeoutError(f"{what}: no answer within the deadline") from exc
+                raise RequestTimeoutError(f"{where}: no answer within the deadline") from exc
             except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError) as exc:
                 conn.close()
                 if reused:  # a kept-alive socket the server had closed: try a fresh one at once
@@ -157,7 +161,7 @@ class RestTransport:
             except http.client.HTTPException as exc:
                 conn.close()
                 if isinstance(exc, http.client.BadStatusLine) and str(exc.line).startswith("\x00\x00"):
-                    raise grpc_port_error(f"{what} {self.base_url}") from exc
+                    raise grpc_port_error(where) from exc
                 raise ServerError(f"malformed HTTP reply ({exc!r})") from exc
             if closing:
                 conn.close()
@@ -165,9 +169,11 @@ class RestTransport:
                 self._release(conn)
             return decode_reply(status, data, model, ctype)
 
-        return with_retries(
-            attempt, timeout=timeout, policy=self.policy, what=f"{what} {self.base_url}"
-        )
+        try:
+            return with_retries(attempt, timeout=timeout, policy=self.policy, what=where)
+        except ModelNotFoundError as exc:
+            add_served_versions(exc, model, lambda ref: self.status(ref, deadline - time.monotonic()))
+            raise
 
     def predict(
         self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float

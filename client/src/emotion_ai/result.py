@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -169,34 +171,114 @@ class Prediction:
 
 _BOX_COLOR = (0, 200, 0)
 _POINT_COLOR = (0, 220, 255)
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+#: (x0, y0, x1, y1) of a rectangle in image pixels, ends exclusive.
+Rect = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Caption:
+    """A face's label as `draw_faces` draws it.
+
+    Attributes:
+        text: the label.
+        scale: the font scale.
+        rect: its filled background (`Rect`); no two captions of an image overlap.
+        origin: the bottom-left corner of the text (`cv2.putText`'s `org`).
+    """
+
+    text: str
+    scale: float
+    rect: Rect
+    origin: tuple[int, int]
+
+
+def _line_thickness(image_size: tuple[int, int]) -> int:
+    return max(1, round(max(image_size) / 400))
+
+
+def place_labels(boxes: list[Box], sizes: list[tuple[int, int]], image_size: tuple[int, int]) -> list[Rect]:
+    """Where each box's label goes, so that no two labels overlap: just above its box where that is free,
+    else just below it, else the nearest free row above or below (inside the image where one is free).
+
+    Args:
+        boxes: the faces' boxes (x, y, w, h), in the order their labels are placed.
+        sizes: each label's (width, height) in pixels.
+        image_size: (width, height) of the image.
+
+    Returns:
+        Each label's `Rect`, left-aligned with its box (shifted left where it would leave the image).
+    """
+    width, height = image_size
+    placed: list[Rect] = []
+    for (x, y, _, h), (lw, lh) in zip(boxes, sizes, strict=True):
+        x0 = max(0, min(round(x), width - lw))
+        above, below = round(y) - lh - 1, round(y + h) + 1
+        near = islice(_spots(x0, lw, lh, above, below), 2 * (height // max(1, lh) + 2))  # all those inside
+        inside = [r for r in near if r[1] >= 0 and r[3] <= height]
+        # The spots are endless and only finitely many labels are placed: a free one is always found.
+        placed.append(next(_free(inside, placed), None) or next(_free(_spots(x0, lw, lh, above, below), placed)))
+    return placed
+
+
+def _spots(x0: int, lw: int, lh: int, above: int, below: int) -> Iterator[Rect]:
+    """Rows for a label (lw x lh at x0) going outward from its box: `above` (top), `below`, and on (endless)."""
+    k = 0
+    while True:
+        yield x0, above - k * lh, x0 + lw, above - k * lh + lh
+        yield x0, below + k * lh, x0 + lw, below + k * lh + lh
+        k += 1
+
+
+def _free(spots: Iterable[Rect], placed: list[Rect]) -> Iterator[Rect]:
+    """The `spots` that overlap none of `placed`."""
+    return (r for r in spots if not any(_intersect(r, other) for other in placed))
+
+
+def _intersect(a: Rect, b: Rect) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def captions(faces: list[Face], image_size: tuple[int, int], labels: list[str] | None = None) -> list[Caption]:
+    """Each face's caption and where `draw_faces` puts it (`place_labels`: never over another caption).
+
+    Args:
+        faces: the faces, in drawing order.
+        image_size: (width, height) of the image.
+        labels: optional captions replacing `<emotion> <score>`, one per face.
+
+    Returns:
+        One `Caption` per face.
+    """
+    thick = _line_thickness(image_size)
+    texts = labels if labels else [_caption(face) for face in faces]
+    scales = [max(0.4, face.box[2] / 250) for face in faces]
+    metrics = [cv2.getTextSize(text, _FONT, scale, thick) for text, scale in zip(texts, scales, strict=True)]
+    sizes = [(tw + 2, th + base + 4) for (tw, th), base in metrics]
+    rects = place_labels([face.box for face in faces], sizes, image_size)
+    return [Caption(text, scale, rect, (rect[0] + 1, rect[1] + th + 2))
+            for text, scale, rect, ((_, th), _) in zip(texts, scales, rects, metrics, strict=True)]
 
 
 def draw_faces(image: np.ndarray, faces: list[Face], labels: list[str] | None = None) -> np.ndarray:
-    """Draw faces on a BGR copy of `image`; `labels` optionally replaces the caption per face."""
+    """Draw faces on a BGR copy of `image`; `labels` optionally replaces the caption per face.
+
+    Boxes and keypoints are drawn first, then the captions (`captions`), which never overlap each other.
+    """
     out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    thick = max(1, round(max(out.shape[:2]) / 400))
-    for i, face in enumerate(faces):
+    size = (out.shape[1], out.shape[0])
+    thick = _line_thickness(size)
+    for face in faces:
         x, y, w, h = (round(v) for v in face.box)
         cv2.rectangle(out, (x, y), (x + w, y + h), _BOX_COLOR, thick, cv2.LINE_AA)
         r = max(1, round(w / 60))
         for px, py in face.keypoints.values():
             if math.isfinite(px) and math.isfinite(py):
                 cv2.circle(out, (round(px), round(py)), r, _POINT_COLOR, -1, cv2.LINE_AA)
-        caption = labels[i] if labels else _caption(face)
-        scale = max(0.4, w / 250)
-        (tw, th), base = cv2.getTextSize(caption, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
-        ty = y - 4 if y - th - 6 > 0 else y + h + th + 4
-        cv2.rectangle(out, (x, ty - th - 3), (x + tw + 2, ty + base - 1), _BOX_COLOR, -1)
-        cv2.putText(
-            out,
-            caption,
-            (x + 1, ty),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            scale,
-            (0, 0, 0),
-            thick,
-            cv2.LINE_AA,
-        )
+    for cap in captions(faces, size, labels):
+        x0, y0, x1, y1 = cap.rect
+        cv2.rectangle(out, (x0, y0), (x1 - 1, y1 - 1), _BOX_COLOR, -1)
+        cv2.putText(out, cap.text, cap.origin, _FONT, cap.scale, (0, 0, 0), thick, cv2.LINE_AA)
     return out
 
 

@@ -21,21 +21,19 @@ import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .detect import Detection
-from .images import ColorOrder, ImageInput, load_image
+from .images import ColorOrder, ImageInput
+from .pipeline import FacePipeline
 from .result import Box, Face, Prediction
 from .tracking import IoUTracker, iou
 
 #: Key frames per round with a detector that has `detect_upright`: that upright search on the first ones,
 #: the whole search (tilted faces too) on the last.
 WHOLE_EVERY = 3
-
-if TYPE_CHECKING:
-    from .client import EmotionClient
 
 
 @dataclass(frozen=True)
@@ -109,21 +107,40 @@ def smooth(previous: dict[str, float] | None, scores: dict[str, float], dt: floa
     return {k: previous[k] + a * (v - previous[k]) for k, v in scores.items()}
 
 
-class FaceStream:
-    """Per-frame predictions of one video, in order (see `EmotionClient.stream`)."""
+class RunsPipeline(Protocol):
+    """What runs a `FacePipeline` over a sync transport (an `EmotionClient`)."""
 
-    def __init__(self, client: EmotionClient, options: StreamOptions | None = None, fps: float | None = None):
+    @property
+    def pipeline(self) -> FacePipeline: ...
+
+
+class FaceStream:
+    """Per-frame predictions of one video, in order (see `EmotionClient.stream`).
+
+    Args:
+        pipeline: the staging and model requests to run on each frame, or a client that has them
+            (`EmotionClient`).
+        options: how faces are followed (`StreamOptions()` when None).
+        fps: the frames' rate, for their timestamps (None: arrival time).
+
+    Raises:
+        ValueError: `fps` is not a positive number.
+    """
+
+    def __init__(self, pipeline: FacePipeline | RunsPipeline, options: StreamOptions | None = None,
+                 fps: float | None = None):
         if fps is not None and not (math.isfinite(fps) and fps > 0):
             raise ValueError(f"fps must be a positive number, not {fps!r}")
-        self.client = client
+        self.pipeline = pipeline if isinstance(pipeline, FacePipeline) else pipeline.pipeline
         self.options = options or StreamOptions()
         self.fps = fps
         o = self.options
         self._tracker = IoUTracker(max_age=max(1, math.ceil(o.max_missed / o.detect_every)))
         self._tracks: dict[int, _Track] = {}
         self._next_detection = 0
-        upright = getattr(client.detector, "detect_upright", None)
-        self._round = [upright] * (WHOLE_EVERY - 1) + [client.detector.detect] if upright else [client.detector.detect]
+        detector = self.pipeline.stager.detector
+        upright = getattr(detector, "detect_upright", None)
+        self._round = [upright] * (WHOLE_EVERY - 1) + [detector.detect] if upright else [detector.detect]
         self._key_frames = 0  # key frames with faces to follow so far (the position in the round)
         self._searcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="emotion-ai-detect")
         self._t0: float | None = None
@@ -143,7 +160,7 @@ class FaceStream:
     def process(self, frame: ImageInput, index: int, color: ColorOrder = "bgr") -> Prediction:
         """The prediction for frame number `index` (frames must come in order)."""
         t_start = time.perf_counter()
-        bgr = load_image(frame, color=color, max_pixels=self.client.options.max_pixels)
+        bgr = self.pipeline.stager.load(frame, color)
         now = self._timestamp(index)
         timings = {"decode": (time.perf_counter() - t_start) * 1e3, "detect": 0.0}
         detected = index >= self._next_detection
@@ -164,7 +181,7 @@ class FaceStream:
         faces = [self._update(face, now, face.track_id in anchored) for face in faces]
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         h, w = bgr.shape[:2]
-        models = {task: ref.name for task, ref in self.client.models.items()} if faces else {}
+        models = {task: ref.name for task, ref in self.pipeline.runner.models.items()} if faces else {}
         return Prediction(faces=faces, image_size=(w, h), timings_ms=timings, image=bgr,
                           frame=index, timestamp=now, detected=detected, models=models)
 
@@ -177,13 +194,13 @@ class FaceStream:
 
     def _infer(self, bgr: np.ndarray, detections: list[Detection], t_start: float,
                timings: dict[str, float]) -> list[Face]:
-        staged = self.client._stage_faces(bgr, detections, source=None, t_start=t_start, timings=timings)
-        self.client._infer([staged])
+        staged = self.pipeline.stager.stage_faces(bgr, detections, source=None, t_start=t_start, timings=timings)
+        self.pipeline.runner.infer([staged])
         return staged.faces
 
     def _detect(self, bgr: np.ndarray, t_start: float, timings: dict[str, float]) -> list[Face]:
         t = time.perf_counter()
-        detections = self.client._detect(bgr)
+        detections = self.pipeline.stager.detect(bgr)
         timings["detect"] += (time.perf_counter() - t) * 1e3
         faces = self._infer(bgr, detections, t_start, timings)
         ids = self._tracker.update([f.box for f in faces])

@@ -11,7 +11,7 @@ from typing import Protocol, TypeVar
 import numpy as np
 
 from . import spec
-from .errors import RequestTimeoutError, ServerUnavailableError
+from .errors import EmotionAIError, ModelNotFoundError, RequestTimeoutError, ServerUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,29 @@ def ladder_refs(in_use: Mapping[str, ModelRef]) -> tuple[set[str], dict[str, Mod
     used = {ref.name: ref for ref in in_use.values()}
     refs = {name: used.get(name, ModelRef(name)) for name in spec.SERVED_MODELS}
     return set(used), refs | used
+
+
+def add_served_versions(
+    exc: ModelNotFoundError, model: ModelRef, status: Callable[[ModelRef], Sequence[VersionStatus]]
+) -> None:
+    """Name in `exc` the versions the server has AVAILABLE, when `model` asked for a version or label
+    (one status call, made on this error path only; nothing is added when that call fails too).
+
+    Args:
+        exc: the error of a call for `model`.
+        model: the model the call named.
+        status: the transport's status call for a model reference (within the failed call's deadline).
+    """
+    if model.version is None and model.version_label is None:
+        return
+    try:
+        versions = status(ModelRef(model.name))
+    except ModelNotFoundError:  # not even the model's name is served
+        versions = []
+    except EmotionAIError as err:
+        log.debug("versions of %s unknown: %s", model.name, err)
+        return
+    exc.set_served_versions(tuple(sorted(v.version for v in versions if v.state == "AVAILABLE")))
 
 
 def is_missing_model_text(message: str) -> bool:
