@@ -1,7 +1,8 @@
-"""The READMEs' fenced examples work as written.
+"""The READMEs' and the documentation site's fenced examples work as written.
 
-Every ```python block runs, in a folder holding the files the examples name (photo.jpg, a.jpg, b.png,
-clip.mp4), against the embedded server on TF Serving's default ports (8500/8501, as the examples assume).
+Covers README.md, client/README.md and every page of docs/ (the MkDocs site). Every ```python block
+runs, in a folder holding the files the examples name (photo.jpg, a.jpg, b.png, clip.mp4), against the
+embedded server on TF Serving's default ports (8500/8501, as the examples assume).
 Every `emotion-ai …` and `emotion-ai-train …` line of a ```bash block is parsed by the real CLI parser,
 so a renamed or removed flag fails here. Blocks that need what the thin client does not install are
 listed in SKIP with the reason.
@@ -23,7 +24,7 @@ from emotion_ai import cli as client_cli
 from emotion_ai.spec import GRPC_PORT, REST_PORT
 
 REPO = Path(__file__).resolve().parents[2]
-DOCS = ("README.md", "client/README.md")
+DOCS = ("README.md", "client/README.md", *sorted(p.relative_to(REPO).as_posix() for p in (REPO / "docs").glob("*.md")))
 FENCE = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 #: Blocks not run, by a phrase they contain, and why.
 SKIP = {"tensorflow_serving.apis": "needs the tensorflow-serving-api package, which the README says the client avoids"}
@@ -32,7 +33,7 @@ SYNOPSIS = re.compile(r"\[|\.\.\.|IMAGE_OR_DIR|\bIN\b")
 
 
 def blocks(language: str) -> list[tuple[str, int, str]]:
-    """(file, line, code) of each fenced block of `language` in the READMEs."""
+    """(file, line, code) of each fenced block of `language` in the READMEs and docs/ pages."""
     out = []
     for doc in DOCS:
         text = (REPO / doc).read_text(encoding="utf-8")
@@ -58,6 +59,13 @@ def commands(code: str) -> list[list[str]]:
 def test_the_docs_have_examples_of_both_kinds():
     assert len(blocks("python")) >= 5
     assert sum(len(commands(code)) for _, _, code in blocks("bash")) >= 20
+
+
+def test_the_docs_site_pages_are_covered():
+    pages = [doc for doc in DOCS if doc.startswith("docs/")]
+    assert "docs/client.md" in pages and "docs/training.md" in pages
+    assert any(doc.startswith("docs/") for doc, _, _ in blocks("python"))
+    assert any(commands(code) for doc, _, code in blocks("bash") if doc == "docs/training.md")
 
 
 @pytest.mark.parametrize(("doc", "line", "code"), blocks("bash"), ids=lambda v: v if isinstance(v, str) else str(v))
