@@ -74,12 +74,6 @@ KEYPOINTS_SMALL_RESNET = ResNetConfig(
     stem_width=24, stem_stride=2, stage_widths=(24, 48, 96, 192), stage_blocks=(1, 2, 2, 1),
     dropout=0.0, head="heatmap", head_width=64,
 )
-#: Two thirds of keypoints_small's widths, for a keypoints model that costs what one view of the fast emotion
-#: model costs.
-KEYPOINTS_TINY_RESNET = ResNetConfig(
-    stem_width=16, stem_stride=2, stage_widths=(16, 32, 64, 128), stage_blocks=(1, 2, 2, 1),
-    dropout=0.0, head="heatmap", head_width=48,
-)
 #: Seconds-long configuration for tests and CI smoke runs.
 TINY_RESNET = ResNetConfig(
     stem_width=8, stem_stride=2, stage_widths=(8, 16), stage_blocks=(1, 1), dropout=0.0, head="heatmap", head_width=8,
@@ -96,7 +90,6 @@ ARCHITECTURES: dict[str, tuple[str, ResNetConfig]] = {
     "emotion_hires": ("emotion", EMOTION_HIRES_RESNET),
     "keypoints": ("keypoints", KEYPOINTS_RESNET),
     "keypoints_small": ("keypoints", KEYPOINTS_SMALL_RESNET),
-    "keypoints_tiny": ("keypoints", KEYPOINTS_TINY_RESNET),
 }
 
 
