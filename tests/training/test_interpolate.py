@@ -56,8 +56,15 @@ def test_interpolate_cli_writes_a_checkpoint_and_both_metrics_per_alpha(tmp_path
     assert not np.allclose(start, end)
     np.testing.assert_allclose(kernel(run / checkpoint_name(1.0)), end, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(kernel(run / checkpoint_name(0.5)), (start + end) / 2, rtol=1e-5, atol=1e-6)
-    # an interpolated checkpoint exports like any other
+    # a later run adds α values to the report instead of replacing it
+    assert train_cli(["interpolate", str(run), "--alpha", "0.25", "0.5"]) == 0
+    report = json.loads((run / "interpolated.json").read_text())
+    assert [r["alpha"] for r in report["alphas"]] == [0.0, 0.25, 0.5, 1.0]
+    # an interpolated checkpoint exports like any other, its card naming start, end and α
     assert train_cli(["export", str(run), "--out", str(out), "--checkpoint", checkpoint_name(0.5),
                       "--no-evaluate"]) == 0
     assert (out / "emotion" / "2" / "saved_model.pb").is_file()
+    member = json.loads((out / "emotion" / "2" / "model_card.json").read_text())["training"]
+    assert member["checkpoint"] == checkpoint_name(0.5) and member["checkpoint_epoch"] is None
+    assert member["interpolated"] == {"start": str(out / "emotion" / "1"), "end": "best.keras", "alpha": 0.5}
     assert train_cli(["interpolate", str(run), "--alpha", "1.5"]) == 2

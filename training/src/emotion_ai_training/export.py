@@ -384,6 +384,10 @@ def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[ker
     member = {"run": run_dir.name, "checkpoint": checkpoint, "epochs_trained": state["epoch"],
               "checkpoint_epoch": best_epoch(run_dir, cfg.task) if checkpoint == "best.keras" else state["epoch"],
               "train_seconds": state.get("train_seconds"), "config": config}
+    record = (run_dir / checkpoint).with_suffix(".json")  # what made a derived checkpoint (interpolate)
+    if record.is_file():
+        member["checkpoint_epoch"] = None
+        member.update(json.loads(record.read_text()))
     if checkpoint == AVERAGED and (run_dir / AVERAGED_REPORT).exists():  # the mean of several epochs
         member["checkpoint_epoch"] = None
         member["averaged_epochs"] = json.loads((run_dir / AVERAGED_REPORT).read_text())["epochs"]

@@ -70,6 +70,9 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
     Returns:
         The report written to `interpolated.json`: per α, the checkpoint written and the validation metrics
         (accuracy on FER-2013's labels, agreement with the FER+ majority) with one view and with the mirror.
+        Rows of an earlier report of the same run and checkpoint are kept (a later run adds α values).
+        Each checkpoint gets a JSON file beside it naming its start, end and α, which `export` copies into
+        the model card.
 
     Raises:
         ValueError: the run is not an emotion run, has no `--init-from`, or an α is outside [0, 1].
@@ -105,7 +108,19 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
                 row[view] = {"fer2013_accuracy": metrics["accuracy"],
                              "ferplus_agreement": metrics.get("ferplus", {}).get("agreement")}
             log.info("alpha %.2f: %s", alpha, row)
+            # beside the checkpoint, for the model card of an export that takes it (export.checkpoint_record)
+            record = {"interpolated": {"start": cfg.init_from, "end": checkpoint, "alpha": alpha}}
+            (run_dir / name).with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
             rows.append(row)
-    report = {"run": str(run_dir), "start": cfg.init_from, "end": checkpoint, "votes": votes, "alphas": rows}
+    report = {"run": str(run_dir), "start": cfg.init_from, "end": checkpoint, "votes": votes,
+              "alphas": _merged(run_dir / REPORT, cfg.init_from, checkpoint, rows)}
     (run_dir / REPORT).write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def _merged(path: Path, start: str, end: str, rows: list[dict]) -> list[dict]:
+    """`rows` with the rows of an earlier report at `path` for the same start and end, by α (new rows win)."""
+    earlier = json.loads(path.read_text()) if path.is_file() else {}
+    kept = earlier.get("alphas", []) if (earlier.get("start"), earlier.get("end")) == (start, end) else []
+    by_alpha = {row["alpha"]: row for row in [*kept, *rows]}
+    return [by_alpha[alpha] for alpha in sorted(by_alpha)]
