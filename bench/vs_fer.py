@@ -9,12 +9,12 @@
 
 * photos: `EmotionClient(protocol="grpc").predict(jpeg_bytes)` (decode + detect + keypoints + emotion, models
   on the embedded server) vs fer's `FER().detect_emotions(img)` in-process on the same 640x480 JPEG files of
-  bench/photos.py (1, 4, 6 and 12 real faces), p50 after a warm-up. Bar: ours / fer <= 1.0 on every photo with
+  bench/photos.py (1, 4, 6 and 12 real faces), p50 after a warm-up. Bar: ours / fer <= 0.7 on every photo with
   several faces, with every face found. Our time includes the JPEG decode, fer's does not (it gets `cv2.imread`).
 * video: `emotion-ai video CLIP --out timeline.jsonl` over gRPC, wall time of the whole command / frames, vs
   fer's `detect_emotions` on every decoded frame of the same clip (240 frames, 640x480, the astronaut moving
   and zooming 0.7-1.4x; bench/photos.py `write_astronaut_clip`), decode + detect per frame; frames/s and the
-  ratio; bar: ours >= 1.0x fer's frames/s. Also `EmotionClient.stream(frames, fps=25)` in-library.
+  ratio; bar: ours >= 1.5x fer's frames/s. Also `EmotionClient.stream(frames, fps=25)` in-library.
   `--video-args` go to the CLI as given, and to `stream` as its keyword arguments or `StreamOptions` fields
   where the names match (`--detect-every 5` -> `StreamOptions(detect_every=5)`); both use the client's defaults
   otherwise.
@@ -65,8 +65,8 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 FER_VERSION = "25.10.3"
 FER_VENV = "fer-venv"
-PHOTO_BAR = 1.0  # ours time / fer time, per photo with several faces
-VIDEO_BAR = 1.0  # ours frames/s / fer frames/s, `emotion-ai video` end to end
+PHOTO_BAR = 0.7  # ours time / fer time, per photo with several faces (the fast-everywhere issue's bar)
+VIDEO_BAR = 1.5  # ours frames/s / fer frames/s, `emotion-ai video` end to end
 FOLDER_BAR = 2.0  # ours photos/s / fer photos/s, `emotion-ai predict DIR --json` end to end
 FOLDER_GAINS = (1.0, 0.8, 1.2, 0.9, 1.1)  # brightness gains of the folder's copies
 FOLDER_SCALES = (1.0, 0.9, 1.1, 0.85, 1.15)  # and their sizes, x 640x480
