@@ -16,6 +16,7 @@ cv2.imwrite("out/astronaut.png", cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BG
 PY
 echo "demo: starting emotion-ai-serve on 127.0.0.1 (gRPC $GRPC_PORT, REST $REST_PORT); log in out/server.log" >&2
 .venv/bin/emotion-ai-serve --model_config_file=serving/models.config --models_root=models_export \
+  --monitoring_config_file=serving/monitoring.config \
   --port="$GRPC_PORT" --rest_api_port="$REST_PORT" --enable_model_warmup=true >out/server.log 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null || true' EXIT
