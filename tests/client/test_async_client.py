@@ -14,6 +14,7 @@ from emotion_ai import (
     AsyncEmotionClient,
     HaarFaceDetector,
     InvalidImageError,
+    ModelNotFoundError,
     ModelRef,
     Prediction,
     RequestTimeoutError,
@@ -90,6 +91,26 @@ def test_a_deadline_that_is_too_short_is_a_request_timeout(server, protocol, det
 
     with pytest.raises(RequestTimeoutError):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_version_that_is_not_served_names_the_served_ones_at_once(server, protocol, detector, astronaut_bgr):
+    models = {"keypoints": ModelRef(spec.KEYPOINTS_MODEL), "emotion": ModelRef(spec.EMOTION_MODEL, version=99)}
+
+    async def main():
+        async with _client(server, protocol, detector, models=models) as client:
+            with pytest.raises(ModelNotFoundError) as predicted:
+                await client.predict(astronaut_bgr)
+            start = time.monotonic()
+            with pytest.raises(ModelNotFoundError, match=r"versions available on the server: \d"):
+                await client.wait_until_available(timeout=20)
+            return predicted.value.served_versions, time.monotonic() - start
+
+    served, waited = asyncio.run(main())
+    with server.client(protocol) as sync:
+        expected = tuple(sorted(v.version for v in sync.status()[spec.EMOTION_MODEL] if v.state == "AVAILABLE"))
+    assert served == expected and expected and 99 not in served
+    assert waited < 5  # at once, not after the 20 s deadline
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -113,7 +113,13 @@ class AsyncEmotionClient:
         return await self.transport.metadata(self.models[key], self.options.timeout)
 
     async def wait_until_available(self, timeout: float = 30.0, interval: float = 0.2) -> None:
-        """Wait until both models report a version AVAILABLE, or raise ServerUnavailableError."""
+        """`EmotionClient.wait_until_available`: wait until both models report a version AVAILABLE.
+
+        Raises:
+            ServerUnavailableError: not within `timeout` seconds.
+            ModelNotFoundError: at once, when a pinned version or label is not served while other versions
+                of that model are (the message lists the served versions).
+        """
         deadline = time.monotonic() + timeout
         last = ""
         while True:
@@ -122,6 +128,10 @@ class AsyncEmotionClient:
                 if all_available(states):
                     return
                 last = str(states)
+            except ModelNotFoundError as exc:
+                if exc.served_versions:
+                    raise
+                last = str(exc)
             except EmotionAIError as exc:
                 last = str(exc)
             if time.monotonic() + interval > deadline:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -18,7 +19,7 @@ import grpc.aio
 import numpy as np
 
 from .balancer import FAILOVER_ERRORS, EndpointRotation
-from .errors import RequestTimeoutError, ServerError
+from .errors import ModelNotFoundError, RequestTimeoutError, ServerError
 from .grpc_transport import (
     MAX_MESSAGE_BYTES,
     bind_methods,
@@ -40,7 +41,15 @@ from .rest_transport import (
     parse_status_response,
     predict_body,
 )
-from .transport import ModelRef, RetryableError, RetryPolicy, RetrySchedule, SignatureInfo, VersionStatus
+from .transport import (
+    ModelRef,
+    RetryableError,
+    RetryPolicy,
+    RetrySchedule,
+    SignatureInfo,
+    VersionStatus,
+    add_served_versions_async,
+)
 
 T = TypeVar("T")
 
@@ -103,7 +112,12 @@ class AsyncGrpcTransport:
             except grpc.RpcError as err:
                 raise rpc_failure(err, model, where) from err
 
-        return await with_retries_async(attempt, timeout=timeout, policy=self.policy, what=where)
+        deadline = time.monotonic() + timeout
+        try:
+            return await with_retries_async(attempt, timeout=timeout, policy=self.policy, what=where)
+        except ModelNotFoundError as exc:
+            await add_served_versions_async(exc, model, lambda ref: self.status(ref, deadline - time.monotonic()))
+            raise
 
     async def predict(self, model: ModelRef, inputs: dict[str, np.ndarray], timeout: float) -> dict[str, np.ndarray]:
         request = predict_request(model, inputs)
@@ -206,6 +220,15 @@ class AsyncRestTransport:
 
     async def _request(self, method: str, path: str, body: bytes | None, model: ModelRef, timeout: float,
                        what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        try:
+            return await self._request_once(method, path, body, model, timeout, what)
+        except ModelNotFoundError as exc:
+            await add_served_versions_async(exc, model, lambda ref: self.status(ref, deadline - time.monotonic()))
+            raise
+
+    async def _request_once(self, method: str, path: str, body: bytes | None, model: ModelRef, timeout: float,
+                            what: str) -> Any:
         where = f"{what} {self.base_url}"
         head = f"{method} {path} HTTP/1.1\r\nHost: {self._host_header}\r\nAccept: application/json\r\n"
         if body is not None:

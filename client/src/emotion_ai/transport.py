@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -108,6 +108,27 @@ def add_served_versions(
     except EmotionAIError as err:
         log.debug("versions of %s unknown: %s", model.name, err)
         return
+    _set_available(exc, versions)
+
+
+async def add_served_versions_async(
+    exc: ModelNotFoundError, model: ModelRef,
+    status: Callable[[ModelRef], Awaitable[Sequence[VersionStatus]]],
+) -> None:
+    """`add_served_versions` for the asyncio transports: `status` is their (awaitable) status call."""
+    if model.version is None and model.version_label is None:
+        return
+    try:
+        versions = await status(ModelRef(model.name))
+    except ModelNotFoundError:
+        versions = []
+    except EmotionAIError as err:
+        log.debug("versions of %s unknown: %s", model.name, err)
+        return
+    _set_available(exc, versions)
+
+
+def _set_available(exc: ModelNotFoundError, versions: Sequence[VersionStatus]) -> None:
     exc.set_served_versions(tuple(sorted(v.version for v in versions if v.state == "AVAILABLE")))
 
 
