@@ -104,7 +104,7 @@ def average_run(run_dir: Path, first: int | None = None, last: int | None = None
     the run's training images, write `averaged.keras` and `averaged.json`; returns that report."""
     from emotion_ai_training.train import MONITORS, TrainConfig, run_batches
 
-    cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     kept = kept_epochs(run_dir)
     chosen = [e for e in kept if (first is None or e >= first) and (last is None or e <= last)]
     if not chosen:

@@ -47,7 +47,6 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--init-from": ("init_from", str, None),
     "--init-member": ("init_member", int, None),
     "--keep-epochs": ("keep_epochs", int, None),
-    "--teacher-copies": ("teacher_copies", int, None),
     "--labels": ("labels", str, LABEL_SOURCES),
     "--votes": ("votes", str, None),
     "--fer2013-weight": ("fer2013_weight", float, None),
@@ -68,8 +67,6 @@ _TRAIN_HELP = {
     "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras, or "
                    "from an exported version's (networks rebuilt from its SavedModel)",
     "--init-member": "with --init-from an exported ensemble version: which member's weights (0-based)",
-    "--teacher-copies": "emotion distillation: teach on K fixed augmented copies of the training set, the teacher "
-                        "run on each (cached), instead of on the un-augmented images (default: 0)",
     "--labels": "emotion targets: FER-2013's label, the FER+ majority of ten annotators (one-hot), or their vote "
                 "distribution (soft labels)",
     "--fer2013-weight": "with --labels ferplus-*: mix FER-2013's one-hot label into the target with this weight "
@@ -99,9 +96,6 @@ def _add_train(sub) -> None:
         p.add_argument(flag, dest=name, type=kind, choices=choices, help=text)
     p.add_argument("--teacher", nargs="+", metavar="MODEL",
                    help="distil from these exported SavedModels or .keras checkpoints (outputs averaged, cached)")
-    p.add_argument("--online-teacher", action="store_true",
-                   help="emotion distillation: run the teacher's networks (image + mirror) on every augmented batch "
-                        "instead of caching its outputs on the un-augmented images")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     p.add_argument("--strict", action="store_true", help="fail on bad dataset rows instead of skipping them")
     p.add_argument("--cache-dir", default=defaults["cache_dir"] or "cache",
@@ -120,7 +114,6 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         task=args.task, data=args.data or DEFAULT_DATA[args.task],
         run_dir=str(Path(args.runs) / (args.name or args.task)), tiny=args.tiny, strict=args.strict,
-        online_teacher=args.online_teacher,
         cache_dir=args.cache_dir, teacher=list(args.teacher or []), **given,
     )
 

@@ -377,7 +377,7 @@ def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[ker
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: neither a training run (no config.json) nor an exported version")
     config = json.loads(path.read_text())
-    cfg = TrainConfig(**config)
+    cfg = TrainConfig.from_dict(config)
     state = json.loads((run_dir / "state.json").read_text())
     model = build_model(cfg)
     copy_weights(run_dir / checkpoint, model)
@@ -445,7 +445,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                 models.append(model)
                 members.append(member)
         _check_ensemble(members)
-        cfg = TrainConfig(**members[0]["config"])
+        cfg = TrainConfig.from_dict(members[0]["config"])
         dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
         card = {
             "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
@@ -491,7 +491,7 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
             cascade = Cascade(fallback, defer_below)
         source = networks.card
     training = networks.card["training"]
-    cfg = TrainConfig(**training_records(networks.card)[0]["config"])
+    cfg = TrainConfig.from_dict(training_records(networks.card)[0]["config"])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed) if evaluate else None
     base_dir = Path(out) / source["model"]
     exported_from = {"version": source.get("version"), "folder": str(folder), "code_commit": source.get("code_commit"),

@@ -78,7 +78,7 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
         ValueError: the run is not an emotion run, has no `--init-from`, or an α is outside [0, 1].
     """
     run_dir = Path(run_dir)
-    cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
     if cfg.task != "emotion" or not cfg.init_from:
         raise ValueError(f"{run_dir}: interpolation needs an emotion run trained with --init-from")
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):

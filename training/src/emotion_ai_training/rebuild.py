@@ -129,7 +129,7 @@ def build_network(config: dict[str, Any], folded: bool, compute_dtype: str = "fl
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
     with precision_policy(compute_dtype):
-        model = build_model(TrainConfig(**config))
+        model = build_model(TrainConfig.from_dict(config))
         return fold_batch_norm(model) if folded else model
 
 

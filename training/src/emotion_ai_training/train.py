@@ -24,13 +24,7 @@ from emotion_ai_training.average import epoch_path, kept_epochs, save_epoch_weig
 from emotion_ai_training.batchnorm_folding import unfold_batch_norm
 from emotion_ai_training.data import label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
-from emotion_ai_training.distill import (
-    DistillationLoss,
-    LabelAccuracy,
-    OnlineTeacher,
-    keypoint_targets,
-    teacher_outputs,
-)
+from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
 from emotion_ai_training.ferplus import LABEL_SOURCES, aligned_votes, load_ferplus, targets, usable
 from emotion_ai_training.losses import KEYPOINTS_LOSSES, MaskedRMSE
 from emotion_ai_training.models import (
@@ -50,7 +44,13 @@ MONITORS = {"emotion": ("val_accuracy", "max"), "keypoints": ("val_rmse", "min")
 DISTILL_ALPHA = {"emotion": 0.9, "keypoints": 0.5}
 #: Training images whose activations set the batch norms of a folded exported version a run starts from.
 UNFOLD_IMAGES = 4096
-COPIES_SEED = 1000  # offset of the augmented copies' seed from the run's (`TrainConfig.teacher_copies`)
+#: Settings of experiments that left the code (docs/experiments.md), still in the config.json of older runs and
+#: in the training records of exported model cards: each with the value that meant "off", and the commit that
+#: still holds its code. `TrainConfig.from_dict` drops them.
+RETIRED_FIELDS: dict[str, tuple[object, str]] = {
+    "teacher_copies": (0, "ecae1ad"),
+    "online_teacher": (False, "ecae1ad"),
+}
 
 
 @dataclass
@@ -83,8 +83,6 @@ class TrainConfig:
     teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
     distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
     temperature: float = 4.0  # emotion distillation softening
-    teacher_copies: int = 0  # emotion: teach on this many fixed augmented copies (0 = the un-augmented images)
-    online_teacher: bool = False  # emotion: run the teacher on every augmented batch (distill.OnlineTeacher)
     keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
     labels: str = "fer2013"  # emotion targets: a name in ferplus.LABEL_SOURCES
     votes: str = ""  # the FER+ vote file, for labels ferplus-*
@@ -102,13 +100,6 @@ class TrainConfig:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
         if self.keep_epochs < 0:
             raise ValueError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
-        if self.teacher_copies < 0:
-            raise ValueError(f"teacher_copies must be >= 0, got {self.teacher_copies}")
-        if self.teacher_copies and (not self.teacher or self.task != "emotion"):
-            raise ValueError("teacher_copies needs a teacher and the emotion task (keypoint targets already "
-                             "follow the augmentation exactly)")
-        if self.online_teacher and (not self.teacher or self.task != "emotion" or self.teacher_copies):
-            raise ValueError("online_teacher needs a teacher and the emotion task, and excludes teacher_copies")
         if self.labels not in LABEL_SOURCES:
             raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
         if self.labels != "fer2013" and (self.task != "emotion" or self.classes != 7 or not self.votes):
@@ -119,6 +110,20 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+    @classmethod
+    def from_dict(cls, config: dict, strict: bool = False) -> TrainConfig:
+        """The TrainConfig of a run's config.json (or a model card's training record), without the settings of
+        retired experiments (`RETIRED_FIELDS`). With `strict` (to train on from it), a retired setting that was
+        on is a ValueError naming the commit whose code still runs it; otherwise it is ignored (its network is
+        built and loaded the same way)."""
+        known = {k: v for k, v in config.items() if k not in RETIRED_FIELDS}
+        if strict:
+            used = [f"{k}={v!r} (code at {RETIRED_FIELDS[k][1]})" for k, v in config.items()
+                    if k in RETIRED_FIELDS and v not in (None, RETIRED_FIELDS[k][0])]
+            if used:
+                raise ValueError(f"this run used settings whose code has left: {', '.join(used)}")
+        return cls(**known)
 
     def resnet_config(self) -> ResNetConfig:
         if self.resnet:
@@ -172,33 +177,6 @@ class Batches(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.order = self.rng.permutation(len(self.images))
-
-
-class OnlineTeacherBatches(Batches):
-    """Augmented training batches whose targets are [label ‖ the teacher's output on the augmented pixels]."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, augmenter: Augmenter, seed: int,
-                 teacher: OnlineTeacher, **kwargs):
-        super().__init__(images, labels, batch_size, augmenter, False, True, seed, **kwargs)
-        self.teacher = teacher
-
-    def __getitem__(self, i: int):
-        x, labels = self.augmented(i)
-        return x, np.concatenate([labels, self.teacher(x)], axis=1)
-
-
-class CopyBatches(Batches):
-    """Training batches drawn from K fixed augmented copies of the training set ([K, N, ...] images and
-    targets): each row comes from one of its copies, picked at random every time (no further augmentation,
-    so the teacher's outputs stay those of the very pixels the student sees)."""
-
-    def __init__(self, images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, **kwargs):
-        super().__init__(images[0], targets[0], batch_size, None, False, True, seed, **kwargs)
-        self.copies, self.copy_targets = images, targets
-
-    def _rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = self.rng.integers(len(self.copies), size=len(idx))
-        return self.copies[k, idx], self.copy_targets[k, idx]
 
 
 # ------------------------------------------------------------------------------------------ callbacks
@@ -320,12 +298,6 @@ def _load_task_data(cfg: TrainConfig):
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"{cfg.data}: need both a training and a validation split "
                          f"(got {len(x_tr)} train, {len(x_va)} validation rows)")
-    if cfg.online_teacher:  # the training targets get the teacher's outputs batch by batch
-        return x_tr, y_tr, x_va, np.concatenate([y_va, y_va], axis=1)
-    if cfg.teacher_copies:
-        x_tr = augmented_copies(cfg, x_tr)
-        targets = [_distill_targets(cfg, x, y_tr, y_va) for x in x_tr]
-        return x_tr, np.stack([t[0] for t in targets]), x_va, targets[0][1]
     if cfg.teacher:
         y_tr, y_va = _distill_targets(cfg, x_tr, y_tr, y_va)
     return x_tr, y_tr, x_va, y_va
@@ -341,27 +313,13 @@ def _ferplus_rows(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray, np.nd
     return data.images[train], y[train], data.images[val], y[val]
 
 
-def augmented_copies(cfg: TrainConfig, images: np.ndarray) -> np.ndarray:
-    """`cfg.teacher_copies` augmented copies of the training images [K, N, H, W], the same for every run
-    with this seed (so each copy's teacher outputs are cached once)."""
-    augmenter = Augmenter(cfg.augment_config(), cfg.seed + COPIES_SEED)
-    return np.stack([augmenter(images) for _ in range(cfg.teacher_copies)])
-
-
 def _batches(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
              y_va: np.ndarray) -> tuple[Batches, Batches]:
     """(augmented, shuffled training batches; plain validation batches) of a run."""
     is_points = cfg.task == "keypoints"
     loading = {"workers": 2, "use_multiprocessing": False, "max_queue_size": 8}
-    if cfg.teacher_copies:
-        train_batches: Batches = CopyBatches(x_tr, y_tr, cfg.batch_size, cfg.seed, **loading)
-    elif cfg.online_teacher:
-        compute_dtype = "bfloat16" if cfg.precision == "mixed_bfloat16" else "float32"
-        train_batches = OnlineTeacherBatches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed),
-                                             cfg.seed, OnlineTeacher(cfg.teacher, compute_dtype), **loading)
-    else:
-        train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed), is_points,
-                                True, cfg.seed, **loading)
+    train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed), is_points,
+                            True, cfg.seed, **loading)
     return train_batches, Batches(x_va, y_va, 256, None, is_points, False, cfg.seed)
 
 
@@ -452,7 +410,7 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
     resuming = resume and state_path.exists()
     replan = False
     if resuming:
-        cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+        cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()), strict=True)
         state = json.loads(state_path.read_text())
         done = state["epoch"]
         if resume_epochs is not None and resume_epochs != cfg.epochs:
@@ -490,10 +448,9 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
                 log.info("initial weights from %s%s", cfg.init_from,
                          f" (member {cfg.init_member})" if cfg.init_member else "")
             _compile(model, cfg, len(train_batches))
-        log.info("%s: %d train / %d validation rows%s, %.2f M parameters, epochs %d..%d",
-                 cfg.task, len(train_batches.images), len(x_va),
-                 f" ({cfg.teacher_copies} augmented copies)" if cfg.teacher_copies else "",
-                 model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
+        log.info("%s: %d train / %d validation rows, %.2f M parameters, epochs %d..%d",
+                 cfg.task, len(train_batches.images), len(x_va), model.count_params() / 1e6, initial_epoch + 1,
+                 cfg.epochs)
         callbacks = [
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
             RunCheckpoint(run_dir, monitor, mode, best, seconds, cfg.keep_epochs),
