@@ -46,7 +46,6 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--limit": ("limit", int, None),
     "--init-from": ("init_from", str, None),
     "--init-member": ("init_member", int, None),
-    "--keep-epochs": ("keep_epochs", int, None),
     "--labels": ("labels", str, LABEL_SOURCES),
     "--votes": ("votes", str, None),
     "--fer2013-weight": ("fer2013_weight", float, None),
@@ -72,8 +71,6 @@ _TRAIN_HELP = {
     "--fer2013-weight": "with --labels ferplus-*: mix FER-2013's one-hot label into the target with this weight "
                         "(0..1; default 0: FER+ alone)",
     "--votes": f"the FER+ vote file (fer2013new.csv) for --labels ferplus-* (default: {DEFAULT_VOTES})",
-    "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0; "
-                     "with --resume, from then on)",
 }
 
 
@@ -124,7 +121,7 @@ def _cmd_train(args) -> int:
     cfg = train_config_from_args(args)
     if args.preview:
         return _preview(cfg, Path(args.preview))
-    run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs, keep_epochs=args.keep_epochs)
+    run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs)
     log.info("run written to %s", run_dir)
     return 0
 
@@ -334,24 +331,6 @@ def _cmd_cascade_curve(args) -> int:
     return 0
 
 
-def _add_average(sub) -> None:
-    p = sub.add_parser("average", help="average a run's kept epoch weights (SWA) into averaged.keras; "
-                                       "reports its validation metric beside best.keras's")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run trained with --keep-epochs")
-    p.add_argument("--from", dest="first", type=int, metavar="EPOCH",
-                   help="first epoch averaged (default: the oldest kept)")
-    p.add_argument("--to", dest="last", type=int, metavar="EPOCH",
-                   help="last epoch averaged (default: the newest kept)")
-
-
-def _cmd_average(args) -> int:
-    from emotion_ai_training.average import average_run
-
-    report = average_run(Path(args.run_dir), args.first, args.last)
-    sys.stdout.write(json.dumps(report) + "\n")
-    return 0
-
-
 def _add_interpolate(sub) -> None:
     p = sub.add_parser("interpolate", help="an emotion run fine-tuned with --init-from, interpolated with its starting "
                                            "weights (WiSE-FT): one checkpoint and both label metrics per alpha")
@@ -433,7 +412,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     _add_reexport(sub)
     _add_cascade_curve(sub)
-    _add_average(sub)
     _add_interpolate(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
@@ -446,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
                 "export": _cmd_export, "reexport": _cmd_reexport, "cascade-curve": _cmd_cascade_curve,
-                "average": _cmd_average, "interpolate": _cmd_interpolate,
+                "interpolate": _cmd_interpolate,
                 "model-info": _cmd_model_info, "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)

@@ -370,7 +370,6 @@ def _version_members(folder: Path, compute_dtype: str) -> tuple[list[keras.Model
 
 def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[keras.Model, dict]:
     """Run `run_dir`'s architecture with `checkpoint` loaded (in `compute_dtype`) and its training record."""
-    from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
     from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
 
     path = run_dir / "config.json"
@@ -388,9 +387,6 @@ def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[ker
     if record.is_file():
         member["checkpoint_epoch"] = None
         member.update(json.loads(record.read_text()))
-    if checkpoint == AVERAGED and (run_dir / AVERAGED_REPORT).exists():  # the mean of several epochs
-        member["checkpoint_epoch"] = None
-        member["averaged_epochs"] = json.loads((run_dir / AVERAGED_REPORT).read_text())["epochs"]
     return (model if compute_dtype == "float32" else in_compute_dtype(model, config, compute_dtype)), member
 
 

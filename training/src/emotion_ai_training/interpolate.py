@@ -7,8 +7,8 @@ fine-tuned on FER+ targets from a FER-2013-trained version, they trade agreement
 against accuracy on FER-2013's labels along a curve that lies above the straight line between the two ends.
 Each interpolated network costs exactly what either end costs.
 
-Batch-norm statistics are re-estimated for every α (as for averaged weights, `average.recalibrate_batch_norm`),
-on the same training images the starting weights were unfolded with. `interpolate_run` writes
+Batch-norm statistics are re-estimated for every α (`batchnorm_folding.recalibrate_batch_norm`), on the
+same training images the starting weights were unfolded with. `interpolate_run` writes
 `interpolated_<α>.keras` beside `best.keras` (`export --checkpoint` serves one) and reports, per α, the
 validation metrics of the network alone and with its mirror image (what `export --flip-tta` serves).
 """
@@ -24,7 +24,7 @@ import keras
 import numpy as np
 from emotion_ai.spec import EMOTION_LABELS
 
-from emotion_ai_training.average import recalibrate_batch_norm
+from emotion_ai_training.batchnorm_folding import recalibrate_batch_norm
 from emotion_ai_training.data import load_task
 from emotion_ai_training.evaluate import emotion_metrics
 from emotion_ai_training.ferplus import aligned_votes, load_ferplus

@@ -20,7 +20,6 @@ import numpy as np
 from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 
 from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
-from emotion_ai_training.average import epoch_path, kept_epochs, save_epoch_weights
 from emotion_ai_training.batchnorm_folding import unfold_batch_norm
 from emotion_ai_training.data import label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
@@ -50,6 +49,7 @@ UNFOLD_IMAGES = 4096
 RETIRED_FIELDS: dict[str, tuple[object, str]] = {
     "teacher_copies": (0, "ecae1ad"),
     "online_teacher": (False, "ecae1ad"),
+    "keep_epochs": (0, "ecae1ad"),
 }
 
 
@@ -83,7 +83,6 @@ class TrainConfig:
     teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
     distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
     temperature: float = 4.0  # emotion distillation softening
-    keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
     labels: str = "fer2013"  # emotion targets: a name in ferplus.LABEL_SOURCES
     votes: str = ""  # the FER+ vote file, for labels ferplus-*
     fer2013_weight: float = 0.0  # labels ferplus-*: weight of FER-2013's one-hot label mixed into the FER+ target
@@ -98,8 +97,6 @@ class TrainConfig:
             raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.keep_epochs < 0:
-            raise ValueError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
         if self.labels not in LABEL_SOURCES:
             raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
         if self.labels != "fer2013" and (self.task != "emotion" or self.classes != 7 or not self.votes):
@@ -161,18 +158,11 @@ class Batches(keras.utils.PyDataset):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, i: int):
-        return self.augmented(i)
-
-    def augmented(self, i: int):
-        """Batch `i`'s (augmented) pixels and its targets before any per-batch teacher."""
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
-        x, y = self._rows(idx)
+        x, y = self.images[idx], self.targets[idx]
         if self.augmenter is not None:
             x, y = self.augmenter(x, y) if self.points else (self.augmenter(x), y)
         return x[..., None].astype(np.float32), y
-
-    def _rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.images[idx], self.targets[idx]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
@@ -183,14 +173,12 @@ class Batches(keras.utils.PyDataset):
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves;
-    with `keep_epochs`, the epoch's weights in epochs/ (the oldest beyond that many removed)."""
+    """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves."""
 
-    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None, train_seconds: float,
-                 keep_epochs: int = 0):
+    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None, train_seconds: float):
         super().__init__()
         self.run_dir, self.monitor, self.mode = run_dir, monitor, mode
-        self.best, self.train_seconds, self.keep_epochs = best, train_seconds, keep_epochs
+        self.best, self.train_seconds = best, train_seconds
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.t0 = time.perf_counter()
@@ -206,8 +194,6 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best = value
             _atomic_save(self.model, self.run_dir / "best.keras")
         _atomic_save(self.model, self.run_dir / "last.keras")
-        if self.keep_epochs:
-            self._keep(epoch + 1)
         self.train_seconds += time.perf_counter() - self.t0
         state = {"epoch": epoch + 1, "monitor": self.monitor, "best": self.best,
                  "train_seconds": round(self.train_seconds, 1)}
@@ -215,12 +201,6 @@ class RunCheckpoint(keras.callbacks.Callback):
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.run_dir / "state.json")
         plot_history(self.run_dir / "history.csv", self.run_dir / "training_curves.png")
-
-
-    def _keep(self, epoch: int) -> None:
-        save_epoch_weights(self.model, epoch_path(self.run_dir, epoch))
-        for old in kept_epochs(self.run_dir)[: -self.keep_epochs]:
-            epoch_path(self.run_dir, old).unlink()
 
 
 def _read_history(csv_path: Path) -> np.ndarray | None:
@@ -397,13 +377,11 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None
         model.compile(optimizer, KEYPOINTS_LOSSES[cfg.keypoints_loss], metrics=[MaskedRMSE()])
 
 
-def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = None,
-          keep_epochs: int | None = None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = None) -> Path:
     """Train (or resume) a run; returns the run directory.
 
     A resumed run keeps its saved configuration. `resume_epochs` changes its length (longer or shorter,
-    but past the epochs already trained): the cosine schedule is re-planned to end there. `keep_epochs`
-    changes how many epochs' weights it keeps from now on.
+    but past the epochs already trained): the cosine schedule is re-planned to end there.
     """
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / "state.json"
@@ -417,8 +395,6 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
             if resume_epochs <= done:
                 raise ValueError(f"{run_dir} has already trained {done} epochs: --epochs must be more than that")
             cfg.epochs, replan = resume_epochs, True
-        if keep_epochs is not None:
-            cfg = replace(cfg, keep_epochs=keep_epochs)  # validated by __post_init__
         log.info("resuming %s", run_dir)
     elif run_dir.exists() and any(run_dir.glob("*.keras")):
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or pick another --name")
@@ -453,7 +429,7 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
                  cfg.epochs)
         callbacks = [
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-            RunCheckpoint(run_dir, monitor, mode, best, seconds, cfg.keep_epochs),
+            RunCheckpoint(run_dir, monitor, mode, best, seconds),
             keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
             _Throughput(cfg.batch_size),
         ]
