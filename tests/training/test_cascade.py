@@ -68,23 +68,26 @@ def test_rebuilt_networks_compute_what_the_version_serves(tmp_path: Path) -> Non
     with pytest.raises(FileNotFoundError):
         rebuild_version(tmp_path)
 
-    # A new run can start from an exported member (`--init-from VERSION --init-member K`): member 1 of the
-    # unfolded version is run b's weights (float16 storage); a folded version or a missing member is refused.
+    # A new run can start from a one-network exported version (`--init-from VERSION`): run b's network alone,
+    # unfolded, gives back b's weights (float16 storage); an ensemble of several networks, or a folded version
+    # without images to unfold it with, is refused.
+    single = export_model(members[1], "emotion", out / "emotion", version=3, labels=tuple(card["labels"]),
+                          card={"training": card["training"][1]}, fold_batch_norms=False, weights_dtype="float16")
     fresh = build_model(TrainConfig(**json.loads((runs / "b" / "config.json").read_text())))
-    copy_weights(unfolded, fresh, member=1)
+    copy_weights(single, fresh)
     for got, want in zip(fresh.get_weights(), members[1].get_weights(), strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
-    assert any(not np.allclose(got, other, atol=2e-3) for got, other in zip(fresh.get_weights(),
-                                                                            members[0].get_weights(), strict=True))
+    single_folded = export_model(members[1], "emotion", out / "emotion", version=4, labels=tuple(card["labels"]),
+                                 card={"training": card["training"][1]})
     with pytest.raises(ValueError, match="folded"):
-        copy_weights(folded, fresh)
-    with pytest.raises(ValueError, match="no member 2"):
-        copy_weights(unfolded, fresh, member=2)
-    assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "c", "--epochs", "1",
-                      "--tiny", "--precision", "float32", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"),
-                      "--init-from", str(unfolded), "--init-member", "1"]) == 0
-    config = json.loads((runs / "c" / "config.json").read_text())
-    assert (config["init_from"], config["init_member"]) == (str(unfolded), 1)
+        copy_weights(single_folded, fresh)
+    with pytest.raises(ValueError, match="ensemble of 2 networks"):
+        copy_weights(unfolded, fresh)
+    common = ["train", "emotion", "--data", str(data), "--runs", str(runs), "--epochs", "1", "--tiny", "--precision",
+              "float32", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]
+    assert train_cli([*common, "--name", "c", "--init-from", str(single)]) == 0
+    assert json.loads((runs / "c" / "config.json").read_text())["init_from"] == str(single)
+    assert train_cli([*common, "--name", "d", "--init-from", str(unfolded)]) == 2
 
 
 def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path) -> None:

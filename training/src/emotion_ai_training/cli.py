@@ -45,7 +45,6 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--temperature": ("temperature", float, None),
     "--limit": ("limit", int, None),
     "--init-from": ("init_from", str, None),
-    "--init-member": ("init_member", int, None),
     "--labels": ("labels", str, LABEL_SOURCES),
     "--votes": ("votes", str, None),
     "--fer2013-weight": ("fer2013_weight", float, None),
@@ -64,8 +63,7 @@ _TRAIN_HELP = {
     "--temperature": "emotion distillation temperature",
     "--limit": "use at most N training rows (0 = all)",
     "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras, or "
-                   "from an exported version's (networks rebuilt from its SavedModel)",
-    "--init-member": "with --init-from an exported ensemble version: which member's weights (0-based)",
+                   "from a one-network exported version's (rebuilt from its SavedModel)",
     "--labels": "emotion targets: FER-2013's label, the FER+ majority of ten annotators (one-hot), or their vote "
                 "distribution (soft labels)",
     "--fer2013-weight": "with --labels ferplus-*: mix FER-2013's one-hot label into the target with this weight "

@@ -78,9 +78,13 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
         ValueError: the run is not an emotion run, has no `--init-from`, or an α is outside [0, 1].
     """
     run_dir = Path(run_dir)
-    cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+    config = json.loads((run_dir / "config.json").read_text())
+    cfg = TrainConfig.from_dict(config)
     if cfg.task != "emotion" or not cfg.init_from:
         raise ValueError(f"{run_dir}: interpolation needs an emotion run trained with --init-from")
+    if config.get("init_member"):  # started from one member of an ensemble version, which copy_weights refuses
+        raise ValueError(f"{run_dir}: started from member {config['init_member']} of {cfg.init_from} "
+                         "(--init-member, code at ecae1ad); interpolate it with that code")
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
         raise ValueError(f"alphas must lie in [0, 1], got {list(alphas)}")
     dataset = load_task("emotion", cfg.data, cache_dir=cfg.cache_dir)
@@ -91,7 +95,7 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
     val_images = dataset.subset("validation")[0][..., None].astype(np.float32)
     with precision_policy(cfg.precision):
         model = build_model(cfg)
-        copy_weights(cfg.init_from, model, cfg.init_member, unfold_images)
+        copy_weights(cfg.init_from, model, unfold_images)
         start = model.get_weights()
         end = keras.models.load_model(run_dir / checkpoint, compile=False).get_weights()
         rows = []

@@ -50,6 +50,7 @@ RETIRED_FIELDS: dict[str, tuple[object, str]] = {
     "teacher_copies": (0, "ecae1ad"),
     "online_teacher": (False, "ecae1ad"),
     "keep_epochs": (0, "ecae1ad"),
+    "init_member": (0, "ecae1ad"),
 }
 
 
@@ -74,8 +75,7 @@ class TrainConfig:
     limit: int = 0  # use at most this many training rows (0 = all)
     cache_dir: str | None = None
     data_sha256: str = ""
-    init_from: str = ""  # start from these weights (a checkpoint or exported version, same architecture)
-    init_member: int = 0  # with an exported ensemble version as init_from: which member's weights
+    init_from: str = ""  # start from these weights (a checkpoint or a one-network exported version, same architecture)
     dropout: float | None = None  # None: the architecture's default
     erase_probability: float | None = None  # random erasing; None: the task's default augmentation
     resnet: dict = field(default_factory=dict)
@@ -319,28 +319,29 @@ def _distill_targets(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, y_va:
     return np.concatenate([y_tr, teacher], axis=1), np.concatenate([y_va, y_va], axis=1)
 
 
-def copy_weights(source: str | Path, model: keras.Model, member: int = 0, images: np.ndarray | None = None) -> None:
-    """Load the weights of a .keras checkpoint, or of member `member` of an exported version folder (its
-    networks rebuilt from the SavedModel: `rebuild.rebuild_first_stage`, a cascade's first stage), into `model`
-    (e.g. one built under another precision policy). A version whose batch norms were folded at export is
-    unfolded (`batchnorm_folding.unfold_batch_norm`) with statistics measured on `images` [N, H, W, 1].
-    ValueError when they do not fit: another architecture or class count, a member the version lacks, or a
-    folded version without `images`."""
+def copy_weights(source: str | Path, model: keras.Model, images: np.ndarray | None = None) -> None:
+    """Load the weights of a .keras checkpoint, or of the one network of an exported version folder (rebuilt
+    from the SavedModel: `rebuild.rebuild_first_stage`, a cascade's first stage), into `model` (e.g. one
+    built under another precision policy). A version whose batch norms were folded at export is unfolded
+    (`batchnorm_folding.unfold_batch_norm`) with statistics measured on `images` [N, H, W, 1]. ValueError
+    when they do not fit: another architecture or class count, an ensemble of several networks, or a folded
+    version without `images`."""
     from emotion_ai_training.rebuild import is_exported_version, rebuild_first_stage
 
     if is_exported_version(Path(source)):
         stored = rebuild_first_stage(source)
-        if not 0 <= member < len(stored.models):
-            raise ValueError(f"{source} holds {len(stored.models)} member(s); there is no member {member}")
+        if len(stored.models) != 1:
+            raise ValueError(f"{source} is an ensemble of {len(stored.models)} networks; start from one network "
+                             "(a run's checkpoint or a one-network version)")
         if stored.card.get("batch_norm_folded"):
             if images is None:
                 raise ValueError(f"{source}: its batch norms were folded at export; unfolding needs images")
             try:
-                unfold_batch_norm(stored.models[member], model, images)
+                unfold_batch_norm(stored.models[0], model, images)
             except ValueError as exc:
                 raise ValueError(f"{source}: its weights do not fit the {model.name} model ({exc})") from None
             return
-        weights = stored.models[member].get_weights()
+        weights = stored.models[0].get_weights()
     else:
         weights = keras.models.load_model(source, compile=False).get_weights()
     if [w.shape for w in weights] != [tuple(w.shape) for w in model.weights]:
@@ -419,10 +420,8 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
         else:
             model = build_model(cfg)
             if cfg.init_from:
-                copy_weights(cfg.init_from, model, cfg.init_member,
-                             x_tr[:UNFOLD_IMAGES, ..., None].astype(np.float32))
-                log.info("initial weights from %s%s", cfg.init_from,
-                         f" (member {cfg.init_member})" if cfg.init_member else "")
+                copy_weights(cfg.init_from, model, x_tr[:UNFOLD_IMAGES, ..., None].astype(np.float32))
+                log.info("initial weights from %s", cfg.init_from)
             _compile(model, cfg, len(train_batches))
         log.info("%s: %d train / %d validation rows, %.2f M parameters, epochs %d..%d",
                  cfg.task, len(train_batches.images), len(x_va), model.count_params() / 1e6, initial_epoch + 1,
