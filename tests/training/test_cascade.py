@@ -195,40 +195,6 @@ def test_reexport_keeps_a_cascade_or_one_stage_and_bfloat16_computes_close_to_fl
     assert train_cli(["reexport", str(tmp_path), "--out", str(out), "--no-evaluate"]) == 2  # not a version
 
 
-def test_exported_versions_join_an_ensemble_as_members(tmp_path: Path) -> None:
-    _, runs, out = _train_runs(tmp_path, ("a", "b", "c"))
-    exported = out / "emotion"
-    export = ["--out", str(out), "--no-evaluate"]
-    assert train_cli(["export", str(runs / "a"), str(runs / "b"), "--flip-tta", *export]) == 0  # 1: from runs
-    assert train_cli(["export", str(runs / "b"), "--shift-tta", "2", *export]) == 0  # 2: b alone, other views
-    # 3: run a with version 2's network: the same graph as 1 (this export's views, not version 2's).
-    assert train_cli(["export", str(runs / "a"), str(exported / "2"), "--flip-tta", *export]) == 0
-    images = np.random.default_rng(3).integers(0, 256, (12, 48, 48, 1), dtype=np.uint8)
-    from_runs, mixed = _scores(exported / "1", images), _scores(exported / "3", images)
-    assert np.abs(from_runs - _scores(exported / "2", images)).max() > 1e-3  # the test can tell them apart
-    np.testing.assert_allclose(mixed, from_runs, atol=1e-5)
-    cards = {v: json.loads((exported / v / "model_card.json").read_text()) for v in ("1", "3")}
-    assert [m["run"] for m in cards["3"]["training"]] == ["a", "b"] and cards["3"]["ensemble_members"] == 2
-    assert "from_version" not in cards["3"]["training"][0]
-    assert cards["3"]["training"][1]["from_version"]["version"] == 2
-    assert cards["3"]["training"][1]["config"] == cards["1"]["training"][1]["config"]
-    # A cascade contributes its first stage: c first, version 2 for the unsure faces, then c's network reused.
-    threshold = f"{float(np.median(_scores(exported / '2', images).max(axis=1))):.6f}"
-    assert train_cli(["export", str(runs / "c"), "--fallback", str(exported / "2"), "--defer-below", threshold,
-                      *export]) == 0  # 4
-    assert train_cli(["export", str(exported / "4"), *export]) == 0  # 5
-    assert train_cli(["export", str(runs / "c"), *export]) == 0  # 6
-    np.testing.assert_allclose(_scores(exported / "5", images), _scores(exported / "6", images), atol=1e-5)
-    # Members trained on other data, or a folder that is neither run nor version: clear errors, exit code 2.
-    other = write_fer_csv(tmp_path / "other.csv", fer_rows(40, seed=9))
-    assert train_cli(["train", "emotion", "--data", str(other), "--runs", str(runs), "--name", "d", "--epochs", "1",
-                      "--tiny", "--precision", "float32", "--batch-size", "8", "--cache-dir",
-                      str(tmp_path / "cache")]) == 0
-    assert train_cli(["export", str(exported / "2"), str(runs / "d"), *export]) == 2
-    assert train_cli(["export", str(tmp_path / "nothing"), *export]) == 2
-    assert sorted(p.name for p in exported.iterdir()) == ["1", "2", "3", "4", "5", "6"]
-
-
 def test_curve_threshold_choice_and_cross_fitting_values() -> None:
     labels = ("happy", "sad")
     # Six faces; the fast stage is sure (0.9) of four, two of them wrong; unsure (0.6) of two, both wrong.

@@ -200,6 +200,7 @@ def test_ensemble_export_averages_members_and_float16_halves_the_size(tmp_path: 
     # Runs that do not share the label set (or task, or data) cannot be averaged: clear error, exit code 2.
     assert train_cli(["export", a, str(runs / "five"), "--out", str(out), "--no-evaluate"]) == 2
     assert train_cli(["export", a, str(tmp_path), "--out", str(out), "--no-evaluate"]) == 2
+    assert train_cli(["export", a, str(out / "emotion" / "1"), "--out", str(out), "--no-evaluate"]) == 2  # a version
     assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2", "3", "4", "5"]
 
 

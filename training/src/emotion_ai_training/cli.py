@@ -206,13 +206,10 @@ def _cmd_evaluate(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export runs' best checkpoints (or exported versions' networks) as "
-                                      "models_export/<model>/<version>/")
+    p = sub.add_parser("export", help="export runs' best checkpoints as models_export/<model>/<version>/")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="a run folder, e.g. runs/emotion, or an exported version whose networks (a cascade's "
-                        "first stage) join as members; several are exported as one ensemble (the graph averages "
-                        "their outputs over this export's views; the first member's data and seed are used to "
-                        "evaluate)")
+                   help="a run folder, e.g. runs/emotion; several are exported as one ensemble (the graph averages "
+                        "their outputs over the views; the first member's data and seed are used to evaluate)")
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
     p.add_argument("--checkpoint", default="best.keras", help="checkpoint file in each run (default: best.keras)")

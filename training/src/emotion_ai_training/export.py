@@ -52,7 +52,6 @@ from emotion_ai_training.rebuild import (
     in_compute_dtype,
     is_exported_version,
     rebuild_cascade,
-    rebuild_first_stage,
     rebuild_version,
     training_records,
 )
@@ -358,23 +357,15 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
 # ------------------------------------------------------------------------------------------ runs → version
 
 
-def _version_members(folder: Path, compute_dtype: str) -> tuple[list[keras.Model], list[dict]]:
-    """The networks of exported version `folder` (a cascade: its first stage), rebuilt from the SavedModel,
-    and their training records from its card, each marked with the version it was taken from."""
-    ensemble = rebuild_first_stage(folder, compute_dtype)
-    card = ensemble.card
-    source = {"folder": str(folder), "version": card.get("version"), "code_commit": card.get("code_commit"),
-              "weights_dtype": card.get("weights_dtype"), "compute_dtype": card.get("compute_dtype", "float32")}
-    return ensemble.models, [r | {"from_version": source} for r in training_records(card)]
-
-
 def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[keras.Model, dict]:
     """Run `run_dir`'s architecture with `checkpoint` loaded (in `compute_dtype`) and its training record."""
     from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
 
+    if is_exported_version(run_dir):
+        raise ValueError(f"{run_dir} is an exported version, not a training run (`reexport` exports a version again)")
     path = run_dir / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: neither a training run (no config.json) nor an exported version")
+        raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
     config = json.loads(path.read_text())
     cfg = TrainConfig.from_dict(config)
     state = json.loads((run_dir / "state.json").read_text())
@@ -417,10 +408,6 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (a plain exported emotion version,
     e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
     (export_model); `temperature` rescales the served scores (export_model).
-
-    An exported version folder in `run_dirs` contributes its networks as members (a cascade: its first
-    stage), rebuilt from its SavedModel: members of a version whose runs are gone can join new ones. The
-    views are this export's (`flip_tta`, `shift_tta`), not the version's.
     """
     from emotion_ai_training.data import load_task
     from emotion_ai_training.train import TrainConfig
@@ -428,18 +415,13 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     if (fallback is None) != (defer_below is None):
         raise ValueError("a cascade needs both a fallback version and defer_below")
     if not run_dirs:
-        raise ValueError("no run or version to export")
+        raise ValueError("no run to export")
     with precision_policy("float32"):  # the runs' networks are built and loaded in float32
         models, members = [], []
-        for source in (Path(r) for r in run_dirs):
-            if is_exported_version(source):
-                found, records = _version_members(source, compute_dtype)
-                models += found
-                members += records
-            else:
-                model, member = _run_member(source, checkpoint, compute_dtype)
-                models.append(model)
-                members.append(member)
+        for run_dir in run_dirs:
+            model, member = _run_member(Path(run_dir), checkpoint, compute_dtype)
+            models.append(model)
+            members.append(member)
         _check_ensemble(members)
         cfg = TrainConfig.from_dict(members[0]["config"])
         dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
