@@ -14,9 +14,6 @@ import numpy as np
 
 from emotion_ai_training.evaluate import emotion_report
 
-#: A cascade's two stages, each of which `reexport --stage` can export alone as a plain version.
-CASCADE_STAGES = ("first", "fallback")
-
 #: Candidate thresholds (top score of the fast stage) that `cascade-curve` measures by default.
 DEFAULT_THRESHOLDS = tuple(float(t) for t in np.round(np.arange(0.30, 1.0001, 0.025), 3))
 

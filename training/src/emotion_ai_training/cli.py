@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
 
-from emotion_ai_training.cascade import CASCADE_STAGES
 from emotion_ai_training.ferplus import LABEL_SOURCES
 
 if TYPE_CHECKING:
@@ -260,8 +259,6 @@ def _add_reexport(sub) -> None:
     p.add_argument("version_dir", help="an exported version folder, e.g. models_export/emotion_accurate/8")
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
-    p.add_argument("--stage", choices=CASCADE_STAGES,
-                   help="a cascade: export only this stage, as a plain version with its own views")
     _add_dtypes(p, weights_default="float16")
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
     p.add_argument("--eval-dir", default="runs/eval",
@@ -274,7 +271,7 @@ def _cmd_reexport(args) -> int:
 
     target = export_version(Path(args.version_dir), args.out, version=args.version, weights_dtype=args.weights_dtype,
                             compute_dtype=args.compute_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
-                            stage=args.stage, votes=args.votes or None)
+                            votes=args.votes or None)
     sys.stdout.write(f"{target}\n")
     return 0
 

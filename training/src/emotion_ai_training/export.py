@@ -42,7 +42,6 @@ from emotion_ai.spec import (
 from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
-from emotion_ai_training.cascade import CASCADE_STAGES
 from emotion_ai_training.evaluate import TEMPERATURE_FLOOR
 from emotion_ai_training.models import precision_policy
 from emotion_ai_training.rebuild import (
@@ -443,38 +442,29 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
 
 def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,
                    weights_dtype: str = "float16", compute_dtype: str = "float32", evaluate: bool = True,
-                   eval_dir: str | Path | None = "runs/eval", stage: str | None = None,
-                   votes: str | None = None) -> Path:
+                   eval_dir: str | Path | None = "runs/eval", votes: str | None = None) -> Path:
     """Export an exported version (plain or cascade) again as `out/<model>/<version>/`, its networks rebuilt
     from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
     types; its views, threshold, temperature and training record carry over, and the card names the source
-    version.
-    `stage` ("first" or "fallback", a cascade only) exports that stage alone as a plain version, with its
-    own views: bfloat16 weights come out bit for bit, so a new ensemble built from it stores the same bytes."""
+    version."""
     from emotion_ai_training.data import load_task
     from emotion_ai_training.train import TrainConfig
 
     folder = Path(folder)
     cascade = None
-    if stage is not None:
-        if stage not in CASCADE_STAGES:
-            raise ValueError(f"stage must be one of {CASCADE_STAGES}, got {stage!r}")
-        first_stage, fallback, _ = rebuild_cascade(folder, compute_dtype)  # ValueError when not a cascade
-        networks, source = (first_stage if stage == "first" else fallback), first_stage.card
-    else:
-        try:
-            networks = rebuild_version(folder, compute_dtype)
-        except ValueError:  # a cascade (any other reason to fail, rebuild_cascade gives too)
-            networks, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
-            cascade = Cascade(fallback, defer_below)
-        source = networks.card
+    try:
+        networks = rebuild_version(folder, compute_dtype)
+    except ValueError:  # a cascade (any other reason to fail, rebuild_cascade gives too)
+        networks, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
+        cascade = Cascade(fallback, defer_below)
+    source = networks.card
     training = networks.card["training"]
     cfg = TrainConfig.from_dict(training_records(networks.card)[0]["config"])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed) if evaluate else None
     base_dir = Path(out) / source["model"]
     exported_from = {"version": source.get("version"), "folder": str(folder), "code_commit": source.get("code_commit"),
                      "weights_dtype": source.get("weights_dtype"),
-                     "compute_dtype": source.get("compute_dtype", "float32")} | ({"stage": stage} if stage else {})
+                     "compute_dtype": source.get("compute_dtype", "float32")}
     card = ({"training_data": source["training_data"]} if "training_data" in source else {}) | {
         "training": training, "exported_from": exported_from} | label_source(cfg)
     return export_model(networks.models, source["model"], base_dir, version=version,
@@ -482,7 +472,7 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                         flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,
                         card=card,
                         evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
-                        cascade=cascade, temperature=float(source.get("temperature", 1.0)) if stage is None else 1.0)
+                        cascade=cascade, temperature=float(source.get("temperature", 1.0)))
 
 
 def label_source(cfg: Any) -> dict[str, Any]:
