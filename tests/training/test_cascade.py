@@ -1,4 +1,4 @@
-"""Rebuilding an exported version's networks, the emotion cascade graph, and choosing its threshold."""
+"""Rebuilding an exported version's networks, the emotion cascade graph and its re-export."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from emotion_ai_training import cascade
 from emotion_ai_training.cli import main as train_cli
 
 from .training_datagen import fer_rows, write_fer_csv
@@ -93,7 +92,7 @@ def test_rebuilt_networks_compute_what_the_version_serves(tmp_path: Path) -> Non
 def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path) -> None:
     from emotion_ai_training.rebuild import rebuild_version
 
-    data, runs, out = _train_runs(tmp_path, ("fast", "slow"))
+    _, runs, out = _train_runs(tmp_path, ("fast", "slow"))
     exported = out / "emotion"
     assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--no-evaluate"]) == 0  # 1
     assert train_cli(["export", str(runs / "slow"), "--out", str(out), "--flip-tta"]) == 0  # 2, evaluated
@@ -109,7 +108,7 @@ def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path)
     assert 0 < deferred.sum() < len(images)
     np.testing.assert_allclose(cascaded[deferred], slow[deferred], atol=1e-5)
     np.testing.assert_allclose(cascaded[~deferred], fast[~deferred], atol=1e-5)
-    np.testing.assert_allclose(cascaded, cascade.cascade_scores(fast, slow, float(f"{threshold:.6f}")), atol=1e-5)
+    np.testing.assert_allclose(cascaded, np.where(deferred[:, None], slow, fast), atol=1e-5)
     # A batch with no face deferred, one with every face deferred, and an empty batch.
     sure = images[~deferred][:3]
     np.testing.assert_allclose(_scores(exported / "3", sure), fast[~deferred][:3], atol=1e-5)
@@ -129,17 +128,6 @@ def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path)
     assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--fallback", str(exported / "2"),
                       "--defer-below", "1.5", "--no-evaluate"]) == 2
     assert sorted(p.name for p in exported.iterdir()) == ["1", "2", "3"]
-
-    # cascade-curve on the validation split: deferring nothing is the fast stage, everything the fallback.
-    report = tmp_path / "curve"
-    assert train_cli(["cascade-curve", str(exported / "2"), str(exported / "1"), "--data", str(data), "--out",
-                      str(report), "--cache-dir", str(tmp_path / "cache")]) == 0
-    [doc] = json.loads((report / "cascade_curve.json").read_text())
-    ends = {p["defer_below"]: p for p in doc["curve"]}
-    slow_accuracy = json.loads((exported / "2" / "model_card.json").read_text())["validation_metrics"]["accuracy"]
-    assert ends[1.0]["deferred_fraction"] == 1.0 and ends[1.0]["accuracy"] == pytest.approx(slow_accuracy)
-    assert np.load(report / "scores.npz")["fast_0"].shape[1] == 7
-    assert len(doc["cross_fitted"]) == 2 and (report / "cascade_curve.md").read_text().startswith("# Cascade")
 
 
 def test_reexport_keeps_a_cascade_and_bfloat16_computes_close_to_float32(tmp_path: Path) -> None:
@@ -177,26 +165,6 @@ def test_reexport_keeps_a_cascade_and_bfloat16_computes_close_to_float32(tmp_pat
         np.testing.assert_allclose(ours[clear], theirs[clear], atol=3e-2)
         assert ours.dtype == np.float32 and np.allclose(ours.sum(axis=1), 1.0, atol=1e-3)
     assert train_cli(["reexport", str(tmp_path), "--out", str(out), "--no-evaluate"]) == 2  # not a version
-
-
-def test_curve_threshold_choice_and_cross_fitting_values() -> None:
-    labels = ("happy", "sad")
-    # Six faces; the fast stage is sure (0.9) of four, two of them wrong; unsure (0.6) of two, both wrong.
-    fast = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.6, 0.4], [0.4, 0.6]])
-    fallback = np.array([[0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.7, 0.3], [0.2, 0.8], [0.7, 0.3]])
-    y = np.array([0, 1, 1, 0, 1, 0])
-    points = {p.defer_below: p for p in cascade.curve(fast, fallback, y, labels, (0.5, 0.7, 0.95))}
-    assert points[0.5].deferred_fraction == 0.0 and points[0.5].accuracy == pytest.approx(2 / 6, abs=1e-4)
-    assert points[0.7].deferred_fraction == pytest.approx(2 / 6)
-    assert points[0.7].accuracy == pytest.approx(4 / 6, abs=1e-4)
-    assert points[0.95].deferred_fraction == 1.0 and points[0.95].accuracy == pytest.approx(1.0)
-    assert cascade.lowest_threshold(fast, fallback, y, 4 / 6, (0.5, 0.7, 0.95)) == 0.7
-    assert cascade.lowest_threshold(fast, fallback, y, 1.0, (0.95, 0.5, 0.7)) == 0.95
-    assert cascade.lowest_threshold(fast, fallback[:, ::-1], y, 0.9, (0.5, 0.7, 0.95)) is None
-    folds = cascade.cross_fitted(fast, fallback, y, (0.5, 0.7, 0.95))
-    assert sum(f["images"] for f in folds) == 6
-    for f in folds:  # the fallback is always right here, so matching it on a half means deferring all of it
-        assert f["defer_below"] == 0.95 and f["accuracy"] == 1.0 and f["deferred_fraction"] == 1.0
 
 
 REPO = Path(__file__).resolve().parents[2]

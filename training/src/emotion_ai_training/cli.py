@@ -222,8 +222,7 @@ def _add_export(sub) -> None:
                    help="emotion: export a cascade whose second stage is this exported version (e.g. "
                         "emotion v6, in git history; not a cascade); needs --defer-below")
     p.add_argument("--defer-below", type=float, metavar="SCORE",
-                   help="cascade: faces whose top score from the runs is below SCORE get the fallback's scores "
-                        "(`emotion-ai-train cascade-curve` measures the choices)")
+                   help="cascade: faces whose top score from the runs is below SCORE get the fallback's scores")
     p.add_argument("--eval-dir", default="runs/eval",
                    help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
     _add_votes(p, default="the run's own, if it trained on FER+ votes")
@@ -273,53 +272,6 @@ def _cmd_reexport(args) -> int:
                             compute_dtype=args.compute_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
                             votes=args.votes or None)
     sys.stdout.write(f"{target}\n")
-    return 0
-
-
-def _add_cascade_curve(sub) -> None:
-    p = sub.add_parser("cascade-curve", help="emotion: accuracy and faces deferred of a cascade (fast version first, "
-                                             "fallback version for the unsure faces) for each threshold")
-    p.add_argument("fallback", help="the second stage, a plain exported version folder (not a cascade), e.g. "
-                                    "emotion v6 from git history")
-    p.add_argument("fast", nargs="+", help="candidate first stages (exported version folders), each measured")
-    p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
-    p.add_argument("--out", default="runs/cascade",
-                   help="where cascade_curve.md/.json and every stage's scores (scores.npz) go (default: runs/cascade)")
-    p.add_argument("--cache-dir", default="cache")
-
-
-def _cmd_cascade_curve(args) -> int:
-    import numpy as np
-
-    from emotion_ai_training import cascade
-    from emotion_ai_training.data import label_remap, load_task
-    from emotion_ai_training.evaluate import emotion_scores
-
-    dataset = load_task("emotion", args.data or DEFAULT_DATA["emotion"], cache_dir=args.cache_dir)
-    images, labels = dataset.subset("validation")
-    fallback, model_labels = emotion_scores(Path(args.fallback), images)
-    y = label_remap(dataset.label_names, model_labels)[labels]
-    keep = y >= 0
-    fallback, y = fallback[keep], y[keep]
-    texts, docs, scores = [], [], {"labels": y, "fallback": fallback}
-    for i, folder in enumerate(args.fast):
-        fast, fast_labels = emotion_scores(Path(folder), images)
-        if fast_labels != model_labels:
-            raise ValueError(f"{folder} and {args.fallback} have other labels")
-        fast = scores[f"fast_{i}"] = fast[keep]
-        points = cascade.curve(fast, fallback, y, model_labels)
-        folds = cascade.cross_fitted(fast, fallback, y)
-        texts.append(cascade.markdown(points, folder, args.fallback, cascade.accuracy(fallback, y),
-                                      cascade.accuracy(fast, y), folds))
-        docs.append({"fast": folder, "fallback": args.fallback, "curve": cascade.as_json(points),
-                     "cross_fitted": folds})
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(texts)
-    (out_dir / "cascade_curve.md").write_text(text)
-    (out_dir / "cascade_curve.json").write_text(json.dumps(docs, indent=2) + "\n")
-    np.savez_compressed(out_dir / "scores.npz", **scores)  # for other analyses of the same faces
-    sys.stdout.write(text)
     return 0
 
 
@@ -403,7 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_export(sub)
     _add_reexport(sub)
-    _add_cascade_curve(sub)
     _add_interpolate(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
@@ -415,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
-                "export": _cmd_export, "reexport": _cmd_reexport, "cascade-curve": _cmd_cascade_curve,
-                "interpolate": _cmd_interpolate,
+                "export": _cmd_export, "reexport": _cmd_reexport, "interpolate": _cmd_interpolate,
                 "model-info": _cmd_model_info, "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)
