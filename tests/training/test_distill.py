@@ -172,26 +172,3 @@ def test_an_ensemble_teacher_is_the_mean_of_its_members_each_cached_on_its_own(t
     np.testing.assert_allclose(both, (first + second) / 2, rtol=1e-6)
     assert sorted((cache / "teacher").glob("emotion-*.npz")) == files  # nothing recomputed
     assert [f.stat().st_mtime_ns for f in files] == stamps and caplog.text.count("outputs from") == 2
-
-
-def test_teacher_ensemble_bench_reports_members_and_their_mean(tmp_path: Path, monkeypatch) -> None:
-    from emotion_ai_training.data import load_task
-    from emotion_ai_training.distill import teacher_output
-
-    from ..quality.quality_support import bench_module
-
-    bench = bench_module("teacher_ensemble")
-    assert bench.combinations(3) == [(0,), (1,), (2,), (0, 1, 2), (0, 1), (0, 2)]
-    saved_model, checkpoint = _two_teachers(tmp_path, seed=1)
-    data = write_fer_csv(tmp_path / "fer2013.csv", fer_rows(60))
-    cache, out = str(tmp_path / "cache"), tmp_path / "out"
-    monkeypatch.setattr("sys.argv", ["teacher_ensemble.py", str(saved_model), str(checkpoint), "--data", str(data),
-                                     "--cache-dir", cache, "--out", str(out)])
-    assert bench.main() == 0
-    doc = json.loads((out / "teacher_ensemble.json").read_text())
-    assert [r["members"] for r in doc["results"]] == [[0], [1], [0, 1]] and doc["images"] == 20
-    images, labels = load_task("emotion", str(data), cache_dir=cache).subset("validation")
-    mean = (teacher_output(saved_model, "emotion", images, cache) + teacher_output(checkpoint, "emotion", images,
-                                                                                    cache)) / 2
-    assert doc["results"][2]["accuracy"] == round(float((mean.argmax(1) == labels).mean()), 4)
-    assert "| 1 + 2 |" in (out / "teacher_ensemble.md").read_text()
