@@ -299,7 +299,7 @@ def test_configs_of_retired_experiments_load_but_do_not_train_on() -> None:
     built (export, rebuild, --init-from), refused when a run would train on with it (--resume)."""
     from dataclasses import asdict
 
-    from emotion_ai_training.train import RETIRED_FIELDS, TrainConfig
+    from emotion_ai_training.config import RETIRED_FIELDS, TrainConfig
 
     repo = Path(__file__).resolve().parents[2]
     for card in sorted((repo / "models_export").glob("*/*/model_card.json")):

@@ -14,7 +14,7 @@ from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
 from emotion_ai_training.ferplus import LABEL_SOURCES
 
 if TYPE_CHECKING:
-    from emotion_ai_training.train import TrainConfig
+    from emotion_ai_training.config import TrainConfig
 
 log = logging.getLogger("emotion_ai_training")
 
@@ -58,7 +58,7 @@ _TRAIN_HELP = {
     "--label-smoothing": "emotion cross-entropy label smoothing",
     "--keypoints-loss": "masked loss for keypoints",
     "--arch": "named architecture (emotion-ai-train model-info lists them; default: the task's)",
-    "--alpha": "teacher weight in distillation (default: train.DISTILL_ALPHA, 0.9 emotion, 0.5 keypoints)",
+    "--alpha": "teacher weight in distillation (default: config.DISTILL_ALPHA, 0.9 emotion, 0.5 keypoints)",
     "--temperature": "emotion distillation temperature",
     "--limit": "use at most N training rows (0 = all)",
     "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras, or "
@@ -74,7 +74,7 @@ _TRAIN_HELP = {
 def _add_train(sub) -> None:
     from dataclasses import fields
 
-    from emotion_ai_training.train import TrainConfig
+    from emotion_ai_training.config import TrainConfig
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     p = sub.add_parser("train", help="train a model (checkpoint every epoch; --resume continues)")
@@ -100,7 +100,7 @@ def _add_train(sub) -> None:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of a parsed `train` command line: options not given keep TrainConfig's defaults."""
-    from emotion_ai_training.train import TrainConfig
+    from emotion_ai_training.config import TrainConfig
 
     given = {name: getattr(args, name) for name, _, _ in _TRAIN_FIELDS.values() if getattr(args, name) is not None}
     if given.get("labels", "fer2013") != "fer2013":

@@ -42,18 +42,23 @@ from emotion_ai.spec import (
 from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
+from emotion_ai_training.config import TrainConfig, build_model
+from emotion_ai_training.data import load_task
 from emotion_ai_training.evaluate import TEMPERATURE_FLOOR
+from emotion_ai_training.evaluate import evaluate as evaluate_model
 from emotion_ai_training.models import precision_policy
 from emotion_ai_training.rebuild import (
     COMPUTE_DTYPES,
     MODEL_CARD,
     ExportedEnsemble,
+    copy_weights,
     in_compute_dtype,
     is_exported_version,
     rebuild_cascade,
     rebuild_version,
     training_records,
 )
+from emotion_ai_training.train import best_epoch
 
 log = logging.getLogger(__name__)
 
@@ -358,8 +363,6 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
 
 def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[keras.Model, dict]:
     """Run `run_dir`'s architecture with `checkpoint` loaded (in `compute_dtype`) and its training record."""
-    from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
-
     if is_exported_version(run_dir):
         raise ValueError(f"{run_dir} is an exported version, not a training run (`reexport` exports a version again)")
     path = run_dir / "config.json"
@@ -408,9 +411,6 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
     (export_model); `temperature` rescales the served scores (export_model).
     """
-    from emotion_ai_training.data import load_task
-    from emotion_ai_training.train import TrainConfig
-
     if (fallback is None) != (defer_below is None):
         raise ValueError("a cascade needs both a fallback version and defer_below")
     if not run_dirs:
@@ -447,9 +447,6 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
     from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
     types; its views, threshold, temperature and training record carry over, and the card names the source
     version."""
-    from emotion_ai_training.data import load_task
-    from emotion_ai_training.train import TrainConfig
-
     folder = Path(folder)
     cascade = None
     try:
@@ -492,8 +489,6 @@ def _validation_metrics(cfg: Any, dataset: Any, base_dir: Path, eval_dir: str | 
     """The `evaluate` callback of export_model: validation metrics of the finished SavedModel (the JSON and
     confusion matrix go to `eval_dir/<task>-<version>/`, nowhere when None), against the FER+ majority too
     with `votes` or the run's own vote file."""
-    from emotion_ai_training.evaluate import evaluate as evaluate_model
-
     def metrics(folder: Path, number: int) -> dict:
         with tempfile.TemporaryDirectory() as scratch:
             where = Path(eval_dir) / f"{cfg.task}-{number}" if eval_dir is not None else Path(scratch)

@@ -25,11 +25,13 @@ import numpy as np
 from emotion_ai.spec import EMOTION_LABELS
 
 from emotion_ai_training.batchnorm_folding import recalibrate_batch_norm
+from emotion_ai_training.config import TrainConfig, build_model
 from emotion_ai_training.data import load_task
 from emotion_ai_training.evaluate import emotion_metrics
 from emotion_ai_training.ferplus import aligned_votes, load_ferplus
 from emotion_ai_training.models import precision_policy
-from emotion_ai_training.train import UNFOLD_IMAGES, TrainConfig, build_model, copy_weights
+from emotion_ai_training.rebuild import copy_weights
+from emotion_ai_training.train import UNFOLD_IMAGES
 
 log = logging.getLogger(__name__)
 

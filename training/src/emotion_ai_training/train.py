@@ -12,133 +12,28 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 import numpy as np
-from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 
-from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
-from emotion_ai_training.batchnorm_folding import unfold_batch_norm
+from emotion_ai_training.augment import Augmenter
+from emotion_ai_training.config import TrainConfig, build_model
 from emotion_ai_training.data import label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
 from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
-from emotion_ai_training.ferplus import LABEL_SOURCES, aligned_votes, load_ferplus, targets, usable
+from emotion_ai_training.ferplus import aligned_votes, load_ferplus, targets, usable
 from emotion_ai_training.losses import KEYPOINTS_LOSSES, MaskedRMSE
-from emotion_ai_training.models import (
-    ARCHITECTURES,
-    TINY_RESNET,
-    ResNetConfig,
-    build_emotion_model,
-    build_keypoints_model,
-    precision_policy,
-)
+from emotion_ai_training.models import precision_policy
+from emotion_ai_training.rebuild import copy_weights
 
 log = logging.getLogger(__name__)
 
 #: Validation metric that selects best.keras (and stops early), and whether higher or lower is better.
 MONITORS = {"emotion": ("val_accuracy", "max"), "keypoints": ("val_rmse", "min")}
-#: Weight of the teacher in distillation when `TrainConfig.distill_alpha` is None (see distill.py).
-DISTILL_ALPHA = {"emotion": 0.9, "keypoints": 0.5}
 #: Training images whose activations set the batch norms of a folded exported version a run starts from.
 UNFOLD_IMAGES = 4096
-#: Settings of experiments that left the code (docs/experiments.md), still in the config.json of older runs and
-#: in the training records of exported model cards: each with the value that meant "off", and the commit that
-#: still holds its code. `TrainConfig.from_dict` drops them.
-RETIRED_FIELDS: dict[str, tuple[object, str]] = {
-    "teacher_copies": (0, "ecae1ad"),
-    "online_teacher": (False, "ecae1ad"),
-    "keep_epochs": (0, "ecae1ad"),
-    "init_member": (0, "ecae1ad"),
-}
-
-
-@dataclass
-class TrainConfig:
-    task: str
-    data: str
-    run_dir: str
-    epochs: int = 30
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    patience: int = 10
-    seed: int = 0
-    precision: str = "mixed_bfloat16"
-    classes: int = 7  # emotion: 7, or 5 for the angry/disgust/happy/sad/surprise subset
-    keypoints_loss: str = "l1"  # "l1" or "mse" (masked either way)
-    tiny: bool = False  # seconds-long smoke configuration
-    strict: bool = False  # fail on bad dataset rows instead of skipping them
-    limit: int = 0  # use at most this many training rows (0 = all)
-    cache_dir: str | None = None
-    data_sha256: str = ""
-    init_from: str = ""  # start from these weights (a checkpoint or a one-network exported version, same architecture)
-    dropout: float | None = None  # None: the architecture's default
-    erase_probability: float | None = None  # random erasing; None: the task's default augmentation
-    resnet: dict = field(default_factory=dict)
-    arch: str = ""  # a name in models.ARCHITECTURES; "" = the task's default architecture
-    teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
-    distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
-    temperature: float = 4.0  # emotion distillation softening
-    labels: str = "fer2013"  # emotion targets: a name in ferplus.LABEL_SOURCES
-    votes: str = ""  # the FER+ vote file, for labels ferplus-*
-    fer2013_weight: float = 0.0  # labels ferplus-*: weight of FER-2013's one-hot label mixed into the FER+ target
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
-        if self.arch and (self.arch not in ARCHITECTURES or ARCHITECTURES[self.arch][0] != self.task):
-            names = sorted(n for n, (task, _) in ARCHITECTURES.items() if task == self.task)
-            raise ValueError(f"unknown {self.task} architecture {self.arch!r}; expected one of {names}")
-        if self.distill_alpha is not None and not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.labels not in LABEL_SOURCES:
-            raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
-        if self.labels != "fer2013" and (self.task != "emotion" or self.classes != 7 or not self.votes):
-            raise ValueError(f"labels {self.labels} need the emotion task, 7 classes and a FER+ vote file (votes)")
-        if not 0.0 <= self.fer2013_weight <= 1.0 or (self.fer2013_weight and self.labels == "fer2013"):
-            raise ValueError("fer2013_weight must be in [0, 1] and goes with labels ferplus-*")
-        for name in ("dropout", "erase_probability", "label_smoothing"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-    @classmethod
-    def from_dict(cls, config: dict, strict: bool = False) -> TrainConfig:
-        """The TrainConfig of a run's config.json (or a model card's training record), without the settings of
-        retired experiments (`RETIRED_FIELDS`). With `strict` (to train on from it), a retired setting that was
-        on is a ValueError naming the commit whose code still runs it; otherwise it is ignored (its network is
-        built and loaded the same way)."""
-        known = {k: v for k, v in config.items() if k not in RETIRED_FIELDS}
-        if strict:
-            used = [f"{k}={v!r} (code at {RETIRED_FIELDS[k][1]})" for k, v in config.items()
-                    if k in RETIRED_FIELDS and v not in (None, RETIRED_FIELDS[k][0])]
-            if used:
-                raise ValueError(f"this run used settings whose code has left: {', '.join(used)}")
-        return cls(**known)
-
-    def resnet_config(self) -> ResNetConfig:
-        if self.resnet:
-            return ResNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()})
-        base = TINY_RESNET if self.tiny else ARCHITECTURES[self.arch or self.task][1]
-        return base if self.dropout is None else replace(base, dropout=self.dropout)
-
-    def augment_config(self) -> AugmentConfig:
-        base = EMOTION_AUGMENT if self.task == "emotion" else KEYPOINTS_AUGMENT
-        return base if self.erase_probability is None else replace(base, erase_probability=self.erase_probability)
-
-    def alpha(self) -> float:
-        return DISTILL_ALPHA[self.task] if self.distill_alpha is None else self.distill_alpha
-
-    def label_names(self) -> tuple[str, ...]:
-        return EMOTION_LABELS_5 if self.classes == 5 else EMOTION_LABELS
-
-
 # ------------------------------------------------------------------------------------------ batches
 
 
@@ -317,43 +212,6 @@ def _distill_targets(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, y_va:
     if teacher.shape != y_tr.shape:
         raise ValueError(f"teacher outputs {teacher.shape[1:]} do not match the {y_tr.shape[1]} classes trained")
     return np.concatenate([y_tr, teacher], axis=1), np.concatenate([y_va, y_va], axis=1)
-
-
-def copy_weights(source: str | Path, model: keras.Model, images: np.ndarray | None = None) -> None:
-    """Load the weights of a .keras checkpoint, or of the one network of an exported version folder (rebuilt
-    from the SavedModel: `rebuild.rebuild_first_stage`, a cascade's first stage), into `model` (e.g. one
-    built under another precision policy). A version whose batch norms were folded at export is unfolded
-    (`batchnorm_folding.unfold_batch_norm`) with statistics measured on `images` [N, H, W, 1]. ValueError
-    when they do not fit: another architecture or class count, an ensemble of several networks, or a folded
-    version without `images`."""
-    from emotion_ai_training.rebuild import is_exported_version, rebuild_first_stage
-
-    if is_exported_version(Path(source)):
-        stored = rebuild_first_stage(source)
-        if len(stored.models) != 1:
-            raise ValueError(f"{source} is an ensemble of {len(stored.models)} networks; start from one network "
-                             "(a run's checkpoint or a one-network version)")
-        if stored.card.get("batch_norm_folded"):
-            if images is None:
-                raise ValueError(f"{source}: its batch norms were folded at export; unfolding needs images")
-            try:
-                unfold_batch_norm(stored.models[0], model, images)
-            except ValueError as exc:
-                raise ValueError(f"{source}: its weights do not fit the {model.name} model ({exc})") from None
-            return
-        weights = stored.models[0].get_weights()
-    else:
-        weights = keras.models.load_model(source, compile=False).get_weights()
-    if [w.shape for w in weights] != [tuple(w.shape) for w in model.weights]:
-        raise ValueError(f"{source}: its weights do not fit the {model.name} model "
-                         "(different architecture or class count)")
-    model.set_weights(weights)
-
-
-def build_model(cfg: TrainConfig) -> keras.Model:
-    if cfg.task == "emotion":
-        return build_emotion_model(len(cfg.label_names()), cfg.resnet_config())
-    return build_keypoints_model(cfg.resnet_config())
 
 
 def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
