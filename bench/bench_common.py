@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import subprocess
 import sys
-import tarfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -52,15 +50,6 @@ def throwaway_venv(name: str, installs: list[list[str]], probe: str, expected: s
         for args in installs:
             subprocess.run([str(python), "-m", "pip", "install", "-q", *args], check=True)
     return python
-
-
-def extract_at_rev(rev: str, path: str, into: Path) -> Path:
-    """`path` (a folder of the repository) as it was at git revision `rev`, extracted under `into`;
-    returns into/path."""
-    archive = subprocess.run(["git", "archive", rev, path], cwd=REPO, check=True, capture_output=True).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / path
 
 
 def display_path(path: Path, repo: Path) -> str:

@@ -212,26 +212,3 @@ def test_mtcnn_tilt_search_finds_the_tilted_faces_the_upright_search_misses(real
     assert None not in tilted.found and tilted.false_boxes == 0
     assert upright.found.count(None) >= 1 and upright.false_boxes == 0
     assert set(upright.boxes) < set(tilted.boxes)  # the turned looks only add faces: the upright ones keep their boxes
-
-
-def test_detector_ab_compares_a_commit_with_the_tree_and_finds_no_difference_against_itself(tmp_path, monkeypatch):
-    """bench/mtcnn_runner_ab.py against HEAD's client package: where the tree's is HEAD's, nothing differs."""
-    import json
-    import shutil
-    import subprocess
-
-    if not db.DATA.is_file():
-        pytest.skip(f"no keypoints data at {db.DATA}")
-    ab = bench_module("mtcnn_runner_ab")
-    same = shutil.which("git") and subprocess.run(["git", "diff", "--quiet", "HEAD", "--", ab.PACKAGE], check=False,
-                                                  cwd=ab.REPO, capture_output=True).returncode == 0
-    if not same:
-        pytest.skip("not a git checkout whose client package equals HEAD's")
-    monkeypatch.setattr("sys.argv", ["mtcnn_runner_ab.py", "--rev", "HEAD", "--scenes", "3", "--out", str(tmp_path)])
-    assert ab.main() == 0
-    doc = json.loads((tmp_path / "mtcnn_runner_ab.json").read_text())
-    assert doc["differing_scenes"] == 0 and doc["scenes"] == 3
-    earlier, current = doc["detectors"].values()
-    assert (earlier["found"], earlier["false_boxes"]) == (current["found"], current["false_boxes"])
-    assert current["faces"] > 0
-    assert "| at HEAD |" in (tmp_path / "mtcnn_runner_ab.md").read_text()

@@ -20,20 +20,25 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 CYCLES = "Client modules import each other without cycles"
 LAYERS = "Client layers: spec and versions at the bottom"
 NO_SERVER = "The client never imports the server or the training code"
+TRAINING_CYCLES = "Training modules import each other without cycles"
+TRAINING_LAYERS = "Training layers: a run's settings below training, export and interpolation above it"
+TRAINING = REPO / "training" / "src" / "emotion_ai_training"
 CONTRACTS: list[dict] = tomllib.loads(CONFIG.read_text())["tool"]["importlinter"]["contracts"]
 
 
 def lint_imports(cwd: Path, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`lint-imports` with the repository's contracts, uncached, its report unwrapped."""
+    """`lint-imports` with the repository's contracts, uncached, its report unwrapped. With `pythonpath`, the
+    packages found there come first, then this tree's (not the installed copies, which may be another tree's)."""
     env = os.environ | {"COLUMNS": "200"}
     if pythonpath is not None:
-        env["PYTHONPATH"] = str(pythonpath)
+        tree = [REPO / package / "src" for package in ("client", "serving", "training")]
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in [pythonpath, *tree])
     return subprocess.run([str(LINT_IMPORTS), "--no-cache", "--no-logo", str(CONFIG)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_the_repository_keeps_every_import_contract():
-    assert {CYCLES, LAYERS, NO_SERVER} <= {c["name"] for c in CONTRACTS}
+    assert {CYCLES, LAYERS, NO_SERVER, TRAINING_CYCLES, TRAINING_LAYERS} <= {c["name"] for c in CONTRACTS}
     result = lint_imports(REPO)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"Contracts: {len(CONTRACTS)} kept, 0 broken." in result.stdout
@@ -47,10 +52,15 @@ def test_the_repository_keeps_every_import_contract():
      "emotion_ai.spec is not allowed to import emotion_ai.client"),
     ("result.py", "import emotion_ai_serving.config\n", [NO_SERVER],
      "emotion_ai.result -> emotion_ai_serving.config"),
+    # training: a function-level import hiding a cycle (train -> rebuild -> config -> train)
+    ("config.py", "def _late() -> None:\n    from emotion_ai_training import train\n",
+     [TRAINING_CYCLES, TRAINING_LAYERS],
+     "emotion_ai_training.config is not allowed to import emotion_ai_training.train"),
 ])
 def test_the_contracts_break_on_a_forbidden_import(tmp_path, module, added, broken, reported):
-    package = tmp_path / "emotion_ai"
-    shutil.copytree(Path(emotion_ai.__file__).parent, package, ignore=shutil.ignore_patterns("models", "__pycache__"))
+    source = TRAINING if module == "config.py" else Path(emotion_ai.__file__).parent
+    package = tmp_path / source.name
+    shutil.copytree(source, package, ignore=shutil.ignore_patterns("models", "__pycache__"))
     with (package / module).open("a") as f:
         f.write("\n\n" + added)
     result = lint_imports(tmp_path, pythonpath=tmp_path)

@@ -1,4 +1,5 @@
-"""Folding batch norm into convolutions at export: same function, fewer layers, only where it is exact."""
+"""Folding batch norm into convolutions at export: same function, fewer layers, only where it is exact; and the
+re-estimation of batch-norm statistics for weights no training pass produced (interpolate)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 pytest.importorskip("tensorflow")
 
 import keras
-from emotion_ai_training.batchnorm_folding import fold_batch_norm
+from emotion_ai_training.batchnorm_folding import fold_batch_norm, recalibrate_batch_norm
 from emotion_ai_training.models import TINY_RESNET, build_emotion_model, build_keypoints_model
 
 
@@ -59,3 +60,21 @@ def test_batch_norm_after_a_shared_or_activated_layer_is_kept() -> None:
     assert folded.get_layer("solo").use_bias
     x = np.random.default_rng(2).normal(size=(2, 8, 8, 1)).astype(np.float32)
     np.testing.assert_allclose(np.asarray(folded(x)), np.asarray(model(x, training=False)), rtol=1e-4, atol=1e-4)
+
+
+def test_batch_norm_statistics_become_the_mean_of_the_batch_statistics() -> None:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.BatchNormalization()(inputs)))
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(loc, 2.0, (16, 3)).astype("float32") for loc in (0.0, 1.0, 5.0)]
+    weights = [w.copy() for w in model.get_weights()]
+    used = recalibrate_batch_norm(model, ((x, None) for x in batches))
+    assert used == 3
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([x.mean(0) for x in batches], axis=0), rtol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([x.var(0) for x in batches], axis=0), rtol=1e-4)
+    assert bn.momentum == pytest.approx(0.99)  # restored
+    dense_before = weights[-2:]
+    for a, b in zip(model.get_weights()[-2:], dense_before, strict=True):
+        np.testing.assert_array_equal(a, b)  # trainable weights untouched

@@ -1,4 +1,4 @@
-"""Rebuilding an exported version's networks, the emotion cascade graph, and choosing its threshold."""
+"""Rebuilding an exported version's networks, the emotion cascade graph and its re-export."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from emotion_ai_training import cascade
 from emotion_ai_training.cli import main as train_cli
 
 from .training_datagen import fer_rows, write_fer_csv
@@ -68,29 +67,32 @@ def test_rebuilt_networks_compute_what_the_version_serves(tmp_path: Path) -> Non
     with pytest.raises(FileNotFoundError):
         rebuild_version(tmp_path)
 
-    # A new run can start from an exported member (`--init-from VERSION --init-member K`): member 1 of the
-    # unfolded version is run b's weights (float16 storage); a folded version or a missing member is refused.
+    # A new run can start from a one-network exported version (`--init-from VERSION`): run b's network alone,
+    # unfolded, gives back b's weights (float16 storage); an ensemble of several networks, or a folded version
+    # without images to unfold it with, is refused.
+    single = export_model(members[1], "emotion", out / "emotion", version=3, labels=tuple(card["labels"]),
+                          card={"training": card["training"][1]}, fold_batch_norms=False, weights_dtype="float16")
     fresh = build_model(TrainConfig(**json.loads((runs / "b" / "config.json").read_text())))
-    copy_weights(unfolded, fresh, member=1)
+    copy_weights(single, fresh)
     for got, want in zip(fresh.get_weights(), members[1].get_weights(), strict=True):
         np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-3)
-    assert any(not np.allclose(got, other, atol=2e-3) for got, other in zip(fresh.get_weights(),
-                                                                            members[0].get_weights(), strict=True))
+    single_folded = export_model(members[1], "emotion", out / "emotion", version=4, labels=tuple(card["labels"]),
+                                 card={"training": card["training"][1]})
     with pytest.raises(ValueError, match="folded"):
-        copy_weights(folded, fresh)
-    with pytest.raises(ValueError, match="no member 2"):
-        copy_weights(unfolded, fresh, member=2)
-    assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(runs), "--name", "c", "--epochs", "1",
-                      "--tiny", "--precision", "float32", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache"),
-                      "--init-from", str(unfolded), "--init-member", "1"]) == 0
-    config = json.loads((runs / "c" / "config.json").read_text())
-    assert (config["init_from"], config["init_member"]) == (str(unfolded), 1)
+        copy_weights(single_folded, fresh)
+    with pytest.raises(ValueError, match="ensemble of 2 networks"):
+        copy_weights(unfolded, fresh)
+    common = ["train", "emotion", "--data", str(data), "--runs", str(runs), "--epochs", "1", "--tiny", "--precision",
+              "float32", "--batch-size", "8", "--cache-dir", str(tmp_path / "cache")]
+    assert train_cli([*common, "--name", "c", "--init-from", str(single)]) == 0
+    assert json.loads((runs / "c" / "config.json").read_text())["init_from"] == str(single)
+    assert train_cli([*common, "--name", "d", "--init-from", str(unfolded)]) == 2
 
 
 def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path) -> None:
     from emotion_ai_training.rebuild import rebuild_version
 
-    data, runs, out = _train_runs(tmp_path, ("fast", "slow"))
+    _, runs, out = _train_runs(tmp_path, ("fast", "slow"))
     exported = out / "emotion"
     assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--no-evaluate"]) == 0  # 1
     assert train_cli(["export", str(runs / "slow"), "--out", str(out), "--flip-tta"]) == 0  # 2, evaluated
@@ -106,7 +108,7 @@ def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path)
     assert 0 < deferred.sum() < len(images)
     np.testing.assert_allclose(cascaded[deferred], slow[deferred], atol=1e-5)
     np.testing.assert_allclose(cascaded[~deferred], fast[~deferred], atol=1e-5)
-    np.testing.assert_allclose(cascaded, cascade.cascade_scores(fast, slow, float(f"{threshold:.6f}")), atol=1e-5)
+    np.testing.assert_allclose(cascaded, np.where(deferred[:, None], slow, fast), atol=1e-5)
     # A batch with no face deferred, one with every face deferred, and an empty batch.
     sure = images[~deferred][:3]
     np.testing.assert_allclose(_scores(exported / "3", sure), fast[~deferred][:3], atol=1e-5)
@@ -127,19 +129,8 @@ def test_cascade_answers_only_the_unsure_faces_with_the_fallback(tmp_path: Path)
                       "--defer-below", "1.5", "--no-evaluate"]) == 2
     assert sorted(p.name for p in exported.iterdir()) == ["1", "2", "3"]
 
-    # cascade-curve on the validation split: deferring nothing is the fast stage, everything the fallback.
-    report = tmp_path / "curve"
-    assert train_cli(["cascade-curve", str(exported / "2"), str(exported / "1"), "--data", str(data), "--out",
-                      str(report), "--cache-dir", str(tmp_path / "cache")]) == 0
-    [doc] = json.loads((report / "cascade_curve.json").read_text())
-    ends = {p["defer_below"]: p for p in doc["curve"]}
-    slow_accuracy = json.loads((exported / "2" / "model_card.json").read_text())["validation_metrics"]["accuracy"]
-    assert ends[1.0]["deferred_fraction"] == 1.0 and ends[1.0]["accuracy"] == pytest.approx(slow_accuracy)
-    assert np.load(report / "scores.npz")["fast_0"].shape[1] == 7
-    assert len(doc["cross_fitted"]) == 2 and (report / "cascade_curve.md").read_text().startswith("# Cascade")
 
-
-def test_reexport_keeps_a_cascade_or_one_stage_and_bfloat16_computes_close_to_float32(tmp_path: Path) -> None:
+def test_reexport_keeps_a_cascade_and_bfloat16_computes_close_to_float32(tmp_path: Path) -> None:
     _, runs, out = _train_runs(tmp_path, ("fast", "slow"))
     exported = out / "emotion"
     assert train_cli(["export", str(runs / "fast"), "--out", str(out), "--no-evaluate"]) == 0  # 1
@@ -173,77 +164,7 @@ def test_reexport_keeps_a_cascade_or_one_stage_and_bfloat16_computes_close_to_fl
         clear = np.abs(fast.max(axis=1) - float(threshold)) > 0.02  # no face near the threshold changes stage
         np.testing.assert_allclose(ours[clear], theirs[clear], atol=3e-2)
         assert ours.dtype == np.float32 and np.allclose(ours.sum(axis=1), 1.0, atol=1e-3)
-    # One stage alone, as a plain version with its own views: the same scores, bfloat16 weights bit for bit.
-    for version, stage, reference in (("7", "first", "1"), ("8", "fallback", "2")):
-        assert train_cli(["reexport", str(exported / "3"), "--stage", stage, "--out", str(out), "--version", version,
-                          "--weights-dtype", "float32", "--no-evaluate"]) == 0
-        card = json.loads((exported / version / "model_card.json").read_text())
-        source = card["exported_from"]
-        assert "cascade" not in card and (source["stage"], source["version"]) == (stage, 3)
-        np.testing.assert_allclose(_scores(exported / version, images), _scores(exported / reference, images),
-                                   atol=1e-5)
-    assert train_cli(["reexport", str(exported / "5"), "--stage", "fallback", "--out", str(out), "--version", "9",
-                      "--compute-dtype", "bfloat16", "--no-evaluate"]) == 0
-    stored = [[w.numpy() for member in getattr(tf.saved_model.load(str(exported / v)), net).trainable
-               for w in member] for v, net in (("5", "fallback_net"), ("9", "net"))]
-    assert len(stored[0]) == len(stored[1]) and all(
-        a.dtype == b.dtype and a.tobytes() == b.tobytes() for a, b in zip(*stored, strict=True))
-    assert train_cli(["reexport", str(exported / "2"), "--stage", "first", "--out", str(out), "--no-evaluate"]) == 2
     assert train_cli(["reexport", str(tmp_path), "--out", str(out), "--no-evaluate"]) == 2  # not a version
-
-
-def test_exported_versions_join_an_ensemble_as_members(tmp_path: Path) -> None:
-    _, runs, out = _train_runs(tmp_path, ("a", "b", "c"))
-    exported = out / "emotion"
-    export = ["--out", str(out), "--no-evaluate"]
-    assert train_cli(["export", str(runs / "a"), str(runs / "b"), "--flip-tta", *export]) == 0  # 1: from runs
-    assert train_cli(["export", str(runs / "b"), "--shift-tta", "2", *export]) == 0  # 2: b alone, other views
-    # 3: run a with version 2's network: the same graph as 1 (this export's views, not version 2's).
-    assert train_cli(["export", str(runs / "a"), str(exported / "2"), "--flip-tta", *export]) == 0
-    images = np.random.default_rng(3).integers(0, 256, (12, 48, 48, 1), dtype=np.uint8)
-    from_runs, mixed = _scores(exported / "1", images), _scores(exported / "3", images)
-    assert np.abs(from_runs - _scores(exported / "2", images)).max() > 1e-3  # the test can tell them apart
-    np.testing.assert_allclose(mixed, from_runs, atol=1e-5)
-    cards = {v: json.loads((exported / v / "model_card.json").read_text()) for v in ("1", "3")}
-    assert [m["run"] for m in cards["3"]["training"]] == ["a", "b"] and cards["3"]["ensemble_members"] == 2
-    assert "from_version" not in cards["3"]["training"][0]
-    assert cards["3"]["training"][1]["from_version"]["version"] == 2
-    assert cards["3"]["training"][1]["config"] == cards["1"]["training"][1]["config"]
-    # A cascade contributes its first stage: c first, version 2 for the unsure faces, then c's network reused.
-    threshold = f"{float(np.median(_scores(exported / '2', images).max(axis=1))):.6f}"
-    assert train_cli(["export", str(runs / "c"), "--fallback", str(exported / "2"), "--defer-below", threshold,
-                      *export]) == 0  # 4
-    assert train_cli(["export", str(exported / "4"), *export]) == 0  # 5
-    assert train_cli(["export", str(runs / "c"), *export]) == 0  # 6
-    np.testing.assert_allclose(_scores(exported / "5", images), _scores(exported / "6", images), atol=1e-5)
-    # Members trained on other data, or a folder that is neither run nor version: clear errors, exit code 2.
-    other = write_fer_csv(tmp_path / "other.csv", fer_rows(40, seed=9))
-    assert train_cli(["train", "emotion", "--data", str(other), "--runs", str(runs), "--name", "d", "--epochs", "1",
-                      "--tiny", "--precision", "float32", "--batch-size", "8", "--cache-dir",
-                      str(tmp_path / "cache")]) == 0
-    assert train_cli(["export", str(exported / "2"), str(runs / "d"), *export]) == 2
-    assert train_cli(["export", str(tmp_path / "nothing"), *export]) == 2
-    assert sorted(p.name for p in exported.iterdir()) == ["1", "2", "3", "4", "5", "6"]
-
-
-def test_curve_threshold_choice_and_cross_fitting_values() -> None:
-    labels = ("happy", "sad")
-    # Six faces; the fast stage is sure (0.9) of four, two of them wrong; unsure (0.6) of two, both wrong.
-    fast = np.array([[0.9, 0.1], [0.9, 0.1], [0.1, 0.9], [0.1, 0.9], [0.6, 0.4], [0.4, 0.6]])
-    fallback = np.array([[0.8, 0.2], [0.3, 0.7], [0.2, 0.8], [0.7, 0.3], [0.2, 0.8], [0.7, 0.3]])
-    y = np.array([0, 1, 1, 0, 1, 0])
-    points = {p.defer_below: p for p in cascade.curve(fast, fallback, y, labels, (0.5, 0.7, 0.95))}
-    assert points[0.5].deferred_fraction == 0.0 and points[0.5].accuracy == pytest.approx(2 / 6, abs=1e-4)
-    assert points[0.7].deferred_fraction == pytest.approx(2 / 6)
-    assert points[0.7].accuracy == pytest.approx(4 / 6, abs=1e-4)
-    assert points[0.95].deferred_fraction == 1.0 and points[0.95].accuracy == pytest.approx(1.0)
-    assert cascade.lowest_threshold(fast, fallback, y, 4 / 6, (0.5, 0.7, 0.95)) == 0.7
-    assert cascade.lowest_threshold(fast, fallback, y, 1.0, (0.95, 0.5, 0.7)) == 0.95
-    assert cascade.lowest_threshold(fast, fallback[:, ::-1], y, 0.9, (0.5, 0.7, 0.95)) is None
-    folds = cascade.cross_fitted(fast, fallback, y, (0.5, 0.7, 0.95))
-    assert sum(f["images"] for f in folds) == 6
-    for f in folds:  # the fallback is always right here, so matching it on a half means deferring all of it
-        assert f["defer_below"] == 0.95 and f["accuracy"] == 1.0 and f["deferred_fraction"] == 1.0
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -68,3 +68,16 @@ def test_interpolate_cli_writes_a_checkpoint_and_both_metrics_per_alpha(tmp_path
     assert member["checkpoint"] == checkpoint_name(0.5) and member["checkpoint_epoch"] is None
     assert member["interpolated"] == {"start": str(out / "emotion" / "1"), "end": "best.keras", "alpha": 0.5}
     assert train_cli(["interpolate", str(run), "--alpha", "1.5"]) == 2
+
+
+def test_a_run_started_from_one_member_of_an_ensemble_is_refused(tmp_path: Path) -> None:
+    """Runs from before --init-member left may have started from member K of an ensemble version; the start
+    can no longer be rebuilt, so interpolation refuses them (their code is at the named commit)."""
+    from emotion_ai_training.interpolate import interpolate_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"task": "emotion", "data": "fer2013.csv", "run_dir": str(run), "init_from": "models_export/emotion/6"}
+    (run / "config.json").write_text(json.dumps(config | {"init_member": 1}))
+    with pytest.raises(ValueError, match=r"member 1 .*ecae1ad"):
+        interpolate_run(run, [0.5])

@@ -200,6 +200,7 @@ def test_ensemble_export_averages_members_and_float16_halves_the_size(tmp_path: 
     # Runs that do not share the label set (or task, or data) cannot be averaged: clear error, exit code 2.
     assert train_cli(["export", a, str(runs / "five"), "--out", str(out), "--no-evaluate"]) == 2
     assert train_cli(["export", a, str(tmp_path), "--out", str(out), "--no-evaluate"]) == 2
+    assert train_cli(["export", a, str(out / "emotion" / "1"), "--out", str(out), "--no-evaluate"]) == 2  # a version
     assert sorted(p.name for p in (out / "emotion").iterdir()) == ["1", "2", "3", "4", "5"]
 
 
@@ -291,3 +292,25 @@ def test_strict_flag_fails_on_a_bad_row_that_the_default_skips(tmp_path: Path) -
     assert train_cli(["describe", str(data), "--out", str(out), "--cache-dir", cache, "--strict"]) == 2
     assert train_cli(["train", "emotion", "--data", str(data), "--runs", str(tmp_path / "runs"), "--tiny",
                       "--epochs", "1", "--cache-dir", cache, "--strict"]) == 2
+
+
+def test_configs_of_retired_experiments_load_but_do_not_train_on() -> None:
+    """Runs and model cards from before an experiment left keep its setting: ignored when their networks are
+    built (export, rebuild, --init-from), refused when a run would train on with it (--resume)."""
+    from dataclasses import asdict
+
+    from emotion_ai_training.config import RETIRED_FIELDS, TrainConfig
+
+    repo = Path(__file__).resolve().parents[2]
+    for card in sorted((repo / "models_export").glob("*/*/model_card.json")):
+        records = json.loads(card.read_text())["training"]
+        for record in records if isinstance(records, list) else [records]:
+            cfg = TrainConfig.from_dict(record["config"])
+            assert not set(RETIRED_FIELDS) & set(asdict(cfg))
+    off = {"task": "emotion", "data": "d", "run_dir": "r"} | {k: v for k, (v, _) in RETIRED_FIELDS.items()}
+    assert TrainConfig.from_dict(off, strict=True) == TrainConfig("emotion", "d", "r")
+    for name, (value, commit) in RETIRED_FIELDS.items():
+        used = off | {name: 3 if isinstance(value, int) and not isinstance(value, bool) else True}
+        assert TrainConfig.from_dict(used) == TrainConfig("emotion", "d", "r")
+        with pytest.raises(ValueError, match=f"{name}=.*{commit}"):
+            TrainConfig.from_dict(used, strict=True)

@@ -11,11 +11,10 @@ from typing import TYPE_CHECKING
 
 from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
 
-from emotion_ai_training.cascade import CASCADE_STAGES
 from emotion_ai_training.ferplus import LABEL_SOURCES
 
 if TYPE_CHECKING:
-    from emotion_ai_training.train import TrainConfig
+    from emotion_ai_training.config import TrainConfig
 
 log = logging.getLogger("emotion_ai_training")
 
@@ -45,9 +44,6 @@ _TRAIN_FIELDS: dict[str, tuple[str, type, tuple | None]] = {
     "--temperature": ("temperature", float, None),
     "--limit": ("limit", int, None),
     "--init-from": ("init_from", str, None),
-    "--init-member": ("init_member", int, None),
-    "--keep-epochs": ("keep_epochs", int, None),
-    "--teacher-copies": ("teacher_copies", int, None),
     "--labels": ("labels", str, LABEL_SOURCES),
     "--votes": ("votes", str, None),
     "--fer2013-weight": ("fer2013_weight", float, None),
@@ -62,28 +58,23 @@ _TRAIN_HELP = {
     "--label-smoothing": "emotion cross-entropy label smoothing",
     "--keypoints-loss": "masked loss for keypoints",
     "--arch": "named architecture (emotion-ai-train model-info lists them; default: the task's)",
-    "--alpha": "teacher weight in distillation (default: train.DISTILL_ALPHA, 0.9 emotion, 0.5 keypoints)",
+    "--alpha": "teacher weight in distillation (default: config.DISTILL_ALPHA, 0.9 emotion, 0.5 keypoints)",
     "--temperature": "emotion distillation temperature",
     "--limit": "use at most N training rows (0 = all)",
     "--init-from": "start a new run (new LR schedule) from a checkpoint's weights, e.g. runs/emotion/best.keras, or "
-                   "from an exported version's (networks rebuilt from its SavedModel)",
-    "--init-member": "with --init-from an exported ensemble version: which member's weights (0-based)",
-    "--teacher-copies": "emotion distillation: teach on K fixed augmented copies of the training set, the teacher "
-                        "run on each (cached), instead of on the un-augmented images (default: 0)",
+                   "from a one-network exported version's (rebuilt from its SavedModel)",
     "--labels": "emotion targets: FER-2013's label, the FER+ majority of ten annotators (one-hot), or their vote "
                 "distribution (soft labels)",
     "--fer2013-weight": "with --labels ferplus-*: mix FER-2013's one-hot label into the target with this weight "
                         "(0..1; default 0: FER+ alone)",
     "--votes": f"the FER+ vote file (fer2013new.csv) for --labels ferplus-* (default: {DEFAULT_VOTES})",
-    "--keep-epochs": "keep the last N epochs' weights in <run>/epochs/ for `emotion-ai-train average` (default: 0; "
-                     "with --resume, from then on)",
 }
 
 
 def _add_train(sub) -> None:
     from dataclasses import fields
 
-    from emotion_ai_training.train import TrainConfig
+    from emotion_ai_training.config import TrainConfig
 
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     p = sub.add_parser("train", help="train a model (checkpoint every epoch; --resume continues)")
@@ -99,9 +90,6 @@ def _add_train(sub) -> None:
         p.add_argument(flag, dest=name, type=kind, choices=choices, help=text)
     p.add_argument("--teacher", nargs="+", metavar="MODEL",
                    help="distil from these exported SavedModels or .keras checkpoints (outputs averaged, cached)")
-    p.add_argument("--online-teacher", action="store_true",
-                   help="emotion distillation: run the teacher's networks (image + mirror) on every augmented batch "
-                        "instead of caching its outputs on the un-augmented images")
     p.add_argument("--tiny", action="store_true", help="seconds-long smoke configuration")
     p.add_argument("--strict", action="store_true", help="fail on bad dataset rows instead of skipping them")
     p.add_argument("--cache-dir", default=defaults["cache_dir"] or "cache",
@@ -112,7 +100,7 @@ def _add_train(sub) -> None:
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of a parsed `train` command line: options not given keep TrainConfig's defaults."""
-    from emotion_ai_training.train import TrainConfig
+    from emotion_ai_training.config import TrainConfig
 
     given = {name: getattr(args, name) for name, _, _ in _TRAIN_FIELDS.values() if getattr(args, name) is not None}
     if given.get("labels", "fer2013") != "fer2013":
@@ -120,7 +108,6 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         task=args.task, data=args.data or DEFAULT_DATA[args.task],
         run_dir=str(Path(args.runs) / (args.name or args.task)), tiny=args.tiny, strict=args.strict,
-        online_teacher=args.online_teacher,
         cache_dir=args.cache_dir, teacher=list(args.teacher or []), **given,
     )
 
@@ -131,7 +118,7 @@ def _cmd_train(args) -> int:
     cfg = train_config_from_args(args)
     if args.preview:
         return _preview(cfg, Path(args.preview))
-    run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs, keep_epochs=args.keep_epochs)
+    run_dir = train(cfg, resume=args.resume, resume_epochs=args.epochs)
     log.info("run written to %s", run_dir)
     return 0
 
@@ -218,13 +205,10 @@ def _cmd_evaluate(args) -> int:
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="export runs' best checkpoints (or exported versions' networks) as "
-                                      "models_export/<model>/<version>/")
+    p = sub.add_parser("export", help="export runs' best checkpoints as models_export/<model>/<version>/")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                   help="a run folder, e.g. runs/emotion, or an exported version whose networks (a cascade's "
-                        "first stage) join as members; several are exported as one ensemble (the graph averages "
-                        "their outputs over this export's views; the first member's data and seed are used to "
-                        "evaluate)")
+                   help="a run folder, e.g. runs/emotion; several are exported as one ensemble (the graph averages "
+                        "their outputs over the views; the first member's data and seed are used to evaluate)")
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
     p.add_argument("--checkpoint", default="best.keras", help="checkpoint file in each run (default: best.keras)")
@@ -238,8 +222,7 @@ def _add_export(sub) -> None:
                    help="emotion: export a cascade whose second stage is this exported version (e.g. "
                         "emotion v6, in git history; not a cascade); needs --defer-below")
     p.add_argument("--defer-below", type=float, metavar="SCORE",
-                   help="cascade: faces whose top score from the runs is below SCORE get the fallback's scores "
-                        "(`emotion-ai-train cascade-curve` measures the choices)")
+                   help="cascade: faces whose top score from the runs is below SCORE get the fallback's scores")
     p.add_argument("--eval-dir", default="runs/eval",
                    help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
     _add_votes(p, default="the run's own, if it trained on FER+ votes")
@@ -275,8 +258,6 @@ def _add_reexport(sub) -> None:
     p.add_argument("version_dir", help="an exported version folder, e.g. models_export/emotion_accurate/8")
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
-    p.add_argument("--stage", choices=CASCADE_STAGES,
-                   help="a cascade: export only this stage, as a plain version with its own views")
     _add_dtypes(p, weights_default="float16")
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
     p.add_argument("--eval-dir", default="runs/eval",
@@ -289,73 +270,8 @@ def _cmd_reexport(args) -> int:
 
     target = export_version(Path(args.version_dir), args.out, version=args.version, weights_dtype=args.weights_dtype,
                             compute_dtype=args.compute_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
-                            stage=args.stage, votes=args.votes or None)
+                            votes=args.votes or None)
     sys.stdout.write(f"{target}\n")
-    return 0
-
-
-def _add_cascade_curve(sub) -> None:
-    p = sub.add_parser("cascade-curve", help="emotion: accuracy and faces deferred of a cascade (fast version first, "
-                                             "fallback version for the unsure faces) for each threshold")
-    p.add_argument("fallback", help="the second stage, a plain exported version folder (not a cascade), e.g. "
-                                    "emotion v6 from git history")
-    p.add_argument("fast", nargs="+", help="candidate first stages (exported version folders), each measured")
-    p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
-    p.add_argument("--out", default="runs/cascade",
-                   help="where cascade_curve.md/.json and every stage's scores (scores.npz) go (default: runs/cascade)")
-    p.add_argument("--cache-dir", default="cache")
-
-
-def _cmd_cascade_curve(args) -> int:
-    import numpy as np
-
-    from emotion_ai_training import cascade
-    from emotion_ai_training.data import label_remap, load_task
-    from emotion_ai_training.evaluate import emotion_scores
-
-    dataset = load_task("emotion", args.data or DEFAULT_DATA["emotion"], cache_dir=args.cache_dir)
-    images, labels = dataset.subset("validation")
-    fallback, model_labels = emotion_scores(Path(args.fallback), images)
-    y = label_remap(dataset.label_names, model_labels)[labels]
-    keep = y >= 0
-    fallback, y = fallback[keep], y[keep]
-    texts, docs, scores = [], [], {"labels": y, "fallback": fallback}
-    for i, folder in enumerate(args.fast):
-        fast, fast_labels = emotion_scores(Path(folder), images)
-        if fast_labels != model_labels:
-            raise ValueError(f"{folder} and {args.fallback} have other labels")
-        fast = scores[f"fast_{i}"] = fast[keep]
-        points = cascade.curve(fast, fallback, y, model_labels)
-        folds = cascade.cross_fitted(fast, fallback, y)
-        texts.append(cascade.markdown(points, folder, args.fallback, cascade.accuracy(fallback, y),
-                                      cascade.accuracy(fast, y), folds))
-        docs.append({"fast": folder, "fallback": args.fallback, "curve": cascade.as_json(points),
-                     "cross_fitted": folds})
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    text = "\n".join(texts)
-    (out_dir / "cascade_curve.md").write_text(text)
-    (out_dir / "cascade_curve.json").write_text(json.dumps(docs, indent=2) + "\n")
-    np.savez_compressed(out_dir / "scores.npz", **scores)  # for other analyses of the same faces
-    sys.stdout.write(text)
-    return 0
-
-
-def _add_average(sub) -> None:
-    p = sub.add_parser("average", help="average a run's kept epoch weights (SWA) into averaged.keras; "
-                                       "reports its validation metric beside best.keras's")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run trained with --keep-epochs")
-    p.add_argument("--from", dest="first", type=int, metavar="EPOCH",
-                   help="first epoch averaged (default: the oldest kept)")
-    p.add_argument("--to", dest="last", type=int, metavar="EPOCH",
-                   help="last epoch averaged (default: the newest kept)")
-
-
-def _cmd_average(args) -> int:
-    from emotion_ai_training.average import average_run
-
-    report = average_run(Path(args.run_dir), args.first, args.last)
-    sys.stdout.write(json.dumps(report) + "\n")
     return 0
 
 
@@ -439,8 +355,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_export(sub)
     _add_reexport(sub)
-    _add_cascade_curve(sub)
-    _add_average(sub)
     _add_interpolate(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
@@ -452,8 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
-                "export": _cmd_export, "reexport": _cmd_reexport, "cascade-curve": _cmd_cascade_curve,
-                "average": _cmd_average, "interpolate": _cmd_interpolate,
+                "export": _cmd_export, "reexport": _cmd_reexport, "interpolate": _cmd_interpolate,
                 "model-info": _cmd_model_info, "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)

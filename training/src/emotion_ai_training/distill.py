@@ -1,12 +1,10 @@
 """Knowledge distillation: teachers, their cached outputs and the distillation loss.
 
 A teacher is one or more exported SavedModels (any views or ensemble inside their graph) or `.keras`
-checkpoints; several are averaged. By default teachers run offline, once per training set: their outputs on
+checkpoints; several are averaged. Teachers run offline, once per training set: their outputs on
 the un-augmented training images are cached under `cache_dir/teacher/`, one file per teacher (keyed by its
 files and the images themselves), and reused by every epoch and every run that uses that teacher. The emotion
 teachers shipped here average the mirror image, so their output is already the one of a flipped copy.
-`OnlineTeacher` instead runs the teacher's networks on every augmented training batch, so the targets are
-those of the very pixels the student sees.
 
 - emotion: targets are `[one-hot label ‖ teacher probabilities]`; `DistillationLoss` is
   α·T²·KL(teacher_T ∥ student_T) + (1 − α)·cross-entropy(label), both softened at temperature T.
@@ -100,42 +98,6 @@ def teacher_output(path: Path, task: str, images: np.ndarray, cache_dir: str | P
         np.savez(tmp, outputs=outputs, teacher=str(path), seconds=seconds)
         tmp.replace(cache)
     return outputs
-
-
-class OnlineTeacher:
-    """Emotion teachers as Keras networks, run on each batch: the mean probabilities of every network on the
-    image and its mirror (`export.tta_views` with the flip only). An exported version is rebuilt from its
-    SavedModel (`rebuild.rebuild_version`) and run without the shifted views of its graph, which would cost
-    five times as much for targets that the augmentation already varies."""
-
-    def __init__(self, teachers: Sequence[str | Path], compute_dtype: str = "float32"):
-        import tensorflow as tf
-
-        from emotion_ai_training.export import tta_views
-        from emotion_ai_training.rebuild import rebuild_version
-
-        paths = [Path(t) for t in teachers]
-        if not paths:
-            raise ValueError("no teacher given")
-        networks: list[keras.Model] = []
-        for path in paths:
-            if not path.exists():
-                raise FileNotFoundError(f"teacher {path} does not exist")
-            networks += rebuild_version(path, compute_dtype).models if path.is_dir() \
-                else [keras.models.load_model(path, compile=False)]
-
-        @tf.function(reduce_retracing=True)
-        def mean_probabilities(x):
-            views = tta_views(x, flip=True, shift=0)
-            batch = tf.concat(views, axis=0)
-            p = tf.add_n([tf.cast(net(batch, training=False), tf.float32) for net in networks]) / len(networks)
-            return tf.reduce_mean(tf.reshape(p, [len(views), tf.shape(x)[0], -1]), axis=0)
-
-        self._mean_probabilities = mean_probabilities
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Teacher probabilities [B, K] for float32 pixels [B, H, W, 1] (0..255)."""
-        return self._mean_probabilities(x.astype(np.float32)).numpy()
 
 
 def keypoint_targets(labels: np.ndarray, teacher: np.ndarray, alpha: float) -> np.ndarray:

@@ -26,6 +26,7 @@ from emotion_ai.spec import (
     SIGNATURE_NAME,
 )
 
+from emotion_ai_training.augment import draw_points, image_grid
 from emotion_ai_training.data import EmotionData, KeypointsData, label_remap, load_task
 from emotion_ai_training.ferplus import agrees, aligned_votes, emotion_votes, load_ferplus, usable
 
@@ -302,8 +303,6 @@ def keypoint_errors(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def evaluate_keypoints(model_dir: Path, dataset: KeypointsData, out_dir: Path, name: str, seed: int) -> dict:
-    from emotion_ai_training.augment import draw_points, image_grid
-
     _, fn = _signature(model_dir)
     images, points = dataset.subset("validation")
     t0 = time.perf_counter()

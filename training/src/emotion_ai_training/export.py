@@ -42,20 +42,23 @@ from emotion_ai.spec import (
 from emotion_ai.versions import version_dirs
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
-from emotion_ai_training.cascade import CASCADE_STAGES
+from emotion_ai_training.config import TrainConfig, build_model
+from emotion_ai_training.data import load_task
 from emotion_ai_training.evaluate import TEMPERATURE_FLOOR
+from emotion_ai_training.evaluate import evaluate as evaluate_model
 from emotion_ai_training.models import precision_policy
 from emotion_ai_training.rebuild import (
     COMPUTE_DTYPES,
     MODEL_CARD,
     ExportedEnsemble,
+    copy_weights,
     in_compute_dtype,
     is_exported_version,
     rebuild_cascade,
-    rebuild_first_stage,
     rebuild_version,
     training_records,
 )
+from emotion_ai_training.train import best_epoch
 
 log = logging.getLogger(__name__)
 
@@ -358,26 +361,15 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
 # ------------------------------------------------------------------------------------------ runs → version
 
 
-def _version_members(folder: Path, compute_dtype: str) -> tuple[list[keras.Model], list[dict]]:
-    """The networks of exported version `folder` (a cascade: its first stage), rebuilt from the SavedModel,
-    and their training records from its card, each marked with the version it was taken from."""
-    ensemble = rebuild_first_stage(folder, compute_dtype)
-    card = ensemble.card
-    source = {"folder": str(folder), "version": card.get("version"), "code_commit": card.get("code_commit"),
-              "weights_dtype": card.get("weights_dtype"), "compute_dtype": card.get("compute_dtype", "float32")}
-    return ensemble.models, [r | {"from_version": source} for r in training_records(card)]
-
-
 def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[keras.Model, dict]:
     """Run `run_dir`'s architecture with `checkpoint` loaded (in `compute_dtype`) and its training record."""
-    from emotion_ai_training.average import AVERAGED, AVERAGED_REPORT
-    from emotion_ai_training.train import TrainConfig, best_epoch, build_model, copy_weights
-
+    if is_exported_version(run_dir):
+        raise ValueError(f"{run_dir} is an exported version, not a training run (`reexport` exports a version again)")
     path = run_dir / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir}: neither a training run (no config.json) nor an exported version")
+        raise FileNotFoundError(f"{run_dir}: not a training run (no config.json)")
     config = json.loads(path.read_text())
-    cfg = TrainConfig(**config)
+    cfg = TrainConfig.from_dict(config)
     state = json.loads((run_dir / "state.json").read_text())
     model = build_model(cfg)
     copy_weights(run_dir / checkpoint, model)
@@ -388,9 +380,6 @@ def _run_member(run_dir: Path, checkpoint: str, compute_dtype: str) -> tuple[ker
     if record.is_file():
         member["checkpoint_epoch"] = None
         member.update(json.loads(record.read_text()))
-    if checkpoint == AVERAGED and (run_dir / AVERAGED_REPORT).exists():  # the mean of several epochs
-        member["checkpoint_epoch"] = None
-        member["averaged_epochs"] = json.loads((run_dir / AVERAGED_REPORT).read_text())["epochs"]
     return (model if compute_dtype == "float32" else in_compute_dtype(model, config, compute_dtype)), member
 
 
@@ -421,31 +410,19 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (a plain exported emotion version,
     e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
     (export_model); `temperature` rescales the served scores (export_model).
-
-    An exported version folder in `run_dirs` contributes its networks as members (a cascade: its first
-    stage), rebuilt from its SavedModel: members of a version whose runs are gone can join new ones. The
-    views are this export's (`flip_tta`, `shift_tta`), not the version's.
     """
-    from emotion_ai_training.data import load_task
-    from emotion_ai_training.train import TrainConfig
-
     if (fallback is None) != (defer_below is None):
         raise ValueError("a cascade needs both a fallback version and defer_below")
     if not run_dirs:
-        raise ValueError("no run or version to export")
+        raise ValueError("no run to export")
     with precision_policy("float32"):  # the runs' networks are built and loaded in float32
         models, members = [], []
-        for source in (Path(r) for r in run_dirs):
-            if is_exported_version(source):
-                found, records = _version_members(source, compute_dtype)
-                models += found
-                members += records
-            else:
-                model, member = _run_member(source, checkpoint, compute_dtype)
-                models.append(model)
-                members.append(member)
+        for run_dir in run_dirs:
+            model, member = _run_member(Path(run_dir), checkpoint, compute_dtype)
+            models.append(model)
+            members.append(member)
         _check_ensemble(members)
-        cfg = TrainConfig(**members[0]["config"])
+        cfg = TrainConfig.from_dict(members[0]["config"])
         dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
         card = {
             "training_data": {"file": Path(cfg.data).name, "sha256": cfg.data_sha256,
@@ -465,38 +442,26 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
 
 def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,
                    weights_dtype: str = "float16", compute_dtype: str = "float32", evaluate: bool = True,
-                   eval_dir: str | Path | None = "runs/eval", stage: str | None = None,
-                   votes: str | None = None) -> Path:
+                   eval_dir: str | Path | None = "runs/eval", votes: str | None = None) -> Path:
     """Export an exported version (plain or cascade) again as `out/<model>/<version>/`, its networks rebuilt
     from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
     types; its views, threshold, temperature and training record carry over, and the card names the source
-    version.
-    `stage` ("first" or "fallback", a cascade only) exports that stage alone as a plain version, with its
-    own views: bfloat16 weights come out bit for bit, so a new ensemble built from it stores the same bytes."""
-    from emotion_ai_training.data import load_task
-    from emotion_ai_training.train import TrainConfig
-
+    version."""
     folder = Path(folder)
     cascade = None
-    if stage is not None:
-        if stage not in CASCADE_STAGES:
-            raise ValueError(f"stage must be one of {CASCADE_STAGES}, got {stage!r}")
-        first_stage, fallback, _ = rebuild_cascade(folder, compute_dtype)  # ValueError when not a cascade
-        networks, source = (first_stage if stage == "first" else fallback), first_stage.card
-    else:
-        try:
-            networks = rebuild_version(folder, compute_dtype)
-        except ValueError:  # a cascade (any other reason to fail, rebuild_cascade gives too)
-            networks, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
-            cascade = Cascade(fallback, defer_below)
-        source = networks.card
+    try:
+        networks = rebuild_version(folder, compute_dtype)
+    except ValueError:  # a cascade (any other reason to fail, rebuild_cascade gives too)
+        networks, fallback, defer_below = rebuild_cascade(folder, compute_dtype)
+        cascade = Cascade(fallback, defer_below)
+    source = networks.card
     training = networks.card["training"]
-    cfg = TrainConfig(**training_records(networks.card)[0]["config"])
+    cfg = TrainConfig.from_dict(training_records(networks.card)[0]["config"])
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed) if evaluate else None
     base_dir = Path(out) / source["model"]
     exported_from = {"version": source.get("version"), "folder": str(folder), "code_commit": source.get("code_commit"),
                      "weights_dtype": source.get("weights_dtype"),
-                     "compute_dtype": source.get("compute_dtype", "float32")} | ({"stage": stage} if stage else {})
+                     "compute_dtype": source.get("compute_dtype", "float32")}
     card = ({"training_data": source["training_data"]} if "training_data" in source else {}) | {
         "training": training, "exported_from": exported_from} | label_source(cfg)
     return export_model(networks.models, source["model"], base_dir, version=version,
@@ -504,7 +469,7 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                         flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,
                         card=card,
                         evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
-                        cascade=cascade, temperature=float(source.get("temperature", 1.0)) if stage is None else 1.0)
+                        cascade=cascade, temperature=float(source.get("temperature", 1.0)))
 
 
 def label_source(cfg: Any) -> dict[str, Any]:
@@ -524,8 +489,6 @@ def _validation_metrics(cfg: Any, dataset: Any, base_dir: Path, eval_dir: str | 
     """The `evaluate` callback of export_model: validation metrics of the finished SavedModel (the JSON and
     confusion matrix go to `eval_dir/<task>-<version>/`, nowhere when None), against the FER+ majority too
     with `votes` or the run's own vote file."""
-    from emotion_ai_training.evaluate import evaluate as evaluate_model
-
     def metrics(folder: Path, number: int) -> dict:
         with tempfile.TemporaryDirectory() as scratch:
             where = Path(eval_dir) / f"{cfg.task}-{number}" if eval_dir is not None else Path(scratch)

@@ -7,8 +7,8 @@ fine-tuned on FER+ targets from a FER-2013-trained version, they trade agreement
 against accuracy on FER-2013's labels along a curve that lies above the straight line between the two ends.
 Each interpolated network costs exactly what either end costs.
 
-Batch-norm statistics are re-estimated for every α (as for averaged weights, `average.recalibrate_batch_norm`),
-on the same training images the starting weights were unfolded with. `interpolate_run` writes
+Batch-norm statistics are re-estimated for every α (`batchnorm_folding.recalibrate_batch_norm`), on the
+same training images the starting weights were unfolded with. `interpolate_run` writes
 `interpolated_<α>.keras` beside `best.keras` (`export --checkpoint` serves one) and reports, per α, the
 validation metrics of the network alone and with its mirror image (what `export --flip-tta` serves).
 """
@@ -24,12 +24,14 @@ import keras
 import numpy as np
 from emotion_ai.spec import EMOTION_LABELS
 
-from emotion_ai_training.average import recalibrate_batch_norm
+from emotion_ai_training.batchnorm_folding import recalibrate_batch_norm
+from emotion_ai_training.config import TrainConfig, build_model
 from emotion_ai_training.data import load_task
 from emotion_ai_training.evaluate import emotion_metrics
 from emotion_ai_training.ferplus import aligned_votes, load_ferplus
 from emotion_ai_training.models import precision_policy
-from emotion_ai_training.train import UNFOLD_IMAGES, TrainConfig, build_model, copy_weights
+from emotion_ai_training.rebuild import copy_weights
+from emotion_ai_training.train import UNFOLD_IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -78,9 +80,13 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
         ValueError: the run is not an emotion run, has no `--init-from`, or an α is outside [0, 1].
     """
     run_dir = Path(run_dir)
-    cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+    config = json.loads((run_dir / "config.json").read_text())
+    cfg = TrainConfig.from_dict(config)
     if cfg.task != "emotion" or not cfg.init_from:
         raise ValueError(f"{run_dir}: interpolation needs an emotion run trained with --init-from")
+    if config.get("init_member"):  # started from one member of an ensemble version, which copy_weights refuses
+        raise ValueError(f"{run_dir}: started from member {config['init_member']} of {cfg.init_from} "
+                         "(--init-member, code at ecae1ad); interpolate it with that code")
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
         raise ValueError(f"alphas must lie in [0, 1], got {list(alphas)}")
     dataset = load_task("emotion", cfg.data, cache_dir=cfg.cache_dir)
@@ -91,7 +97,7 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
     val_images = dataset.subset("validation")[0][..., None].astype(np.float32)
     with precision_policy(cfg.precision):
         model = build_model(cfg)
-        copy_weights(cfg.init_from, model, cfg.init_member, unfold_images)
+        copy_weights(cfg.init_from, model, unfold_images)
         start = model.get_weights()
         end = keras.models.load_model(run_dir / checkpoint, compile=False).get_weights()
         rows = []

@@ -6,7 +6,8 @@ configuration. Building that architecture again and copying the stored values ba
 cast to the rebuilt network's own variable dtype) gives the served networks as Keras models without their
 training checkpoints: what a cascade (`export --fallback`) and a re-export (`export_version`: other
 storage or compute dtype) need, and what a lost `runs/` folder no longer has. A cascade's two stages are
-rebuilt with `rebuild_cascade`.
+rebuilt with `rebuild_cascade`. `copy_weights` loads a checkpoint's or a one-network version's weights into
+a network (`train --init-from`, `interpolate`, export of a run).
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 from emotion_ai.versions import has_saved_model
 
-from emotion_ai_training.batchnorm_folding import fold_batch_norm
+from emotion_ai_training.batchnorm_folding import fold_batch_norm, unfold_batch_norm
+from emotion_ai_training.config import TrainConfig, build_model
 from emotion_ai_training.models import precision_policy
 
 
@@ -94,6 +97,35 @@ def training_records(card: dict[str, Any]) -> list[dict[str, Any]]:
     return [records] if isinstance(records, dict) else list(records or [])
 
 
+def copy_weights(source: str | Path, model: keras.Model, images: np.ndarray | None = None) -> None:
+    """Load the weights of a .keras checkpoint, or of the one network of an exported version folder (rebuilt
+    from the SavedModel: `rebuild_first_stage`, a cascade's first stage), into `model` (e.g. one
+    built under another precision policy). A version whose batch norms were folded at export is unfolded
+    (`batchnorm_folding.unfold_batch_norm`) with statistics measured on `images` [N, H, W, 1]. ValueError
+    when they do not fit: another architecture or class count, an ensemble of several networks, or a folded
+    version without `images`."""
+    if is_exported_version(Path(source)):
+        stored = rebuild_first_stage(source)
+        if len(stored.models) != 1:
+            raise ValueError(f"{source} is an ensemble of {len(stored.models)} networks; start from one network "
+                             "(a run's checkpoint or a one-network version)")
+        if stored.card.get("batch_norm_folded"):
+            if images is None:
+                raise ValueError(f"{source}: its batch norms were folded at export; unfolding needs images")
+            try:
+                unfold_batch_norm(stored.models[0], model, images)
+            except ValueError as exc:
+                raise ValueError(f"{source}: its weights do not fit the {model.name} model ({exc})") from None
+            return
+        weights = stored.models[0].get_weights()
+    else:
+        weights = keras.models.load_model(source, compile=False).get_weights()
+    if [w.shape for w in weights] != [tuple(w.shape) for w in model.weights]:
+        raise ValueError(f"{source}: its weights do not fit the {model.name} model "
+                         "(different architecture or class count)")
+    model.set_weights(weights)
+
+
 def _card(folder: Path) -> dict[str, Any]:
     if not is_exported_version(folder):
         raise FileNotFoundError(f"{folder}: not an exported version (needs saved_model.pb and {MODEL_CARD})")
@@ -124,12 +156,10 @@ def _rebuilt(folder: Path, net: Any, card: dict[str, Any], compute_dtype: str) -
 def build_network(config: dict[str, Any], folded: bool, compute_dtype: str = "float32") -> keras.Model:
     """A run's architecture (its config.json), batch norms folded or not, under Keras's `compute_dtype`
     policy (float32 or bfloat16; the layers the architecture pins to float32 stay float32)."""
-    from emotion_ai_training.train import TrainConfig, build_model
-
     if compute_dtype not in COMPUTE_DTYPES:
         raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
     with precision_policy(compute_dtype):
-        model = build_model(TrainConfig(**config))
+        model = build_model(TrainConfig.from_dict(config))
         return fold_batch_norm(model) if folded else model
 
 

@@ -12,131 +12,28 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import keras
 import numpy as np
-from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
 
-from emotion_ai_training.augment import EMOTION_AUGMENT, KEYPOINTS_AUGMENT, AugmentConfig, Augmenter
-from emotion_ai_training.average import epoch_path, kept_epochs, save_epoch_weights
-from emotion_ai_training.batchnorm_folding import unfold_batch_norm
+from emotion_ai_training.augment import Augmenter
+from emotion_ai_training.config import TrainConfig, build_model
 from emotion_ai_training.data import label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
-from emotion_ai_training.distill import (
-    DistillationLoss,
-    LabelAccuracy,
-    OnlineTeacher,
-    keypoint_targets,
-    teacher_outputs,
-)
-from emotion_ai_training.ferplus import LABEL_SOURCES, aligned_votes, load_ferplus, targets, usable
+from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
+from emotion_ai_training.ferplus import aligned_votes, load_ferplus, targets, usable
 from emotion_ai_training.losses import KEYPOINTS_LOSSES, MaskedRMSE
-from emotion_ai_training.models import (
-    ARCHITECTURES,
-    TINY_RESNET,
-    ResNetConfig,
-    build_emotion_model,
-    build_keypoints_model,
-    precision_policy,
-)
+from emotion_ai_training.models import precision_policy
+from emotion_ai_training.rebuild import copy_weights
 
 log = logging.getLogger(__name__)
 
 #: Validation metric that selects best.keras (and stops early), and whether higher or lower is better.
 MONITORS = {"emotion": ("val_accuracy", "max"), "keypoints": ("val_rmse", "min")}
-#: Weight of the teacher in distillation when `TrainConfig.distill_alpha` is None (see distill.py).
-DISTILL_ALPHA = {"emotion": 0.9, "keypoints": 0.5}
 #: Training images whose activations set the batch norms of a folded exported version a run starts from.
 UNFOLD_IMAGES = 4096
-COPIES_SEED = 1000  # offset of the augmented copies' seed from the run's (`TrainConfig.teacher_copies`)
-
-
-@dataclass
-class TrainConfig:
-    task: str
-    data: str
-    run_dir: str
-    epochs: int = 30
-    batch_size: int = 128
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
-    patience: int = 10
-    seed: int = 0
-    precision: str = "mixed_bfloat16"
-    classes: int = 7  # emotion: 7, or 5 for the angry/disgust/happy/sad/surprise subset
-    keypoints_loss: str = "l1"  # "l1" or "mse" (masked either way)
-    tiny: bool = False  # seconds-long smoke configuration
-    strict: bool = False  # fail on bad dataset rows instead of skipping them
-    limit: int = 0  # use at most this many training rows (0 = all)
-    cache_dir: str | None = None
-    data_sha256: str = ""
-    init_from: str = ""  # start from these weights (a checkpoint or exported version, same architecture)
-    init_member: int = 0  # with an exported ensemble version as init_from: which member's weights
-    dropout: float | None = None  # None: the architecture's default
-    erase_probability: float | None = None  # random erasing; None: the task's default augmentation
-    resnet: dict = field(default_factory=dict)
-    arch: str = ""  # a name in models.ARCHITECTURES; "" = the task's default architecture
-    teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
-    distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
-    temperature: float = 4.0  # emotion distillation softening
-    teacher_copies: int = 0  # emotion: teach on this many fixed augmented copies (0 = the un-augmented images)
-    online_teacher: bool = False  # emotion: run the teacher on every augmented batch (distill.OnlineTeacher)
-    keep_epochs: int = 0  # keep the last N epochs' weights in epochs/ (for `average`); 0 = none
-    labels: str = "fer2013"  # emotion targets: a name in ferplus.LABEL_SOURCES
-    votes: str = ""  # the FER+ vote file, for labels ferplus-*
-    fer2013_weight: float = 0.0  # labels ferplus-*: weight of FER-2013's one-hot label mixed into the FER+ target
-
-    def __post_init__(self) -> None:
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be a positive integer, got {self.epochs}")
-        if self.arch and (self.arch not in ARCHITECTURES or ARCHITECTURES[self.arch][0] != self.task):
-            names = sorted(n for n, (task, _) in ARCHITECTURES.items() if task == self.task)
-            raise ValueError(f"unknown {self.task} architecture {self.arch!r}; expected one of {names}")
-        if self.distill_alpha is not None and not 0.0 <= self.distill_alpha <= 1.0:
-            raise ValueError(f"distill_alpha must be in [0, 1], got {self.distill_alpha}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
-        if self.keep_epochs < 0:
-            raise ValueError(f"keep_epochs must be >= 0, got {self.keep_epochs}")
-        if self.teacher_copies < 0:
-            raise ValueError(f"teacher_copies must be >= 0, got {self.teacher_copies}")
-        if self.teacher_copies and (not self.teacher or self.task != "emotion"):
-            raise ValueError("teacher_copies needs a teacher and the emotion task (keypoint targets already "
-                             "follow the augmentation exactly)")
-        if self.online_teacher and (not self.teacher or self.task != "emotion" or self.teacher_copies):
-            raise ValueError("online_teacher needs a teacher and the emotion task, and excludes teacher_copies")
-        if self.labels not in LABEL_SOURCES:
-            raise ValueError(f"labels must be one of {LABEL_SOURCES}, got {self.labels!r}")
-        if self.labels != "fer2013" and (self.task != "emotion" or self.classes != 7 or not self.votes):
-            raise ValueError(f"labels {self.labels} need the emotion task, 7 classes and a FER+ vote file (votes)")
-        if not 0.0 <= self.fer2013_weight <= 1.0 or (self.fer2013_weight and self.labels == "fer2013"):
-            raise ValueError("fer2013_weight must be in [0, 1] and goes with labels ferplus-*")
-        for name in ("dropout", "erase_probability", "label_smoothing"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} must be in [0, 1), got {value}")
-
-    def resnet_config(self) -> ResNetConfig:
-        if self.resnet:
-            return ResNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()})
-        base = TINY_RESNET if self.tiny else ARCHITECTURES[self.arch or self.task][1]
-        return base if self.dropout is None else replace(base, dropout=self.dropout)
-
-    def augment_config(self) -> AugmentConfig:
-        base = EMOTION_AUGMENT if self.task == "emotion" else KEYPOINTS_AUGMENT
-        return base if self.erase_probability is None else replace(base, erase_probability=self.erase_probability)
-
-    def alpha(self) -> float:
-        return DISTILL_ALPHA[self.task] if self.distill_alpha is None else self.distill_alpha
-
-    def label_names(self) -> tuple[str, ...]:
-        return EMOTION_LABELS_5 if self.classes == 5 else EMOTION_LABELS
-
-
 # ------------------------------------------------------------------------------------------ batches
 
 
@@ -156,63 +53,27 @@ class Batches(keras.utils.PyDataset):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, i: int):
-        return self.augmented(i)
-
-    def augmented(self, i: int):
-        """Batch `i`'s (augmented) pixels and its targets before any per-batch teacher."""
         idx = np.sort(self.order[i * self.batch_size:(i + 1) * self.batch_size])
-        x, y = self._rows(idx)
+        x, y = self.images[idx], self.targets[idx]
         if self.augmenter is not None:
             x, y = self.augmenter(x, y) if self.points else (self.augmenter(x), y)
         return x[..., None].astype(np.float32), y
-
-    def _rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.images[idx], self.targets[idx]
 
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self.order = self.rng.permutation(len(self.images))
 
 
-class OnlineTeacherBatches(Batches):
-    """Augmented training batches whose targets are [label ‖ the teacher's output on the augmented pixels]."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, batch_size: int, augmenter: Augmenter, seed: int,
-                 teacher: OnlineTeacher, **kwargs):
-        super().__init__(images, labels, batch_size, augmenter, False, True, seed, **kwargs)
-        self.teacher = teacher
-
-    def __getitem__(self, i: int):
-        x, labels = self.augmented(i)
-        return x, np.concatenate([labels, self.teacher(x)], axis=1)
-
-
-class CopyBatches(Batches):
-    """Training batches drawn from K fixed augmented copies of the training set ([K, N, ...] images and
-    targets): each row comes from one of its copies, picked at random every time (no further augmentation,
-    so the teacher's outputs stay those of the very pixels the student sees)."""
-
-    def __init__(self, images: np.ndarray, targets: np.ndarray, batch_size: int, seed: int, **kwargs):
-        super().__init__(images[0], targets[0], batch_size, None, False, True, seed, **kwargs)
-        self.copies, self.copy_targets = images, targets
-
-    def _rows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        k = self.rng.integers(len(self.copies), size=len(idx))
-        return self.copies[k, idx], self.copy_targets[k, idx]
-
-
 # ------------------------------------------------------------------------------------------ callbacks
 
 
 class RunCheckpoint(keras.callbacks.Callback):
-    """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves;
-    with `keep_epochs`, the epoch's weights in epochs/ (the oldest beyond that many removed)."""
+    """Every epoch: write last.keras + state.json atomically; best.keras when the monitored value improves."""
 
-    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None, train_seconds: float,
-                 keep_epochs: int = 0):
+    def __init__(self, run_dir: Path, monitor: str, mode: str, best: float | None, train_seconds: float):
         super().__init__()
         self.run_dir, self.monitor, self.mode = run_dir, monitor, mode
-        self.best, self.train_seconds, self.keep_epochs = best, train_seconds, keep_epochs
+        self.best, self.train_seconds = best, train_seconds
 
     def on_epoch_begin(self, epoch: int, logs=None) -> None:
         self.t0 = time.perf_counter()
@@ -228,8 +89,6 @@ class RunCheckpoint(keras.callbacks.Callback):
             self.best = value
             _atomic_save(self.model, self.run_dir / "best.keras")
         _atomic_save(self.model, self.run_dir / "last.keras")
-        if self.keep_epochs:
-            self._keep(epoch + 1)
         self.train_seconds += time.perf_counter() - self.t0
         state = {"epoch": epoch + 1, "monitor": self.monitor, "best": self.best,
                  "train_seconds": round(self.train_seconds, 1)}
@@ -237,12 +96,6 @@ class RunCheckpoint(keras.callbacks.Callback):
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(self.run_dir / "state.json")
         plot_history(self.run_dir / "history.csv", self.run_dir / "training_curves.png")
-
-
-    def _keep(self, epoch: int) -> None:
-        save_epoch_weights(self.model, epoch_path(self.run_dir, epoch))
-        for old in kept_epochs(self.run_dir)[: -self.keep_epochs]:
-            epoch_path(self.run_dir, old).unlink()
 
 
 def _read_history(csv_path: Path) -> np.ndarray | None:
@@ -320,12 +173,6 @@ def _load_task_data(cfg: TrainConfig):
     if len(x_tr) == 0 or len(x_va) == 0:
         raise ValueError(f"{cfg.data}: need both a training and a validation split "
                          f"(got {len(x_tr)} train, {len(x_va)} validation rows)")
-    if cfg.online_teacher:  # the training targets get the teacher's outputs batch by batch
-        return x_tr, y_tr, x_va, np.concatenate([y_va, y_va], axis=1)
-    if cfg.teacher_copies:
-        x_tr = augmented_copies(cfg, x_tr)
-        targets = [_distill_targets(cfg, x, y_tr, y_va) for x in x_tr]
-        return x_tr, np.stack([t[0] for t in targets]), x_va, targets[0][1]
     if cfg.teacher:
         y_tr, y_va = _distill_targets(cfg, x_tr, y_tr, y_va)
     return x_tr, y_tr, x_va, y_va
@@ -341,27 +188,13 @@ def _ferplus_rows(cfg: TrainConfig, data) -> tuple[np.ndarray, np.ndarray, np.nd
     return data.images[train], y[train], data.images[val], y[val]
 
 
-def augmented_copies(cfg: TrainConfig, images: np.ndarray) -> np.ndarray:
-    """`cfg.teacher_copies` augmented copies of the training images [K, N, H, W], the same for every run
-    with this seed (so each copy's teacher outputs are cached once)."""
-    augmenter = Augmenter(cfg.augment_config(), cfg.seed + COPIES_SEED)
-    return np.stack([augmenter(images) for _ in range(cfg.teacher_copies)])
-
-
 def _batches(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
              y_va: np.ndarray) -> tuple[Batches, Batches]:
     """(augmented, shuffled training batches; plain validation batches) of a run."""
     is_points = cfg.task == "keypoints"
     loading = {"workers": 2, "use_multiprocessing": False, "max_queue_size": 8}
-    if cfg.teacher_copies:
-        train_batches: Batches = CopyBatches(x_tr, y_tr, cfg.batch_size, cfg.seed, **loading)
-    elif cfg.online_teacher:
-        compute_dtype = "bfloat16" if cfg.precision == "mixed_bfloat16" else "float32"
-        train_batches = OnlineTeacherBatches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed),
-                                             cfg.seed, OnlineTeacher(cfg.teacher, compute_dtype), **loading)
-    else:
-        train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed), is_points,
-                                True, cfg.seed, **loading)
+    train_batches = Batches(x_tr, y_tr, cfg.batch_size, Augmenter(cfg.augment_config(), cfg.seed), is_points,
+                            True, cfg.seed, **loading)
     return train_batches, Batches(x_va, y_va, 256, None, is_points, False, cfg.seed)
 
 
@@ -379,42 +212,6 @@ def _distill_targets(cfg: TrainConfig, x_tr: np.ndarray, y_tr: np.ndarray, y_va:
     if teacher.shape != y_tr.shape:
         raise ValueError(f"teacher outputs {teacher.shape[1:]} do not match the {y_tr.shape[1]} classes trained")
     return np.concatenate([y_tr, teacher], axis=1), np.concatenate([y_va, y_va], axis=1)
-
-
-def copy_weights(source: str | Path, model: keras.Model, member: int = 0, images: np.ndarray | None = None) -> None:
-    """Load the weights of a .keras checkpoint, or of member `member` of an exported version folder (its
-    networks rebuilt from the SavedModel: `rebuild.rebuild_first_stage`, a cascade's first stage), into `model`
-    (e.g. one built under another precision policy). A version whose batch norms were folded at export is
-    unfolded (`batchnorm_folding.unfold_batch_norm`) with statistics measured on `images` [N, H, W, 1].
-    ValueError when they do not fit: another architecture or class count, a member the version lacks, or a
-    folded version without `images`."""
-    from emotion_ai_training.rebuild import is_exported_version, rebuild_first_stage
-
-    if is_exported_version(Path(source)):
-        stored = rebuild_first_stage(source)
-        if not 0 <= member < len(stored.models):
-            raise ValueError(f"{source} holds {len(stored.models)} member(s); there is no member {member}")
-        if stored.card.get("batch_norm_folded"):
-            if images is None:
-                raise ValueError(f"{source}: its batch norms were folded at export; unfolding needs images")
-            try:
-                unfold_batch_norm(stored.models[member], model, images)
-            except ValueError as exc:
-                raise ValueError(f"{source}: its weights do not fit the {model.name} model ({exc})") from None
-            return
-        weights = stored.models[member].get_weights()
-    else:
-        weights = keras.models.load_model(source, compile=False).get_weights()
-    if [w.shape for w in weights] != [tuple(w.shape) for w in model.weights]:
-        raise ValueError(f"{source}: its weights do not fit the {model.name} model "
-                         "(different architecture or class count)")
-    model.set_weights(weights)
-
-
-def build_model(cfg: TrainConfig) -> keras.Model:
-    if cfg.task == "emotion":
-        return build_emotion_model(len(cfg.label_names()), cfg.resnet_config())
-    return build_keypoints_model(cfg.resnet_config())
 
 
 def _schedule(cfg: TrainConfig, steps_per_epoch: int) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -439,28 +236,24 @@ def _compile(model: keras.Model, cfg: TrainConfig, steps_per_epoch: int) -> None
         model.compile(optimizer, KEYPOINTS_LOSSES[cfg.keypoints_loss], metrics=[MaskedRMSE()])
 
 
-def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = None,
-          keep_epochs: int | None = None) -> Path:
+def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = None) -> Path:
     """Train (or resume) a run; returns the run directory.
 
     A resumed run keeps its saved configuration. `resume_epochs` changes its length (longer or shorter,
-    but past the epochs already trained): the cosine schedule is re-planned to end there. `keep_epochs`
-    changes how many epochs' weights it keeps from now on.
+    but past the epochs already trained): the cosine schedule is re-planned to end there.
     """
     run_dir = Path(cfg.run_dir)
     state_path = run_dir / "state.json"
     resuming = resume and state_path.exists()
     replan = False
     if resuming:
-        cfg = TrainConfig(**json.loads((run_dir / "config.json").read_text()))
+        cfg = TrainConfig.from_dict(json.loads((run_dir / "config.json").read_text()), strict=True)
         state = json.loads(state_path.read_text())
         done = state["epoch"]
         if resume_epochs is not None and resume_epochs != cfg.epochs:
             if resume_epochs <= done:
                 raise ValueError(f"{run_dir} has already trained {done} epochs: --epochs must be more than that")
             cfg.epochs, replan = resume_epochs, True
-        if keep_epochs is not None:
-            cfg = replace(cfg, keep_epochs=keep_epochs)  # validated by __post_init__
         log.info("resuming %s", run_dir)
     elif run_dir.exists() and any(run_dir.glob("*.keras")):
         raise FileExistsError(f"{run_dir} already holds a run: pass --resume to continue it, or pick another --name")
@@ -485,18 +278,15 @@ def train(cfg: TrainConfig, resume: bool = False, resume_epochs: int | None = No
         else:
             model = build_model(cfg)
             if cfg.init_from:
-                copy_weights(cfg.init_from, model, cfg.init_member,
-                             x_tr[:UNFOLD_IMAGES, ..., None].astype(np.float32))
-                log.info("initial weights from %s%s", cfg.init_from,
-                         f" (member {cfg.init_member})" if cfg.init_member else "")
+                copy_weights(cfg.init_from, model, x_tr[:UNFOLD_IMAGES, ..., None].astype(np.float32))
+                log.info("initial weights from %s", cfg.init_from)
             _compile(model, cfg, len(train_batches))
-        log.info("%s: %d train / %d validation rows%s, %.2f M parameters, epochs %d..%d",
-                 cfg.task, len(train_batches.images), len(x_va),
-                 f" ({cfg.teacher_copies} augmented copies)" if cfg.teacher_copies else "",
-                 model.count_params() / 1e6, initial_epoch + 1, cfg.epochs)
+        log.info("%s: %d train / %d validation rows, %.2f M parameters, epochs %d..%d",
+                 cfg.task, len(train_batches.images), len(x_va), model.count_params() / 1e6, initial_epoch + 1,
+                 cfg.epochs)
         callbacks = [
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=initial_epoch > 0),
-            RunCheckpoint(run_dir, monitor, mode, best, seconds, cfg.keep_epochs),
+            RunCheckpoint(run_dir, monitor, mode, best, seconds),
             keras.callbacks.EarlyStopping(monitor, patience=cfg.patience, mode=mode),
             _Throughput(cfg.batch_size),
         ]
