@@ -276,3 +276,18 @@ def test_openapi_lists_the_routes_and_the_docs_need_no_cdn(api):
     assert "cdn." not in docs.text and "https://" not in docs.text.split("<body>")[0]
     js = [line for line in docs.text.splitlines() if ".js" in line]
     assert js and all("static-offline-docs" in line for line in js if "src=" in line)
+
+
+def test_a_multipart_batch_over_the_image_limit_is_refused(api, photos):
+    files = [("images", (f"{i}.jpg", b"\xff\xd8", "image/jpeg")) for i in range(6)]
+    _assert_problem(api.post(BATCH, files=files), 413, "too-many-images")
+
+
+def test_an_unexpected_error_is_a_500_without_its_details(api, photos, monkeypatch):
+    def broken(options):
+        raise RuntimeError("secret internals /etc/shadow")
+
+    monkeypatch.setattr(api.app.state.gateway.clients, "get", broken)
+    r = api.post(ANALYZE, content=photos.one_face_jpeg(), headers={"content-type": "image/jpeg"})
+    _assert_problem(r, 500, "internal-error")
+    assert "secret" not in r.text and "RuntimeError" not in r.text

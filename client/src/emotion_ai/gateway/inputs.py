@@ -118,8 +118,10 @@ async def _multipart(request: Request, body: bytes, max_images: int) -> list[Ima
         return {"type": "http.request", "body": body, "more_body": False}
 
     try:
-        form = await Request(request.scope, replay).form(max_files=max_images + 1, max_fields=max_images + 16)
+        form = await Request(request.scope, replay).form(max_files=max_images, max_fields=max_images + 16)
     except Exception as exc:  # python-multipart's and Starlette's parse errors have no common base
+        if "too many files" in str(exc).lower():
+            raise ProblemError(413, "too-many-images", f"more than the limit of {max_images} images") from None
         raise ProblemError(400, "invalid-request", f"malformed multipart/form-data: {exc}") from None
     try:
         files = [(key, v) for key, v in form.multi_items() if isinstance(v, UploadFile)]

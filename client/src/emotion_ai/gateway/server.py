@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import uvicorn
 
 from .app import create_app
@@ -20,4 +22,5 @@ def serve(settings: GatewaySettings, host: str = "127.0.0.1", port: int = 8000, 
         proxy_headers: trust X-Forwarded-For / -Proto (behind a reverse proxy).
     """
     uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level, ws="wsproto",
-                proxy_headers=proxy_headers, server_header=False, timeout_graceful_shutdown=settings.deadline)
+                ws_max_size=settings.max_body_bytes, proxy_headers=proxy_headers, server_header=False,
+                timeout_graceful_shutdown=math.ceil(settings.deadline))
