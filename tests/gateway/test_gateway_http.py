@@ -291,3 +291,17 @@ def test_an_unexpected_error_is_a_500_without_its_details(api, photos, monkeypat
     r = api.post(ANALYZE, content=photos.one_face_jpeg(), headers={"content-type": "image/jpeg"})
     _assert_problem(r, 500, "internal-error")
     assert "secret" not in r.text and "RuntimeError" not in r.text
+
+
+def test_the_web_page_loads_only_its_own_files(api):
+    page = api.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert "http://" not in page.text and "https://" not in page.text and "//cdn" not in page.text
+    for asset, kind in (("/ui/app.js", "javascript"), ("/ui/app.css", "text/css")):
+        r = api.get(asset)
+        assert r.status_code == 200 and kind in r.headers["content-type"], asset
+        assert "http://" not in r.text and "https://" not in r.text
+    js = api.get("/ui/app.js").text
+    assert "v1/faces:analyze" in js and "v1/stream" in js
+    assert "/" not in api.get("/openapi.json").json()["paths"]

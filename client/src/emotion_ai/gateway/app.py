@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Annotated, Any
 
 import cv2
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from .. import __version__
@@ -30,6 +32,11 @@ from .stream import add_stream_route
 JPEG_QUALITY = 90
 #: Seconds `/readyz` waits for the model server's answer.
 READY_TIMEOUT = 5.0
+#: The web page's files (package data).
+STATIC = Path(__file__).parent / "static"
+#: The web page loads only its own files and talks only to this gateway.
+PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; connect-src 'self' ws: wss:; "
+            "style-src 'self'; script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 
 
 def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -177,6 +184,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                           f"{settings.deadline:g} s") from None
         gw.metrics.faces.observe(len(prediction.faces))
         return prediction
+
+    app.mount("/ui", StaticFiles(directory=STATIC), name="ui")
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html", media_type="text/html", headers={
+            "Content-Security-Policy": PAGE_CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"})
 
     @app.get("/healthz", tags=["operations"], summary="Is the gateway process up?")
     async def healthz() -> dict[str, str]:
