@@ -90,3 +90,14 @@ def test_key_helpers(tmp_path):
         settings_from_env({"EMOTION_AI_GRPC_PORT": "eighty"})
     with pytest.raises(ValueError, match="white space"):
         GatewaySettings(api_keys=frozenset({"a b"}))
+    with pytest.raises(ValueError, match="detector must be one of"):
+        GatewaySettings(detector="yunet:/tmp/x.onnx")
+
+
+def test_wait_for_a_model_server_that_is_down_is_one_line_exit_2(served, capsys):
+    from emotion_ai_serving.local_server import free_port
+
+    assert _run(["gateway", "--grpc-port", str(free_port()), "--timeout", "1", "--wait", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not AVAILABLE" in err, err
+    assert not served

@@ -308,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-concurrency", type=_positive_int, metavar="N",
                    help="requests analysed at once; more get 503 with Retry-After")
     a.add_argument("--wait", type=_non_negative_float, default=0.0, metavar="SECONDS",
-                   help="wait this long at start for both models to be AVAILABLE (default: 0, /readyz tells)")
+                   help="before serving, wait up to this long for both models to be AVAILABLE and exit 2 if they "
+                   "are not (default: 0: serve at once; /readyz tells when they are)")
     a.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* (behind a reverse proxy)")
     return parser
 
@@ -674,8 +675,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     except ImportError as exc:
         _err(f"error: the gateway needs its extra: pip install 'emotion-ai[gateway]' ({exc})")
         return EXIT_ERROR
-    fields: dict[str, Any] = {"client": _client_options(args), "detector": args.detector,
-                              "wait_for_models": args.wait}
+    fields: dict[str, Any] = {"client": _client_options(args), "detector": args.detector}
     for name in ("max_body_bytes", "max_pixels", "deadline", "max_concurrency"):
         if getattr(args, name) is not None:
             fields[name] = getattr(args, name)
@@ -689,6 +689,9 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             settings = replace(settings, cors_origins=(*settings.cors_origins, *args.cors_origins))
     except ValueError as exc:
         raise EmotionAIError(str(exc)) from exc
+    if args.wait:  # here, not in the app's start: a server that stays down is one line and exit 2
+        with EmotionClient.from_options(settings.client) as client:
+            client.wait_until_available(timeout=args.wait)
     serve(settings, args.listen_host, args.port, log_level="debug" if args.verbose else "info",
           proxy_headers=args.proxy_headers)
     return EXIT_OK

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..detect import DETECTORS
 from ..images import MAX_PIXELS
 from ..options import ClientOptions
 
@@ -111,6 +112,8 @@ class GatewaySettings:
                      "max_streams", "max_clients"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {', '.join(DETECTORS)}, not {self.detector!r}")
         if self.max_pixels > MAX_PIXELS:
             raise ValueError(f"max_pixels must be at most the client's limit of {MAX_PIXELS:,}")
         if not self.deadline > 0 or self.wait_for_models < 0:
