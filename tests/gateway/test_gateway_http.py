@@ -271,6 +271,12 @@ def test_openapi_lists_the_routes_and_the_docs_need_no_cdn(api):
     analyze = schema["paths"]["/v1/faces:analyze"]["post"]
     assert {"image/jpeg", "multipart/form-data", "application/json"} <= set(analyze["requestBody"]["content"])
     assert {p["name"] for p in analyze["parameters"]} >= {"detector", "variant", "annotate", "emotion_version"}
+    ok = analyze["responses"]["200"]["content"]
+    assert ok["application/json"]["schema"]["$ref"].endswith("/PredictionOut") and "image/jpeg" in ok
+    assert analyze["responses"]["413"]["content"]["application/problem+json"]["schema"]["$ref"].endswith("/ProblemOut")
+    assert "422" not in schema["paths"]["/v1/faces:batchAnalyze"]["post"]["responses"]  # bad queries are 400 here
+    assert {"PredictionOut", "FaceOut", "ProblemOut", "BatchOut"} <= set(schema["components"]["schemas"])
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
     docs = api.get("/docs")
     assert docs.status_code == 200 and "swagger" in docs.text.lower()
     assert "cdn." not in docs.text and "https://" not in docs.text.split("<body>")[0]

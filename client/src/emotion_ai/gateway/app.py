@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import cv2
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
@@ -24,6 +25,7 @@ from .clients import AnalysisOptions, ClientPool, ConcurrencyGate, DetectorName
 from .inputs import IMAGE_TYPES, ImagePart, check_pixels, problem_or_none, read_images
 from .metrics import GatewayMetrics, MetricsMiddleware
 from .problems import PROBLEM_JSON, ProblemError, from_client_error, install_handlers
+from .schemas import BatchOut, PredictionOut, ProblemOut, ReadyOut
 from .settings import GatewaySettings, settings_from_env
 from .state import Gateway
 from .stream import add_stream_route
@@ -40,7 +42,9 @@ PAGE_CSP = ("default-src 'self'; img-src 'self' blob: data:; media-src 'self' bl
 
 
 def _problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"description": "problem details (RFC 9457)", "content": {PROBLEM_JSON: {}}} for code in codes}
+    schema = {"schema": {"$ref": "#/components/schemas/ProblemOut"}}
+    return {code: {"description": "problem details (RFC 9457)", "content": {PROBLEM_JSON: schema}}
+            for code in codes}
 
 
 _IMAGE_BODY = {
@@ -197,7 +201,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/readyz", tags=["operations"], summary="Are both models AVAILABLE behind the gateway?",
-             responses=_problem_responses(503))
+             responses={200: {"model": ReadyOut}, **_problem_responses(503)})
     async def readyz() -> JSONResponse:
         client = gw.clients.get(AnalysisOptions())
         try:
@@ -221,7 +225,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         dependencies=[Depends(authorized)], openapi_extra={"requestBody": _IMAGE_BODY},
         responses={200: {"description": "`Prediction.to_json()`: image_size, faces (box, detection_score, "
                          "15 keypoints, emotion, scores), models, timings_ms; or with annotate the annotated JPEG",
-                         "content": {"application/json": {}, "image/jpeg": {}}},
+                         "model": PredictionOut, "content": {"image/jpeg": {"schema": {
+                             "type": "string", "format": "binary"}}}},
                    **_problem_responses(400, 401, 404, 413, 415, 422, 502, 503, 504)},
     )
     async def analyze(
@@ -240,7 +245,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "/v1/faces:batchAnalyze", tags=["analysis"], summary="Several images in one request",
         dependencies=[Depends(authorized)], openapi_extra={"requestBody": _BATCH_BODY},
         responses={200: {"description": '`{"results": [...]}`, one per image in order: `{"index", "name", '
-                         '"prediction"}` or `{"index", "name", "error": <problem details>}`'},
+                         '"prediction"}` or `{"index", "name", "error": <problem details>}`', "model": BatchOut},
                    **_problem_responses(400, 401, 413, 415, 503, 504)},
     )
     async def batch_analyze(request: Request,
@@ -273,4 +278,23 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             return JSONResponse({"results": results})
 
     add_stream_route(app, gw)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with the problem details schema and without its 422 validation answers (a bad
+    query value is a 400 problem here)."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components["ProblemOut"] = ProblemOut.model_json_schema(ref_template="#/components/schemas/{model}")
+        for methods in schema["paths"].values():
+            for operation in methods.values():
+                answer = operation.get("responses", {}).get("422", {})
+                if "HTTPValidationError" in str(answer):
+                    del operation["responses"]["422"]
+        for name in ("HTTPValidationError", "ValidationError"):
+            components.pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
