@@ -100,3 +100,25 @@ def test_latest_slot_keeps_only_the_newest_item():
         return [dropped, first, await slot.get(), await slot.get()]
 
     assert asyncio.run(scenario()) == [[False, True, True], 3, 4, None]
+
+
+def test_an_unexpected_error_costs_its_frame_not_the_stream(api, frames, monkeypatch):
+    from emotion_ai.streaming import FaceStream
+
+    real = FaceStream.process
+    calls = []
+
+    def flaky(self, frame, index, color="bgr"):
+        calls.append(index)
+        if len(calls) == 1:
+            raise RuntimeError("secret internals")
+        return real(self, frame, index, color)
+
+    monkeypatch.setattr(FaceStream, "process", flaky)
+    with api.websocket_connect("/v1/stream") as ws:
+        ws.send_bytes(frames[0])
+        broken = ws.receive_json()
+        ws.send_bytes(frames[1])
+        good = ws.receive_json()
+    assert broken["type"] == "error" and broken["problem"]["status"] == 500 and "secret" not in str(broken)
+    assert good["type"] == "prediction" and good["frame"] == 1 and len(good["faces"]) == 1

@@ -185,7 +185,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             prediction = await asyncio.wait_for(client.predict(part.data), settings.deadline)
         except TimeoutError:
             raise ProblemError(504, "deadline-exceeded", f"the analysis took longer than the deadline of "
-                          f"{settings.deadline:g} s") from None
+                               f"{settings.deadline:g} s") from None
         gw.metrics.faces.observe(len(prediction.faces))
         return prediction
 
@@ -208,11 +208,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             states = await asyncio.wait_for(client.status(), READY_TIMEOUT)
         except (EmotionAIError, TimeoutError) as exc:
             raise ProblemError(503, "not-ready", f"the model server does not answer: {exc}",
-                          headers={"Retry-After": str(settings.retry_after)}) from None
+                               headers={"Retry-After": str(settings.retry_after)}) from None
         doc = {key: [{"version": v.version, "state": v.state} for v in versions] for key, versions in states.items()}
         if not all_available(states):
             raise ProblemError(503, "not-ready", "not every model has a version AVAILABLE", models=doc,
-                          headers={"Retry-After": str(settings.retry_after)})
+                               headers={"Retry-After": str(settings.retry_after)})
         return JSONResponse({"status": "ready", "models": doc})
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
@@ -260,7 +260,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                     client.predict_batch([parts[i].data for i in todo], errors="return"), settings.deadline)
             except TimeoutError:
                 raise ProblemError(504, "deadline-exceeded", f"the batch took longer than the deadline of "
-                              f"{settings.deadline:g} s") from None
+                                   f"{settings.deadline:g} s") from None
             outcome: list[Any] = list(errors)
             for i, result in zip(todo, found, strict=True):
                 outcome[i] = result

@@ -71,7 +71,7 @@ class AnalysisOptions:
         """
         if self.thorough and self.detector not in (None, THOROUGH_DETECTOR):
             raise ProblemError(400, "invalid-request", f"thorough searches with {THOROUGH_DETECTOR}; it does not "
-                          f"combine with detector={self.detector}")
+                               f"combine with detector={self.detector}")
         name = self.detector or (THOROUGH_DETECTOR if self.thorough else default or DEFAULT_DETECTOR)
         knobs: dict[str, Any] = {k: getattr(self, k) for k in ("min_face_size", "max_side", "min_score")
                                  if getattr(self, k) is not None}
@@ -157,8 +157,8 @@ class ConcurrencyGate:
             ProblemError: 503 overloaded, with Retry-After, when every place is taken.
         """
         if self.active >= self.limit:
-            raise ProblemError(503, "overloaded", f"the gateway is analysing {self.active} requests, its limit; retry "
-                          f"after {self.retry_after} s", headers={"Retry-After": str(self.retry_after)})
+            raise ProblemError(503, "overloaded", f"the gateway is analysing {self.active} requests, its limit; "
+                               f"retry after {self.retry_after} s", headers={"Retry-After": str(self.retry_after)})
         self.active += 1
         try:
             yield

@@ -100,9 +100,8 @@ async def read_images(request: Request, *, limit: int, max_images: int) -> list[
     elif kind.startswith("image/") or kind == "application/octet-stream":
         parts = [ImagePart(body, "body")]
     else:
-        raise ProblemError(415, "unsupported-media-type",
-                      f"Content-Type {kind or '(none)'!r} is not an image, multipart/form-data or application/json",
-                      accepted=list(REQUEST_TYPES))
+        raise ProblemError(415, "unsupported-media-type", f"Content-Type {kind or '(none)'!r} is not an image, "
+                           "multipart/form-data or application/json", accepted=list(REQUEST_TYPES))
     if not parts:
         raise ProblemError(400, "invalid-request", "the request holds no image")
     if len(parts) > max_images:
@@ -166,7 +165,7 @@ def check_pixels(data: bytes, max_pixels: int) -> None:
     size = probe_size(data)
     if size is not None and size[0] * size[1] > max_pixels:
         raise ProblemError(413, "too-many-pixels",
-                      f"the image is {size[0]} x {size[1]} pixels, more than the limit of {max_pixels:,}")
+                           f"the image is {size[0]} x {size[1]} pixels, more than the limit of {max_pixels:,}")
 
 
 def problem_or_none(parts: Iterable[ImagePart], max_pixels: int) -> list[ProblemError | InvalidImageError | None]:

@@ -22,7 +22,7 @@ from ..errors import EmotionAIError
 from ..streaming import FaceStream, StreamOptions
 from .auth import bearer_token, check_token
 from .inputs import check_pixels
-from .problems import ProblemError, from_client_error
+from .problems import ProblemError, from_client_error, log
 from .state import Gateway
 
 #: WebSocket close codes: policy violation (authentication) and try again later (too many streams).
@@ -116,8 +116,9 @@ async def _run(ws: WebSocket, gw: Gateway, options: StreamOptions) -> None:
                     return
                 data = message.get("bytes")
                 if data is None:
-                    await send({"type": "error", "frame": None, "problem": ProblemError(
-                        400, "invalid-request", "send each frame as a binary message (an encoded image)").document()})
+                    not_binary = ProblemError(400, "invalid-request",
+                                              "send each frame as a binary message (an encoded image)")
+                    await send({"type": "error", "frame": None, "problem": not_binary.document()})
                     continue
                 if len(data) > settings.max_body_bytes:
                     metrics.frames.labels("failed").inc()
@@ -146,6 +147,12 @@ async def _run(ws: WebSocket, gw: Gateway, options: StreamOptions) -> None:
                 metrics.frames.labels("failed").inc()
                 problem = exc if isinstance(exc, ProblemError) else from_client_error(exc, settings.retry_after)
                 await send({"type": "error", "frame": number, "problem": problem.document()})
+                continue
+            except Exception as exc:  # a bug costs its frame, not the stream; its details stay in the log
+                log.error("stream frame %d failed", number, exc_info=exc)
+                metrics.frames.labels("failed").inc()
+                internal = ProblemError(500, "internal-error", "internal error (see the gateway's log)")
+                await send({"type": "error", "frame": number, "problem": internal.document()})
                 continue
             metrics.frames.labels("analysed").inc()
             metrics.faces.observe(len(prediction.faces))
