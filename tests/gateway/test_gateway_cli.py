@@ -101,3 +101,13 @@ def test_wait_for_a_model_server_that_is_down_is_one_line_exit_2(served, capsys)
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not AVAILABLE" in err, err
     assert not served
+
+
+def test_the_thin_client_does_not_import_the_gateway():
+    import subprocess
+
+    code = ("import sys, emotion_ai, emotion_ai.cli; emotion_ai.cli.build_parser(); "
+            "found = sorted({'fastapi', 'uvicorn', 'starlette', 'emotion_ai.gateway'} & set(sys.modules)); "
+            "print(found, file=sys.stderr); sys.exit(1 if found else 0)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
