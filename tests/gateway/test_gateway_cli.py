@@ -111,3 +111,14 @@ def test_the_thin_client_does_not_import_the_gateway():
             "print(found, file=sys.stderr); sys.exit(1 if found else 0)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_help_states_the_settings_defaults():
+    from emotion_ai.gateway.settings import GatewaySettings
+
+    text = " ".join(cli_mod.build_parser()._subparsers._group_actions[0].choices["gateway"].format_help().split())
+    d = GatewaySettings()
+    assert d.max_body_bytes == 20 * 1024 * 1024 and "20 MiB" in text
+    assert d.max_pixels == 40_000_000 and "40 million" in text
+    assert f"(default: {d.deadline:g})" in text and f"(default: {d.max_concurrency})" in text
+    assert "replaces EMOTION_AI_HOST and the port" in text

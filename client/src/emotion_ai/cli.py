@@ -203,7 +203,7 @@ def _connection_parser(with_host: bool = True) -> argparse.ArgumentParser:
     g.add_argument(
         "--endpoint", action="append", dest="endpoints", metavar="HOST:PORT", type=_endpoint,
         help="a replica of the chosen protocol (repeat for several: round robin with failover; "
-        "gRPC also takes dns:///name:port); replaces --host and the port",
+        f"gRPC also takes dns:///name:port); replaces {'--host' if with_host else 'EMOTION_AI_HOST'} and the port",
     )
     g.add_argument("--timeout", type=_positive_float, default=d.timeout, metavar="SECONDS",
                    help=f"seconds per server call, > 0 (default: {d.timeout:g})")
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Serve the analysis gateway. The model server is EMOTION_AI_HOST (default localhost) at "
         "--grpc-port, or the --endpoint replicas; --host and --port are the gateway's own address.")
     a = gw.add_argument_group("gateway")
-    a.add_argument("--host", dest="listen_host", type=_host, default=GATEWAY_HOST,
+    a.add_argument("--host", dest="listen_host", type=_host, default=GATEWAY_HOST, metavar="HOST",
                    help=f"address to listen on (0.0.0.0: every interface; default: {GATEWAY_HOST})")
     a.add_argument("--port", type=_port, default=GATEWAY_PORT, help=f"port to listen on (default: {GATEWAY_PORT})")
     a.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR,
@@ -302,11 +302,13 @@ def build_parser() -> argparse.ArgumentParser:
                    "EMOTION_AI_GATEWAY_API_KEYS: tokens separated by commas); none: no authentication")
     a.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
                    help="an origin browsers may call the gateway from (repeat; env EMOTION_AI_GATEWAY_CORS_ORIGINS)")
-    a.add_argument("--max-body-bytes", type=_positive_int, metavar="N", help="largest request body")
-    a.add_argument("--max-pixels", type=_positive_int, metavar="N", help="largest image, width x height")
-    a.add_argument("--deadline", type=_positive_float, metavar="SECONDS", help="time allowed per request")
+    a.add_argument("--max-body-bytes", type=_positive_int, metavar="N", help="largest request body (default: 20 MiB)")
+    a.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="largest image, width x height (default: 40 million)")
+    a.add_argument("--deadline", type=_positive_float, metavar="SECONDS",
+                   help="time allowed for a request's analysis (default: 30)")
     a.add_argument("--max-concurrency", type=_positive_int, metavar="N",
-                   help="requests analysed at once; more get 503 with Retry-After")
+                   help="requests analysed at once; more get 503 with Retry-After (default: 8)")
     a.add_argument("--wait", type=_non_negative_float, default=0.0, metavar="SECONDS",
                    help="before serving, wait up to this long for both models to be AVAILABLE and exit 2 if they "
                    "are not (default: 0: serve at once; /readyz tells when they are)")
