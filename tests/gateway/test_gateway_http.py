@@ -311,3 +311,19 @@ def test_the_web_page_loads_only_its_own_files(api):
     js = api.get("/ui/app.js").text
     assert "v1/faces:analyze" in js and "v1/stream" in js
     assert "/" not in api.get("/openapi.json").json()["paths"]
+
+
+def test_cors_allows_only_the_listed_origins():
+    settings = GatewaySettings(client=ClientOptions(host="127.0.0.1", grpc_port=free_port(), timeout=1, retries=0),
+                               cors_origins=("https://app.example",))
+    with gateway_client(settings) as client:
+        preflight = {"access-control-request-method": "POST", "access-control-request-headers": "authorization"}
+        ok = client.options(ANALYZE, headers={"origin": "https://app.example"} | preflight)
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == "https://app.example"
+        other = client.options(ANALYZE, headers={"origin": "https://evil.example"} | preflight)
+        assert "access-control-allow-origin" not in other.headers
+        plain = client.get("/healthz", headers={"origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in plain.headers
+    with gateway_client(GatewaySettings(client=settings.client)) as client:  # no list: no CORS at all
+        r = client.get("/healthz", headers={"origin": "https://app.example"})
+        assert "access-control-allow-origin" not in r.headers
