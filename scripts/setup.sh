@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Create .venv and install the client, training and serving packages plus the test tools.
+# Create .venv and install the client (with its gateway extra), training and serving packages plus the test tools.
 # Idempotent: re-installs only when a pyproject.toml or requirements-dev.txt changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,6 @@ if [ ! -f "$stamp" ] || [ -n "$(find client/pyproject.toml training/pyproject.to
      requirements-dev.txt -newer "$stamp")" ]; then
   echo "setup: installing packages into .venv (TensorFlow is large; first run takes a few minutes)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ./client -e ./training -e ./serving -r requirements-dev.txt
+  .venv/bin/python -m pip install -q -e './client[gateway]' -e ./training -e ./serving -r requirements-dev.txt
   touch "$stamp"
 fi

@@ -1,4 +1,4 @@
-"""`emotion-ai` command line: predict (images), video (timeline with face tracks), status (models).
+"""`emotion-ai` command line: predict (images), video (timeline with face tracks), status (models), gateway (API).
 
 `--accurate` sends the faces to each task's accurate model (`emotion_accurate`) instead of the fast
 default (`ClientOptions.variant`). Exit codes: 0 everything worked, 1 some inputs could not be read (or
@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -58,6 +58,8 @@ STAGE_WORKERS = 2
 #: `OPENCV_FFMPEG_LOGLEVEL` of `emotion-ai video` without --verbose: AV_LOG_QUIET, so an unreadable file
 #: gives the CLI's one line, not FFmpeg's own messages too.
 FFMPEG_QUIET = "-8"
+#: `emotion-ai gateway`'s default address.
+GATEWAY_HOST, GATEWAY_PORT = "127.0.0.1", 8000
 
 T = TypeVar("T")
 
@@ -169,11 +171,15 @@ def _detector_defaults(knob: str) -> str:
     return ", ".join(found)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `emotion-ai` argument parser; its server defaults come from the EMOTION_AI_* environment.
+def _connection_parser(with_host: bool = True) -> argparse.ArgumentParser:
+    """The server and model flags every command shares; their defaults come from the EMOTION_AI_* environment.
+
+    Args:
+        with_host: add `--host` (the `gateway` command takes `--host` for its own address and reaches the
+            model server at EMOTION_AI_HOST or `--endpoint`).
 
     Returns:
-        The parser (its usage errors are one line on stderr, exit status 2).
+        A parent parser (no help of its own).
 
     Raises:
         SystemExit: status 2, after one line on stderr, for an invalid EMOTION_AI_* value.
@@ -184,7 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     host, protocol = _env("EMOTION_AI_HOST", _host, d.host), _env("EMOTION_AI_PROTOCOL", _protocol, d.protocol)
     grpc_port, rest_port = _env("EMOTION_AI_GRPC_PORT", _port, d.grpc_port), _env("EMOTION_AI_REST_PORT", _port,
                                                                                  d.rest_port)
-    g.add_argument("--host", type=_host, default=host, help=f"server host (env EMOTION_AI_HOST; default: {host})")
+    if with_host:
+        g.add_argument("--host", type=_host, default=host, help=f"server host (env EMOTION_AI_HOST; default: {host})")
+    else:
+        conn.set_defaults(server_host=host)
     g.add_argument("--protocol", choices=PROTOCOLS, default=protocol,
                    help=f"env EMOTION_AI_PROTOCOL; default: {protocol}")
     g.add_argument("--grpc-port", type=_port, default=grpc_port, metavar="PORT",
@@ -194,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--endpoint", action="append", dest="endpoints", metavar="HOST:PORT", type=_endpoint,
         help="a replica of the chosen protocol (repeat for several: round robin with failover; "
-        "gRPC also takes dns:///name:port); replaces --host and the port",
+        f"gRPC also takes dns:///name:port); replaces {'--host' if with_host else 'EMOTION_AI_HOST'} and the port",
     )
     g.add_argument("--timeout", type=_positive_float, default=d.timeout, metavar="SECONDS",
                    help=f"seconds per server call, > 0 (default: {d.timeout:g})")
@@ -207,6 +216,19 @@ def build_parser() -> argparse.ArgumentParser:
         one.add_argument(f"--{key}-version", type=_positive_int, metavar="N", help=f"pin {key} version N (>= 1)")
         one.add_argument(f"--{key}-label", metavar="LABEL", help=f"use {key}'s version label (e.g. stable)")
 
+    return conn
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `emotion-ai` argument parser; its server defaults come from the EMOTION_AI_* environment.
+
+    Returns:
+        The parser (its usage errors are one line on stderr, exit status 2).
+
+    Raises:
+        SystemExit: status 2, after one line on stderr, for an invalid EMOTION_AI_* value.
+    """
+    conn = _connection_parser()
     parser = _Parser(prog="emotion-ai", description="Face keypoints and facial expressions via TF Serving.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -263,6 +285,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("status", parents=[conn], help="models and versions on the server")
     s.add_argument("--json", action="store_true", help="print the status as JSON")
+
+    gw = sub.add_parser(
+        "gateway", parents=[_connection_parser(with_host=False)],
+        help="serve the HTTP/WebSocket analysis API (needs the gateway extra: pip install 'emotion-ai[gateway]')",
+        description="Serve the analysis gateway. The model server is EMOTION_AI_HOST (default localhost) at "
+        "--grpc-port, or the --endpoint replicas; --host and --port are the gateway's own address.")
+    a = gw.add_argument_group("gateway")
+    a.add_argument("--host", dest="listen_host", type=_host, default=GATEWAY_HOST, metavar="HOST",
+                   help=f"address to listen on (0.0.0.0: every interface; default: {GATEWAY_HOST})")
+    a.add_argument("--port", type=_port, default=GATEWAY_PORT, help=f"port to listen on (default: {GATEWAY_PORT})")
+    a.add_argument("--detector", choices=tuple(DETECTORS), default=DEFAULT_DETECTOR,
+                   help=f"default face detector (requests may pick another; default: {DEFAULT_DETECTOR})")
+    a.add_argument("--api-keys-file", metavar="FILE",
+                   help="accepted bearer tokens, one per line (also env EMOTION_AI_GATEWAY_API_KEYS_FILE, and "
+                   "EMOTION_AI_GATEWAY_API_KEYS: tokens separated by commas); none: no authentication")
+    a.add_argument("--cors-origin", action="append", dest="cors_origins", metavar="ORIGIN",
+                   help="an origin browsers may call the gateway from (repeat; env EMOTION_AI_GATEWAY_CORS_ORIGINS)")
+    a.add_argument("--max-body-bytes", type=_positive_int, metavar="N", help="largest request body (default: 20 MiB)")
+    a.add_argument("--max-pixels", type=_positive_int, metavar="N",
+                   help="largest image, width x height (default: 40 million)")
+    a.add_argument("--deadline", type=_positive_float, metavar="SECONDS",
+                   help="time allowed for a request's analysis (default: 30)")
+    a.add_argument("--max-concurrency", type=_positive_int, metavar="N",
+                   help="requests analysed at once; more get 503 with Retry-After (default: 8)")
+    a.add_argument("--wait", type=_non_negative_float, default=0.0, metavar="SECONDS",
+                   help="before serving, wait up to this long for both models to be AVAILABLE and exit 2 if they "
+                   "are not (default: 0: serve at once; /readyz tells when they are)")
+    a.add_argument("--proxy-headers", action="store_true", help="trust X-Forwarded-* (behind a reverse proxy)")
     return parser
 
 
@@ -282,11 +332,11 @@ def _detector(args: argparse.Namespace) -> FaceDetector:
         raise EmotionAIError(f"--detector {name}: {exc}") from exc
 
 
-def _client(args: argparse.Namespace) -> EmotionClient:
-    """The client the flags ask for (a combination `ClientOptions` refuses is a usage error)."""
+def _client_options(args: argparse.Namespace) -> ClientOptions:
+    """The client options the connection flags ask for (a combination `ClientOptions` refuses is a usage error)."""
     try:
-        options = ClientOptions(
-            host=args.host,
+        return ClientOptions(
+            host=getattr(args, "server_host", None) or args.host,
             protocol=args.protocol,
             grpc_port=args.grpc_port,
             rest_port=args.rest_port,
@@ -299,6 +349,11 @@ def _client(args: argparse.Namespace) -> EmotionClient:
         )
     except ValueError as exc:
         raise EmotionAIError(str(exc)) from exc
+
+
+def _client(args: argparse.Namespace) -> EmotionClient:
+    """The client the flags ask for (a combination `ClientOptions` refuses is a usage error)."""
+    options = _client_options(args)
     return EmotionClient.from_options(options, detector=_detector(args) if hasattr(args, "detector") else None)
 
 
@@ -613,6 +668,37 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK if all_available(in_use) else EXIT_SOME_FAILED
 
 
+# -- gateway ---------------------------------------------------------------------------------------
+def cmd_gateway(args: argparse.Namespace) -> int:
+    """Serve the analysis gateway (`emotion_ai.gateway`) until interrupted; exit 2 with one line when the
+    gateway extra is not installed or a setting is invalid."""
+    try:  # imported here: the thin client does not need FastAPI
+        from .gateway import serve, settings_from_env
+    except ImportError as exc:
+        _err(f"error: the gateway needs its extra: pip install 'emotion-ai[gateway]' ({exc})")
+        return EXIT_ERROR
+    fields: dict[str, Any] = {"client": _client_options(args), "detector": args.detector}
+    for name in ("max_body_bytes", "max_pixels", "deadline", "max_concurrency"):
+        if getattr(args, name) is not None:
+            fields[name] = getattr(args, name)
+    try:
+        settings = settings_from_env(**fields)
+        if args.api_keys_file:
+            from .gateway.settings import read_api_keys
+
+            settings = replace(settings, api_keys=settings.api_keys | read_api_keys(args.api_keys_file))
+        if args.cors_origins:
+            settings = replace(settings, cors_origins=(*settings.cors_origins, *args.cors_origins))
+    except ValueError as exc:
+        raise EmotionAIError(str(exc)) from exc
+    if args.wait:  # here, not in the app's start: a server that stays down is one line and exit 2
+        with EmotionClient.from_options(settings.client) as client:
+            client.wait_until_available(timeout=args.wait)
+    serve(settings, args.listen_host, args.port, log_level="debug" if args.verbose else "info",
+          proxy_headers=args.proxy_headers)
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -620,7 +706,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    commands = {"predict": cmd_predict, "video": cmd_video, "status": cmd_status}
+    commands = {"predict": cmd_predict, "video": cmd_video, "status": cmd_status, "gateway": cmd_gateway}
     try:
         return commands[args.command](args)
     except EmotionAIError as exc:
