@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
+import grpc
 import numpy as np
 import pytest
 from emotion_ai import EmotionClient, spec
@@ -126,3 +127,16 @@ def server(model_root, tmp_path_factory):
     srv = start_server(root)
     yield srv
     srv.close()
+
+
+class FakeRpcError(grpc.RpcError):
+    """What a gRPC stub raises: a status code and its details."""
+
+    def __init__(self, code, details):
+        self._code, self._details = code, details
+
+    def code(self):
+        return self._code
+
+    def details(self):
+        return self._details

@@ -22,6 +22,8 @@ from emotion_ai.rest_transport import RestTransport
 from emotion_ai.result import Face, captions, draw_faces, place_labels
 from emotion_ai.transport import ModelRef, RetryPolicy
 
+from .conftest import FakeRpcError
+
 
 def _run(argv: list[str]) -> int:
     """`main(argv)`'s exit status, whether it returns it or argparse exits."""
@@ -313,15 +315,6 @@ def test_rest_model_not_found_names_the_served_versions(tiny_rest):
     tiny_rest.close()
 
 
-class _RpcError(grpc.RpcError):
-    def __init__(self, code, details):
-        self._code, self._details = code, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
 
 
 def test_grpc_model_not_found_names_the_served_versions():
@@ -329,7 +322,7 @@ def test_grpc_model_not_found_names_the_served_versions():
     asked = []
 
     def predict(request, timeout):
-        raise _RpcError(grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(emotion, 99)")
+        raise FakeRpcError(grpc.StatusCode.NOT_FOUND, "Servable not found for request: Specific(emotion, 99)")
 
     def status(request, timeout):
         asked.append((request.model_spec.name, request.model_spec.HasField("version")))

@@ -30,7 +30,7 @@ from emotion_ai.tensors import json_to_numpy, make_tensor_proto, numpy_to_json, 
 from emotion_ai.tracking import IoUTracker, iou
 from emotion_ai.transport import ModelRef, RetryableError, RetryPolicy, with_retries
 
-from .conftest import FakeTransport
+from .conftest import FakeRpcError, FakeTransport
 
 
 def test_client_imports_without_tensorflow():
@@ -285,15 +285,6 @@ def test_check_emotion_outputs_shapes():
 
 
 # -- error mapping ---------------------------------------------------------------------------------
-class _RpcError(grpc.RpcError):
-    def __init__(self, code, details):
-        self._code, self._details = code, details
-
-    def code(self):
-        return self._code
-
-    def details(self):
-        return self._details
 
 
 @pytest.mark.parametrize(
@@ -320,7 +311,7 @@ class _RpcError(grpc.RpcError):
     ],
 )
 def test_grpc_error_mapping(code, details, kind):
-    err = map_rpc_error(_RpcError(code, details), ModelRef("x"))
+    err = map_rpc_error(FakeRpcError(code, details), ModelRef("x"))
     assert type(err) is kind
     if isinstance(err, ServerError):
         assert err.message == details and err.code == code.name
