@@ -44,14 +44,20 @@ function draw(image, prediction) {
     ctx.lineWidth = line;
     ctx.strokeStyle = "#00c800";
     ctx.strokeRect(x, y, w, h);
+    // The 15 keypoints: yellow dots with a dark rim, large enough to see on a scaled-down canvas.
     ctx.fillStyle = "#ffdc00";
+    ctx.strokeStyle = "#333";
+    ctx.lineWidth = Math.max(1, line / 2);
     for (const point of Object.values(face.keypoints)) {
       if (point[0] === null || point[1] === null) continue;
       ctx.beginPath();
-      ctx.arc(point[0], point[1], Math.max(1.5, w / 60), 0, 2 * Math.PI);
+      ctx.arc(point[0], point[1], Math.max(2.5, w / 40), 0, 2 * Math.PI);
       ctx.fill();
+      ctx.stroke();
     }
-    const label = `${face.track_id !== undefined ? "#" + face.track_id + " " : ""}${face.smoothed_emotion || face.emotion}`;
+    // The label names the face as its card does: "Face N" (several faces) or its track id (the camera).
+    const name = face.track_id !== undefined ? "#" + face.track_id + " " : prediction.faces.length > 1 ? `${i + 1} ` : "";
+    const label = `${name}${face.smoothed_emotion || face.emotion}`;
     const size = Math.max(12, Math.round(w / 10));
     ctx.font = `${size}px sans-serif`;
     const width = ctx.measureText(label).width + 6;
@@ -60,7 +66,6 @@ function draw(image, prediction) {
     ctx.fillRect(x, top, width, size + 6);
     ctx.fillStyle = "#000";
     ctx.fillText(label, x + 3, top + size);
-    if (prediction.faces.length > 1) ctx.fillText(String(i + 1), x + 3, y + h - 4);
   });
 }
 
