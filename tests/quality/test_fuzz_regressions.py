@@ -64,6 +64,6 @@ def test_fuzzing_smoke_run_finds_nothing(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((tmp_path / "fuzz.json").read_text())["results"]
-    assert [r["target"] for r in results] == ["rest", "image"]
+    assert [r["target"] for r in results] == ["rest", "image", "gateway"]
     for r in results:
         assert r["executions"] > 100 and r["findings"] == [] and r["exit_code"] == 0
