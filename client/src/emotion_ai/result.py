@@ -57,6 +57,8 @@ class Face:
         return max(self.smoothed_scores, key=self.smoothed_scores.__getitem__)
 
     def to_dict(self) -> dict[str, Any]:
+        """The face as JSON-ready values: box, detection_score, keypoints by name, emotion and scores
+        (and track_id / smoothed_scores in a stream), numbers rounded for output."""
         doc: dict[str, Any] = {
             "box": [_num(v, 2) for v in self.box],
             "detection_score": _num(self.detection_score),
@@ -130,6 +132,14 @@ class Prediction:
         return doc
 
     def to_json(self, **kwargs: Any) -> str:
+        """`to_dict` as a JSON string.
+
+        Args:
+            **kwargs: passed to `json.dumps` (e.g. indent=2).
+
+        Returns:
+            The prediction's JSON, the object `emotion-ai predict --json` writes.
+        """
         return json.dumps(self.to_dict(), **kwargs)
 
     def to_rows(self) -> list[dict[str, Any]]:
