@@ -695,7 +695,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     """Serve the analysis gateway (`emotion_ai.gateway`) until interrupted; exit 2 with one line when the
     gateway extra is not installed or a setting is invalid."""
     try:  # imported here: the thin client does not need FastAPI
-        from .gateway import serve, settings_from_env
+        from .gateway import serve, settings_from_env  # noqa: PLC0415 -- the optional gateway extra (FastAPI)
     except ImportError as exc:
         _err(f"error: the gateway needs its extra: pip install 'emotion-ai[gateway]' ({exc})")
         return EXIT_ERROR
@@ -706,7 +706,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_env(**fields)
         if args.api_keys_file:
-            from .gateway.settings import read_api_keys
+            from .gateway.settings import read_api_keys  # noqa: PLC0415 -- the optional gateway extra
 
             settings = replace(settings, api_keys=settings.api_keys | read_api_keys(args.api_keys_file))
         if args.cors_origins:

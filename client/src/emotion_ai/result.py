@@ -154,7 +154,7 @@ class Prediction:
     def to_pandas(self) -> Any:
         """`to_rows()` as a pandas DataFrame (needs pandas, which the client does not install)."""
         try:
-            import pandas as pd
+            import pandas as pd  # noqa: PLC0415 -- optional: only to_pandas needs pandas
         except ImportError as exc:
             raise ImportError("Prediction.to_pandas() needs pandas: pip install pandas") from exc
         return pd.DataFrame(self.to_rows())

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from emotion_ai.spec import INPUT_KEY, KEYPOINTS_OUTPUT_KEY, SCORES_OUTPUT_KEY
 from keras import ops
 
@@ -52,8 +53,6 @@ def _load_teacher(path: Path, task: str):
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise FileNotFoundError(f"teacher {path}: no saved_model.pb (expected a version folder)")
-        import tensorflow as tf
-
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
         key = SCORES_OUTPUT_KEY if task == "emotion" else KEYPOINTS_OUTPUT_KEY
 
