@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from . import spec
 from .grpc_transport import MAX_MESSAGE_BYTES
 from .images import MAX_PIXELS
-from .transport import ModelRef
+from .transport import ModelRef, RetryPolicy
 
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d{1,5})")
 
@@ -130,8 +130,8 @@ class ClientOptions:
     grpc_port: int = spec.GRPC_PORT
     rest_port: int = spec.REST_PORT
     timeout: float = 10.0
-    retries: int = 3
-    backoff: float = 0.1
+    retries: int = RetryPolicy.retries
+    backoff: float = RetryPolicy.backoff
     variant: Variant = "fast"
     models: Mapping[str, ModelOption] = field(default_factory=dict)
     keypoints_crop: spec.CropGeometry | None = None

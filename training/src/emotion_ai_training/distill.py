@@ -27,6 +27,8 @@ import tensorflow as tf
 from emotion_ai.spec import INPUT_KEY, KEYPOINTS_OUTPUT_KEY, SCORES_OUTPUT_KEY
 from keras import ops
 
+from emotion_ai_training.config import DISTILL_ALPHA, DISTILL_TEMPERATURE
+
 log = logging.getLogger(__name__)
 
 TEACHER_BATCH = 256
@@ -114,7 +116,8 @@ class DistillationLoss(keras.losses.Loss):
     The model outputs probabilities; softening at T is softmax(log p / T), the same as softening the logits.
     """
 
-    def __init__(self, alpha: float = 0.9, temperature: float = 4.0, label_smoothing: float = 0.0,
+    def __init__(self, alpha: float = DISTILL_ALPHA["emotion"], temperature: float = DISTILL_TEMPERATURE,
+                 label_smoothing: float = 0.0,
                  name: str = "distillation", **kwargs):
         super().__init__(name=name, **kwargs)
         self.alpha, self.temperature, self.label_smoothing = alpha, temperature, label_smoothing
