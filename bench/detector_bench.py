@@ -63,11 +63,12 @@ from emotion_ai import detect, spec
 from emotion_ai.preprocess import level_angle, model_inputs, to_gray
 from emotion_ai.versions import latest_version
 from emotion_ai_training.data import load_keypoints
+from emotion_ai_training.dataset_files import default_data
 from machine import machine_info
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
-DATA = REPO.parent / "shared" / "data" / "facial_keypoints.csv.gz"
+DATA = default_data("keypoints")
 
 #: scikit-image sample photos without human faces (checked by eye; chelsea is a cat).
 BACKGROUNDS: tuple[str, ...] = (

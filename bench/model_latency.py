@@ -53,8 +53,8 @@ def time_calls(signatures: list, batches: list[list[np.ndarray]], repeats: int) 
 
 def validation_faces(model: str, data_dir: Path, cache_dir: str) -> np.ndarray:
     """The validation split's faces of `model`'s dataset, uint8 [N, size, size, 1]."""
-    from accuracy import DATA_FILES
     from emotion_ai_training.data import load_task
+    from emotion_ai_training.dataset_files import DATA_FILES
 
     images = load_task(model, str(data_dir / DATA_FILES[model]), cache_dir=cache_dir).subset("validation")[0]
     return images[..., None]
@@ -96,19 +96,21 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=30)
     p.add_argument("--faces", choices=("random", "validation"), default="random",
                    help="random pixels, one batch for every call, or a new batch of real validation faces per call")
-    p.add_argument("--data-dir", type=Path, default=REPO.parent / "shared" / "data")
+    p.add_argument("--data-dir", type=Path, default=None,
+                   help="the data folder (default: $EMOTION_AI_DATA, else ../shared/data)")
     p.add_argument("--cache-dir", default=str(REPO / "cache"))
     p.add_argument("--out", type=Path, default=BENCH / "results")
     args = p.parse_args()
 
     import tensorflow as tf
+    from emotion_ai_training.dataset_files import data_dir
 
     rng = np.random.default_rng(0)
     signatures = [tf.saved_model.load(str(folder)).signatures[spec.SIGNATURE_NAME] for folder in args.versions]
     sizes = [s.structured_input_signature[1][spec.INPUT_KEY].shape[1] for s in signatures]
     models = [task_of(folder) for folder in args.versions]  # the task: emotion_accurate/8 is an emotion model
     names = [display_path(folder, REPO) for folder in args.versions]
-    pools = ({m: validation_faces(m, args.data_dir, args.cache_dir) for m in dict.fromkeys(models)}
+    pools = ({m: validation_faces(m, args.data_dir or data_dir(), args.cache_dir) for m in dict.fromkeys(models)}
              if args.faces == "validation" else {})
     ratio_key = "mean_ms_per_face" if args.faces == "validation" else "ms_per_face"
     results = []

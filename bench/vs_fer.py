@@ -56,7 +56,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -517,11 +517,11 @@ def cli_command(host: str, grpc_port: int, extra: list[str]) -> list[str]:
             f"--grpc-port={grpc_port}", "--timeout=120", *extra]
 
 
-def our_cli_folder(host: str, grpc_port: int, folder: Path, paths: list[Path]) -> dict:
-    """Wall time of `emotion-ai predict FOLDER --json` (default settings) from start to exit, photos/s, faces
-    per file and what is wrong with its output (`predict_lines`)."""
+def our_cli_folder(host: str, grpc_port: int, folder: Path, paths: list[Path], extra: Sequence[str] = ()) -> dict:
+    """Wall time of `emotion-ai predict FOLDER --json` (default settings, or `extra` flags) from start to exit,
+    photos/s, faces per file and what is wrong with its output (`predict_lines`)."""
     argv = [*_cli_head(), "predict", str(folder), "--json", f"--host={host}", "--protocol=grpc",
-            f"--grpc-port={grpc_port}", "--timeout=120"]
+            f"--grpc-port={grpc_port}", "--timeout=120", *extra]
     t = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, check=False,
                           env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))

@@ -174,7 +174,8 @@ def test_server_dying_mid_run_lists_the_files_never_processed(cli_client, folder
 
     cli_client.transport.predict = dies_after_first_image
     csv_path = tmp_path / "faces.csv"
-    assert _run(["predict", str(folder), "--json", "--csv", str(csv_path)]) == 2
+    # one image per request, so it dies after the first image
+    assert _run(["predict", str(folder), "--json", "--csv", str(csv_path), "--batch-images", "1"]) == 2
     out, err = capsys.readouterr()
     reason = "predict emotion at localhost:8500: server unavailable (refused)"
     names = [str(folder / n) for n in ("a.jpg", "b.jpg", "c.jpg", "d.jpg")]
@@ -196,6 +197,32 @@ def test_server_dying_mid_run_lists_the_files_never_processed(cli_client, folder
     assert [(r["image"], r["error"]) for r in rows] == [
         (names[0], ""), (names[1], reason), (names[2], f"not processed: {reason}"),
         (names[3], f"not processed: {reason}")]
+
+
+def test_a_folder_shares_requests_across_images_with_the_same_answers(cli_client, folder, capsys):
+    """Groups of --batch-images images share one request per model; the output is what one-by-one gives,
+    and an unreadable file in a group costs only its own record."""
+    real = cli_client.transport.predict
+    batches: list[tuple[str, int]] = []
+
+    def counted(model, inputs, timeout):
+        batches.append((model.name, len(inputs["image"])))
+        return real(model, inputs, timeout)
+
+    cli_client.transport.predict = counted
+    runs = {}
+    for group in (1, 4):
+        batches.clear()
+        assert _run(["predict", str(folder), "--json", "--batch-images", str(group)]) == 1  # b.jpg: not an image
+        records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        # what detection and the grouping decide (the fake transport's scores depend on the batch)
+        records = [{"image": r["image"], "error": r.get("error"), "boxes": [f["box"] for f in r.get("faces", [])]}
+                   for r in records]
+        runs[group] = (records, sorted(batches))
+    assert runs[4][0] == runs[1][0] and len(runs[4][0]) == 4 and runs[4][0][1]["error"]
+    assert sum(len(r["boxes"]) for r in runs[1][0]) == 3
+    assert runs[1][1] == sorted([(spec.EMOTION_MODEL, 1), (spec.KEYPOINTS_MODEL, 1)] * 3)
+    assert runs[4][1] == sorted([(spec.EMOTION_MODEL, 3), (spec.KEYPOINTS_MODEL, 3)])
 
 
 # -- 6. the REST timeout names the address ----------------------------------------------------------

@@ -281,7 +281,8 @@ def test_cli_folder_run_reports_a_timed_out_file_and_goes_on(cli_with_fake, astr
         return real(model, inputs, timeout)
 
     cli_with_fake.transport.predict = first_image_times_out
-    assert cli_mod.main(["predict", str(folder), "--json"]) == 1
+    # one image per request: the first image's calls time out
+    assert cli_mod.main(["predict", str(folder), "--json", "--batch-images", "1"]) == 1
     out, err = capsys.readouterr()
     records = [json.loads(line) for line in out.splitlines()]
     assert records[0] == {"image": str(folder / "a.jpg"), "error": "emotion: the request exceeded its deadline"}

@@ -53,7 +53,8 @@ def test_every_manifest_validates_against_the_pinned_kubernetes_api():
 
 def test_config_copies_match_serving_configs():
     for name in ("models.config", "batching.config", "monitoring.config"):
-        assert (K8S / "config" / name).read_bytes() == (REPO / "serving" / name).read_bytes(), name
+        assert (K8S / "config" / name).read_bytes() == (REPO / "serving" / name).read_bytes(), (
+            f"deploy/kubernetes/config/{name} differs from serving/{name}: run scripts/sync_kubernetes_config.sh")
 
 
 def test_deployment_matches_compose_and_wires_services_hpa_and_pdb():

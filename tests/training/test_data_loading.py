@@ -130,3 +130,14 @@ def test_keypoints_bad_rows(tmp_path: Path) -> None:
     assert sorted(b.line for b in data.bad_rows) == [7, 8]
     with pytest.raises(DatasetError, match="2 bad row"):
         load_keypoints(path, strict=True)
+
+
+def test_the_data_folder_is_emotion_ai_data_or_the_shared_sibling(monkeypatch, tmp_path):
+    from emotion_ai_training.dataset_files import DATA_ENV, data_dir, default_data, default_votes
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    assert data_dir() == Path("..") / "shared" / "data"
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert default_data("emotion") == tmp_path / "fer2013.csv.gz"
+    assert default_data("keypoints") == tmp_path / "facial_keypoints.csv.gz"
+    assert default_votes() == tmp_path / "ferplus_votes.csv.gz"

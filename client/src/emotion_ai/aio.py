@@ -38,6 +38,15 @@ class AsyncEmotionClient:
     included), retries and endpoint failover. Decoding, detection and cropping run in worker threads;
     the keypoints and emotion requests of an image run concurrently; cancelling a call cancels its
     requests. Use one client within one event loop.
+
+    Args:
+        host, protocol, grpc_port, rest_port, timeout, retries, models, detector, options: as for
+            `EmotionClient`.
+        transport: an `aio_transport.AsyncTransport` instead of the server's.
+        **more_options: further `ClientOptions` fields.
+
+    Raises:
+        ValueError: an invalid option, or `options=` together with option keywords.
     """
 
     def __init__(
@@ -115,6 +124,10 @@ class AsyncEmotionClient:
     async def wait_until_available(self, timeout: float = 30.0, interval: float = 0.2) -> None:
         """`EmotionClient.wait_until_available`: wait until both models report a version AVAILABLE.
 
+        Args:
+            timeout: seconds to wait in all.
+            interval: seconds between two status calls.
+
         Raises:
             ServerUnavailableError: not within `timeout` seconds.
             ModelNotFoundError: at once, when a pinned version or label is not served while other versions
@@ -140,7 +153,19 @@ class AsyncEmotionClient:
 
     # -- prediction ------------------------------------------------------------------------------
     async def predict(self, image: ImageInput, *, color: ColorOrder = "bgr") -> Prediction:
-        """`EmotionClient.predict`: keypoints and expression of every face in `image`."""
+        """`EmotionClient.predict`: keypoints and expression of every face in `image`.
+
+        Args:
+            image: a path, the bytes of an encoded image, or a numpy array (gray, 3- or 4-channel).
+            color: the channel order of an array: "bgr" (default) or "rgb".
+
+        Returns:
+            The image's faces (left to right), the models that answered and the stage timings.
+
+        Raises:
+            InvalidImageError: the image cannot be read, or is too large.
+            EmotionAIError: the server errors of `emotion_ai.errors`.
+        """
         staged = await self._stage(image, color)
         await self._infer([staged])
         return staged.prediction()
@@ -154,7 +179,21 @@ class AsyncEmotionClient:
         color: ColorOrder = "bgr",
     ) -> AsyncIterator[Prediction]:
         """`EmotionClient.stream` as an async generator over a sync or async iterable of frames: each
-        frame is processed in a worker thread (detection, tracking) whose model calls run on this loop."""
+        frame is processed in a worker thread (detection, tracking) whose model calls run on this loop.
+
+        Args:
+            frames: a sync or async iterable of images.
+            fps: the frames' rate, for their timestamps in smoothing (default: arrival time).
+            options: a `StreamOptions` (detection interval, smoothing, occlusion tolerance).
+            color: the channel order of array frames ("bgr" or "rgb").
+
+        Returns:
+            An async iterator of one `Prediction` per frame, with track ids and smoothed scores.
+
+        Raises:
+            InvalidImageError: a frame cannot be used.
+            EmotionAIError: the server errors of `emotion_ai.errors`.
+        """
         runner = ModelRunner(_LoopBridge(self.transport, asyncio.get_running_loop()), self.models, self.options)
         engine = FaceStream(FacePipeline(self._stager, runner), options, fps)
         try:
@@ -180,9 +219,21 @@ class AsyncEmotionClient:
         color: ColorOrder = "bgr",
         errors: Literal["raise", "return"] = "raise",
     ) -> list[Prediction] | list[Prediction | EmotionAIError]:
-        """`EmotionClient.predict_batch`: faces of `batch_images` images share one request per model;
-        with errors="return" a failed image yields its exception in its place (a failed group is
-        retried image by image)."""
+        """`EmotionClient.predict_batch`: faces of `batch_images` images share one request per model.
+
+        Args:
+            images: paths, encoded bytes or arrays, as for `predict`.
+            color: the channel order of arrays ("bgr" or "rgb").
+            errors: "raise" (default) stops at the first failing image; "return" puts a failed image's
+                exception in its place (a failed group is retried image by image).
+
+        Returns:
+            One `Prediction` per image, in order (or its `EmotionAIError` with errors="return").
+
+        Raises:
+            InvalidImageError: with errors="raise", for the first unusable image.
+            EmotionAIError: with errors="raise", the server errors of `emotion_ai.errors`.
+        """
         results: list[Any] = []
         group: list[StagedImage] = []
         slots: list[int] = []

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
+from itertools import islice
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -51,9 +52,9 @@ IMAGE_SUFFIXES = frozenset(
     | {".pgm", ".ppm", ".pbm", ".pnm", ".jp2", ".exr", ".hdr"}
 )
 EXIT_OK, EXIT_SOME_FAILED, EXIT_ERROR = 0, 1, 2
-#: `emotion-ai predict`: images staged (decoded, faces detected and cropped) ahead of the one whose model
+#: `emotion-ai predict`: images staged (decoded, faces detected and cropped) ahead of the ones whose model
 #: requests are in flight, by this many worker threads (cv2 and gRPC release the GIL, so the cores overlap).
-PIPELINE_DEPTH = 4
+PIPELINE_DEPTH = 8
 STAGE_WORKERS = 2
 #: `OPENCV_FFMPEG_LOGLEVEL` of `emotion-ai video` without --verbose: AV_LOG_QUIET, so an unreadable file
 #: gives the CLI's one line, not FFmpeg's own messages too.
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotate", metavar="OUT_DIR",
                    help="write annotated images to OUT_DIR (relative paths kept, nothing overwritten)")
     p.add_argument("--recursive", "-r", action="store_true", help="also search the folders' subfolders")
+    p.add_argument("--batch-images", type=_positive_int, default=ClientOptions.batch_images, metavar="N",
+                   help="the faces of N consecutive images share one request per model (bigger batches cost less "
+                   f"per face; default: {ClientOptions.batch_images})")
 
     v = sub.add_parser("video", parents=[conn, det], help="per-frame timeline of a video with face tracks")
     v.add_argument("input", metavar="IN", help="video file, camera index (0) or stream URL (rtsp://...)")
@@ -346,6 +350,7 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
             models={key: ModelRef(spec.served_model(key, args.variant), version=getattr(args, f"{key}_version"),
                                   version_label=getattr(args, f"{key}_label"))
                     for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)},
+            batch_images=getattr(args, "batch_images", ClientOptions.batch_images),
         )
     except ValueError as exc:
         raise EmotionAIError(str(exc)) from exc
@@ -426,8 +431,9 @@ def stage_ahead(client: EmotionClient, paths: Iterable[Path], depth: int = PIPEL
                     yield pending.popleft()
             while pending:
                 yield pending.popleft()
-        finally:  # the caller stopped early (an error, or the generator closed): drop the rest
+        except GeneratorExit:  # the caller stopped early (an error, or it closed the generator): drop the rest
             pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 @dataclass
@@ -499,25 +505,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
             )
         )
         staged = stack.enter_context(closing(stage_ahead(client, [path for path, _ in files])))
-        for index, ((path, relative), future) in enumerate(zip(bar, staged, strict=True)):
-            try:
-                pred = client.predict_staged(future.result())
-            except InvalidImageError as exc:
-                failed += 1
-                outputs.fail(path, str(exc), f"skipped {exc}" if str(path) in str(exc) else f"skipped {path}: {exc}")
-                continue
-            except (ModelNotFoundError, ServerUnavailableError) as exc:
-                # Every file would fail the same way: stop, and report the ones never sent as such.
-                outputs.fail(path, str(exc), f"failed {path}")
-                return _stop_predict(outputs, [p for p, _ in files[index + 1 :]], exc)
-            except (RequestTimeoutError, ServerError) as exc:
-                failed += 1
-                hint = " (a larger --timeout gives each request more time)" if isinstance(
-                    exc, RequestTimeoutError) else ""
-                outputs.fail(path, str(exc), f"failed {path}: {exc}{hint}")
-                continue
-            outputs.add(pred, relative)
+        entries = enumerate(zip(bar, staged, strict=True))
+        while group := list(islice(entries, args.batch_images)):
+            answers = _predict_group(client, [future for _, (_, future) in group])
+            for (index, ((path, relative), _)), answer in zip(group, answers, strict=True):
+                if isinstance(answer, Prediction):
+                    outputs.add(answer, relative)
+                elif isinstance(answer, InvalidImageError):
+                    failed += 1
+                    text = str(answer)
+                    outputs.fail(path, text, f"skipped {text}" if str(path) in text else f"skipped {path}: {text}")
+                elif isinstance(answer, (ModelNotFoundError, ServerUnavailableError)):
+                    # Every file would fail the same way: stop, and report the ones never sent as such.
+                    outputs.fail(path, str(answer), f"failed {path}")
+                    return _stop_predict(outputs, [p for p, _ in files[index + 1 :]], answer)
+                else:
+                    failed += 1
+                    hint = " (a larger --timeout gives each request more time)" if isinstance(
+                        answer, RequestTimeoutError) else ""
+                    outputs.fail(path, str(answer), f"failed {path}: {answer}{hint}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _predict_group(client: EmotionClient, futures: list[Future[StagedImage]]) -> list[Prediction | EmotionAIError]:
+    """Per staged image of a group, in order: its prediction, or the error that its staging (an unreadable
+    file) or its own model requests raised; the readable ones share one request per model."""
+    answers: list[Prediction | EmotionAIError | None] = []
+    ready: list[StagedImage] = []
+    for future in futures:
+        try:
+            ready.append(future.result())
+            answers.append(None)
+        except InvalidImageError as exc:
+            answers.append(exc)
+    predicted = iter(client.predict_staged_group(ready) if ready else [])
+    return [next(predicted) if answer is None else answer for answer in answers]
 
 
 def _stop_predict(outputs: PredictOutputs, rest: list[Path], exc: EmotionAIError) -> int:
@@ -673,7 +695,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     """Serve the analysis gateway (`emotion_ai.gateway`) until interrupted; exit 2 with one line when the
     gateway extra is not installed or a setting is invalid."""
     try:  # imported here: the thin client does not need FastAPI
-        from .gateway import serve, settings_from_env
+        from .gateway import serve, settings_from_env  # noqa: PLC0415 -- the optional gateway extra (FastAPI)
     except ImportError as exc:
         _err(f"error: the gateway needs its extra: pip install 'emotion-ai[gateway]' ({exc})")
         return EXIT_ERROR
@@ -684,7 +706,7 @@ def cmd_gateway(args: argparse.Namespace) -> int:
     try:
         settings = settings_from_env(**fields)
         if args.api_keys_file:
-            from .gateway.settings import read_api_keys
+            from .gateway.settings import read_api_keys  # noqa: PLC0415 -- the optional gateway extra
 
             settings = replace(settings, api_keys=settings.api_keys | read_api_keys(args.api_keys_file))
         if args.cors_origins:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from .balancer import BalancedTransport, transport_for
@@ -30,8 +30,23 @@ class EmotionClient:
                 print(face.box, face.emotion, face.keypoints["left_eye_center"])
 
     Keyword arguments are the fields of `ClientOptions` (defaults there); pass `options=` instead to
-    reuse one (`EmotionClient.from_options`), never both. `detector` is a name ("yunet", the default,
-    "mtcnn", "haar", "yunet:PATH") or any object with `detect(image)` (see `emotion_ai.detect`).
+    reuse one (`EmotionClient.from_options`), never both.
+
+    Args:
+        host: the server's host name or address (default: `EMOTION_AI_HOST`, else localhost).
+        protocol: "grpc" or "rest".
+        grpc_port: TF Serving's gRPC port (8500).
+        rest_port: TF Serving's REST port (8501).
+        timeout: seconds per call, retries included.
+        retries: attempts after the first for a failed call that may succeed again.
+        models: "keypoints" and/or "emotion" -> a model name or `ModelRef` (a pinned version or label).
+        detector: a name ("yunet", the default, "mtcnn", "haar", "yunet:PATH") or any object with
+            `detect(image)` (see `emotion_ai.detect`).
+        options: a whole `ClientOptions` instead of the keyword arguments above.
+        transport: an in-process or test transport instead of the server's.
+
+    Raises:
+        ValueError: an invalid option, or `options=` together with option keywords.
     """
 
     def __init__(
@@ -140,6 +155,10 @@ class EmotionClient:
     def wait_until_available(self, timeout: float = 30.0, interval: float = 0.2) -> None:
         """Block until both models report a version AVAILABLE, or raise ServerUnavailableError.
 
+        Args:
+            timeout: seconds to wait in all.
+            interval: seconds between two status calls.
+
         Raises:
             ServerUnavailableError: not every model AVAILABLE within `timeout` seconds.
             ModelNotFoundError: at once, when a pinned version or label is not served while other versions
@@ -167,9 +186,18 @@ class EmotionClient:
     def predict(self, image: ImageInput, *, color: ColorOrder = "bgr") -> Prediction:
         """Detect every face in `image` and return keypoints and expression for each.
 
-        `image` is a path, the bytes of an encoded image, or a numpy array (BGR by default,
-        `color="rgb"` for RGB; gray and 4-channel arrays work too). Raises `InvalidImageError`
-        for unusable input and the server errors of `emotion_ai.errors`.
+        Args:
+            image: a path, the bytes of an encoded image, or a numpy array (gray, 3- or 4-channel).
+            color: the channel order of an array: "bgr" (default, OpenCV's) or "rgb".
+
+        Returns:
+            The faces left to right (none when there is no face), the models that answered and the
+            timings of each stage.
+
+        Raises:
+            InvalidImageError: the image cannot be read, or is too large.
+            EmotionAIError: the server errors of `emotion_ai.errors` (ServerUnavailableError,
+                ModelNotFoundError, RequestTimeoutError, ServerError).
         """
         return self.predict_staged(self.stage(image, color=color))
 
@@ -207,6 +235,32 @@ class EmotionClient:
         self.pipeline.runner.infer([staged])
         return staged.prediction()
 
+    def predict_staged_group(self, staged: Sequence[StagedImage]) -> list[Prediction | EmotionAIError]:
+        """`predict_staged` for several staged images at once: their faces share one keypoints and one
+        emotion request (bigger batches cost less per face). When that fails, each image is sent on its
+        own, so one image's server error does not cost the others their results.
+
+        Args:
+            staged: what `stage` returned, in output order (each staged image is sent once).
+
+        Returns:
+            Per image, in order, its `Prediction` or the `EmotionAIError` its own requests raised.
+        """
+        results: list[Prediction | EmotionAIError] = []
+        try:
+            self.pipeline.runner.infer(list(staged))
+            return [st.prediction() for st in staged]
+        except EmotionAIError as exc:
+            if len(staged) == 1:
+                return [exc]
+        for st in staged:
+            try:
+                self.pipeline.runner.infer([st])
+                results.append(st.prediction())
+            except EmotionAIError as exc:
+                results.append(exc)
+        return results
+
     @overload
     def predict_batch(self, images: Iterable[ImageInput], *, color: ColorOrder = ...,
                       errors: Literal["raise"] = ...) -> list[Prediction]: ...
@@ -223,9 +277,20 @@ class EmotionClient:
     ) -> list[Prediction] | list[Prediction | EmotionAIError]:
         """`predict` for many images; faces of `batch_images` images share one request per model.
 
-        With errors="return", an image that fails (unreadable, or a server error for its faces) yields
-        its exception in its place instead of stopping the batch: a group whose request fails is
-        retried image by image, so one bad image does not cost the others their results.
+        Args:
+            images: paths, encoded bytes or arrays, as for `predict`.
+            color: the channel order of arrays ("bgr" or "rgb").
+            errors: "raise" (default) stops at the first failing image; "return" puts an image's
+                exception in its place (unreadable, or a server error for its faces) and goes on: a
+                group whose request fails is retried image by image, so one bad image does not cost the
+                others their results.
+
+        Returns:
+            One `Prediction` per image, in order (or its `EmotionAIError` with errors="return").
+
+        Raises:
+            InvalidImageError: with errors="raise", for the first unusable image.
+            EmotionAIError: with errors="raise", the server errors of `emotion_ai.errors`.
         """
         results: list[Any] = []
         group: list[StagedImage] = []
@@ -234,19 +299,13 @@ class EmotionClient:
         def flush() -> None:
             if not group:
                 return
-            try:
+            if errors == "raise":
                 self.pipeline.runner.infer(group)
-                for i, st in zip(slots, group, strict=True):
-                    results[i] = st.prediction()
-            except EmotionAIError:
-                if errors == "raise":
-                    raise
-                for i, st in zip(slots, group, strict=True):
-                    try:
-                        self.pipeline.runner.infer([st])
-                        results[i] = st.prediction()
-                    except EmotionAIError as exc:
-                        results[i] = exc
+                answers: list[Prediction | EmotionAIError] = [st.prediction() for st in group]
+            else:
+                answers = self.predict_staged_group(group)
+            for i, answer in zip(slots, answers, strict=True):
+                results[i] = answer
             group.clear()
             slots.clear()
 
@@ -277,9 +336,19 @@ class EmotionClient:
         """A `Prediction` per frame of a video, in order, lazily: faces carry a stable `track_id` and
         `smoothed_scores`; `Prediction.detected` says whether the detector ran on that frame.
 
-        `frames` is any iterable of images (e.g. frames read from `cv2.VideoCapture`); it is read a few
-        frames ahead in a thread. `fps` gives the frames' timestamps (index / fps) for smoothing; without
-        it, arrival time is used (live streams). `options` is a `StreamOptions` (detection interval,
-        smoothing time constant, occlusion tolerance).
+        Args:
+            frames: any iterable of images (e.g. frames read from `cv2.VideoCapture`); it is read a few
+                frames ahead in a thread.
+            fps: the frames' rate, for their timestamps (index / fps) in smoothing; without it, arrival
+                time is used (live streams).
+            options: a `StreamOptions` (detection interval, smoothing time constant, occlusion tolerance).
+            color: the channel order of array frames ("bgr" or "rgb").
+
+        Returns:
+            An iterator of one `Prediction` per frame.
+
+        Raises:
+            InvalidImageError: a frame cannot be used.
+            EmotionAIError: the server errors of `emotion_ai.errors`.
         """
         return FaceStream(self.pipeline, options, fps).run(frames, color)

@@ -64,6 +64,14 @@ class HaarFaceDetector:
     `min_score` (default 0.85, i.e. final-stage weight >= 1.73) drops weak detections: on the Kaggle
     keypoint faces (padded, 192 px) 99.6 % of true faces score above it, while the cascade's false
     positives on skimage sample photos scored 0.55-0.81.
+
+    Args:
+        cascade_path: a cascade XML file (default: OpenCV's frontal-face cascade).
+        scale_factor: `detectMultiScale`'s step between scales (> 1).
+        min_neighbors: overlapping hits a detection needs.
+        min_size: the smallest square search window, in pixels of the scanned copy.
+        max_side: scan a copy whose longer side is at most this many pixels.
+        min_score: detection score a face needs, in [0, 1].
     """
 
     name = "haar"
@@ -91,6 +99,14 @@ class HaarFaceDetector:
         self._lock = threading.Lock()  # CascadeClassifier instances are not thread-safe.
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        """The faces in `image`, in any order.
+
+        Args:
+            image: a BGR uint8 image (H x W x 3).
+
+        Returns:
+            One `Detection` (box, score, landmarks where the detector has them) per face.
+        """
         gray = to_gray(image)
         h, w = gray.shape
         scale = min(1.0, self.max_side / max(h, w))
@@ -310,6 +326,14 @@ class MtcnnFaceDetector:
         return small, cv2.cvtColor(small, cv2.COLOR_BGR2RGB), scale
 
     def detect(self, image: np.ndarray) -> list[Detection]:
+        """The faces in `image`, in any order.
+
+        Args:
+            image: a BGR uint8 image (H x W x 3).
+
+        Returns:
+            One `Detection` (box, score, landmarks where the detector has them) per face.
+        """
         return self._detect(image, self.tilts)
 
     def detect_upright(self, image: np.ndarray) -> list[Detection]:

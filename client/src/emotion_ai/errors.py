@@ -22,6 +22,11 @@ class RequestTimeoutError(EmotionAIError, TimeoutError):
 class ServerError(EmotionAIError):
     """The server answered with an error; `message` is TF Serving's own error text.
 
+    Args:
+        message: the server's error text.
+        code: the gRPC status name, or None.
+        http_status: the HTTP status for REST, else None.
+
     Attributes:
         message: the server's error text (REST `{"error": ...}` body or gRPC status details).
         code: the gRPC status name (e.g. "INVALID_ARGUMENT") or None.
@@ -38,6 +43,11 @@ class ServerError(EmotionAIError):
 
 class ModelNotFoundError(ServerError):
     """The server does not serve the requested model, version, version label or signature.
+
+    Args:
+        message: the error text (the server's own, e.g. "Servable not found for request: ...").
+        code: the gRPC status name, or None.
+        http_status: the HTTP status for REST, else None.
 
     Attributes:
         served_versions: for a request that named a version or label, the versions of the model the

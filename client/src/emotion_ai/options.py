@@ -10,7 +10,7 @@ from typing import Any, Literal, get_args
 from . import spec
 from .grpc_transport import MAX_MESSAGE_BYTES
 from .images import MAX_PIXELS
-from .transport import ModelRef
+from .transport import ModelRef, RetryPolicy
 
 _HOST_PORT = re.compile(r"(\[[0-9a-fA-F:.]+\]|[^:\s\[\]]+):(\d{1,5})")
 
@@ -112,7 +112,7 @@ class ClientOptions:
             calibrated for each detector).
         max_pixels: refuse images larger than this many pixels.
         max_message_bytes: gRPC send/receive message limit.
-        batch_images: how many images `predict_batch` sends to the models in one request.
+        batch_images: how many images `predict_batch` and `emotion-ai predict` send to the models in one request.
         max_faces_per_request: faces per model request; a crowd (or a batch of crowds) is split
             into several bounded requests, each with its own `timeout`, instead of one that grows
             without limit and misses its deadline.
@@ -130,8 +130,8 @@ class ClientOptions:
     grpc_port: int = spec.GRPC_PORT
     rest_port: int = spec.REST_PORT
     timeout: float = 10.0
-    retries: int = 3
-    backoff: float = 0.1
+    retries: int = RetryPolicy.retries
+    backoff: float = RetryPolicy.backoff
     variant: Variant = "fast"
     models: Mapping[str, ModelOption] = field(default_factory=dict)
     keypoints_crop: spec.CropGeometry | None = None

@@ -57,6 +57,8 @@ class Face:
         return max(self.smoothed_scores, key=self.smoothed_scores.__getitem__)
 
     def to_dict(self) -> dict[str, Any]:
+        """The face as JSON-ready values: box, detection_score, keypoints by name, emotion and scores
+        (and track_id / smoothed_scores in a stream), numbers rounded for output."""
         doc: dict[str, Any] = {
             "box": [_num(v, 2) for v in self.box],
             "detection_score": _num(self.detection_score),
@@ -130,6 +132,14 @@ class Prediction:
         return doc
 
     def to_json(self, **kwargs: Any) -> str:
+        """`to_dict` as a JSON string.
+
+        Args:
+            **kwargs: passed to `json.dumps` (e.g. indent=2).
+
+        Returns:
+            The prediction's JSON, the object `emotion-ai predict --json` writes.
+        """
         return json.dumps(self.to_dict(), **kwargs)
 
     def to_rows(self) -> list[dict[str, Any]]:
@@ -144,7 +154,7 @@ class Prediction:
     def to_pandas(self) -> Any:
         """`to_rows()` as a pandas DataFrame (needs pandas, which the client does not install)."""
         try:
-            import pandas as pd
+            import pandas as pd  # noqa: PLC0415 -- optional: only to_pandas needs pandas
         except ImportError as exc:
             raise ImportError("Prediction.to_pandas() needs pandas: pip install pandas") from exc
         return pd.DataFrame(self.to_rows())

@@ -350,6 +350,11 @@ class TrackSummary:
     tracks: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     def add(self, prediction: Prediction) -> None:
+        """Count `prediction`'s tracked faces into their tracks' totals (faces without a track id are skipped).
+
+        Args:
+            prediction: one frame's prediction from `EmotionClient.stream`.
+        """
         for face in prediction.faces:
             if face.track_id is None:
                 continue

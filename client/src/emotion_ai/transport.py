@@ -34,6 +34,7 @@ class ModelRef:
             raise ValueError(f"model versions are positive integers, got {self.version}")
 
     def describe(self) -> str:
+        """The reference for messages: "emotion", "emotion (version 9)" or "emotion (label stable)"."""
         if self.version is not None:
             return f"{self.name} (version {self.version})"
         if self.version_label is not None:

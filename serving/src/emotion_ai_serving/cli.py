@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, level = parse_options(argv)
     setup_logging(options.log_format, getattr(logging, level.upper(), logging.INFO))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ INFO lines out of the logs
-    from .server import ModelServer
+    from .server import ModelServer  # noqa: PLC0415 -- --help and config errors answer without loading TensorFlow
 
     try:
         server = ModelServer(options)

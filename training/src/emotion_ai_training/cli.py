@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
 
+from emotion_ai_training.dataset_files import DATA_ENV, DATA_FILES, VOTES_FILE, default_data, default_votes
 from emotion_ai_training.ferplus import LABEL_SOURCES
 
 if TYPE_CHECKING:
@@ -18,10 +19,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("emotion_ai_training")
 
-DEFAULT_DATA = {"emotion": "../shared/data/fer2013.csv.gz", "keypoints": "../shared/data/facial_keypoints.csv.gz"}
-#: The FER+ votes of the default FER-2013 copy (`--labels ferplus-*`, `evaluate`).
-DEFAULT_VOTES = "../shared/data/ferplus_votes.csv.gz"
-TASKS = tuple(DEFAULT_DATA)
+TASKS = tuple(DATA_FILES)
+#: How the help texts name the data folder.
+DATA_HELP = f"${DATA_ENV}, else ../shared/data"
 
 
 #: `train` options that set a TrainConfig field: flag → (field, type, choices). Their defaults are
@@ -67,7 +67,7 @@ _TRAIN_HELP = {
                 "distribution (soft labels)",
     "--fer2013-weight": "with --labels ferplus-*: mix FER-2013's one-hot label into the target with this weight "
                         "(0..1; default 0: FER+ alone)",
-    "--votes": f"the FER+ vote file (fer2013new.csv) for --labels ferplus-* (default: {DEFAULT_VOTES})",
+    "--votes": f"the FER+ vote file (fer2013new.csv) for --labels ferplus-* (default: {VOTES_FILE} in {DATA_HELP})",
 }
 
 
@@ -79,7 +79,7 @@ def _add_train(sub) -> None:
     defaults = {f.name: f.default for f in fields(TrainConfig)}
     p = sub.add_parser("train", help="train a model (checkpoint every epoch; --resume continues)")
     p.add_argument("task", choices=TASKS)
-    p.add_argument("--data", help="dataset file or folder (default: the copy in ../shared/data)")
+    p.add_argument("--data", help=f"dataset file or folder (default: the copy in {DATA_HELP})")
     p.add_argument("--name", help="run name under --runs (default: the task name)")
     p.add_argument("--runs", default="runs", help="folder holding runs (default: runs)")
     for flag, (name, kind, choices) in _TRAIN_FIELDS.items():
@@ -104,9 +104,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     given = {name: getattr(args, name) for name, _, _ in _TRAIN_FIELDS.values() if getattr(args, name) is not None}
     if given.get("labels", "fer2013") != "fer2013":
-        given.setdefault("votes", DEFAULT_VOTES)
+        given.setdefault("votes", str(default_votes()))
     return TrainConfig(
-        task=args.task, data=args.data or DEFAULT_DATA[args.task],
+        task=args.task, data=args.data or str(default_data(args.task)),
         run_dir=str(Path(args.runs) / (args.name or args.task)), tiny=args.tiny, strict=args.strict,
         cache_dir=args.cache_dir, teacher=list(args.teacher or []), **given,
     )
@@ -159,14 +159,15 @@ def _cmd_describe(args) -> int:
 def _add_evaluate(sub) -> None:
     p = sub.add_parser("evaluate", help="metrics of an exported SavedModel on the validation split (JSON + PNG)")
     p.add_argument("model_dir", help="a version folder, e.g. models_export/emotion/1")
-    p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
+    p.add_argument("--data", help=f"dataset (default: the copy in {DATA_HELP})")
     p.add_argument("--out", help="output folder (default: runs/eval/<model>-<version>)")
     p.add_argument("--seed", type=int, default=0, help="keypoints: split seed used in training")
     p.add_argument("--cache-dir", default="cache")
     _add_votes(p)
 
 
-def _add_votes(p, default: str = f"{DEFAULT_VOTES} with the default data, when present; '' for none") -> None:
+def _add_votes(p, default: str = f"{VOTES_FILE} in {DATA_HELP} with the default data, when present; '' for none",
+               ) -> None:
     p.add_argument("--votes", metavar="CSV",
                    help="emotion: the FER+ vote file of the data's images, to measure agreement with the FER+ majority "
                         f"too (default: {default})")
@@ -176,7 +177,7 @@ def votes_for(args: argparse.Namespace, data: str | None = None) -> str | None:
     """The FER+ vote file a command evaluates with: --votes, or the default copy's beside the default data."""
     if args.votes is not None:
         return args.votes or None
-    return DEFAULT_VOTES if data is None and Path(DEFAULT_VOTES).is_file() else None
+    return str(default_votes()) if data is None and default_votes().is_file() else None
 
 
 def _model_kind(model_dir: Path) -> str:
@@ -194,7 +195,7 @@ def _cmd_evaluate(args) -> int:
         raise FileNotFoundError(f"{model_dir}: no saved_model.pb (expected a version folder such as "
                                 "models_export/emotion/1)")
     kind = _model_kind(model_dir)
-    data = args.data or DEFAULT_DATA[kind]
+    data = args.data or str(default_data(kind))
     out = Path(args.out or f"runs/eval/{kind}-{model_dir.name}")
     result = evaluate(kind, model_dir, data, out, args.cache_dir, args.seed,
                       votes=votes_for(args, args.data) if kind == "emotion" else None)
@@ -323,7 +324,7 @@ def _add_calibrate(sub) -> None:
     p.add_argument("task", choices=TASKS)
     p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=sorted(DETECTORS),
                    help=f"face detector (default: {DEFAULT_DETECTOR})")
-    p.add_argument("--data", help="dataset (default: the copy in ../shared/data)")
+    p.add_argument("--data", help=f"dataset (default: the copy in {DATA_HELP})")
     p.add_argument("--samples", type=int, default=2000, help="frames to try (default: 2000)")
     p.add_argument("--cache-dir", default="cache")
 
@@ -335,7 +336,7 @@ def _cmd_calibrate(args) -> int:
     from emotion_ai_training.calibrate import calibrate
     from emotion_ai_training.data import load_task
 
-    data = args.data or DEFAULT_DATA[args.task]
+    data = args.data or str(default_data(args.task))
     images = load_task(args.task, data, cache_dir=args.cache_dir).images
     idx = np.random.default_rng(0).choice(len(images), min(args.samples, len(images)), replace=False)
     result = calibrate(images[idx], detector=make_detector(args.detector))

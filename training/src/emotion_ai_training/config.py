@@ -24,6 +24,8 @@ from emotion_ai_training.models import (
 
 #: Weight of the teacher in distillation when `TrainConfig.distill_alpha` is None (see distill.py).
 DISTILL_ALPHA = {"emotion": 0.9, "keypoints": 0.5}
+#: The temperature that softens the emotion teacher's and student's scores in distillation.
+DISTILL_TEMPERATURE = 4.0
 #: Settings of experiments that left the code (docs/experiments.md), still in the config.json of older runs and
 #: in the training records of exported model cards: each with the value that meant "off", and the commit that
 #: still holds its code. `TrainConfig.from_dict` drops them.
@@ -63,7 +65,7 @@ class TrainConfig:
     arch: str = ""  # a name in models.ARCHITECTURES; "" = the task's default architecture
     teacher: list[str] = field(default_factory=list)  # SavedModels / .keras checkpoints to distil from
     distill_alpha: float | None = None  # teacher weight; None: DISTILL_ALPHA[task]
-    temperature: float = 4.0  # emotion distillation softening
+    temperature: float = DISTILL_TEMPERATURE  # emotion distillation softening
     labels: str = "fer2013"  # emotion targets: a name in ferplus.LABEL_SOURCES
     votes: str = ""  # the FER+ vote file, for labels ferplus-*
     fer2013_weight: float = 0.0  # labels ferplus-*: weight of FER-2013's one-hot label mixed into the FER+ target

@@ -8,6 +8,7 @@ import gzip
 import hashlib
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,6 +17,27 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+#: Where the datasets live: `EMOTION_AI_DATA`, else ../shared/data (the repository's sibling folder).
+DATA_ENV = "EMOTION_AI_DATA"
+#: The dataset file of each task inside the data folder, and the FER+ votes of the emotion images.
+DATA_FILES = {"emotion": "fer2013.csv.gz", "keypoints": "facial_keypoints.csv.gz"}
+VOTES_FILE = "ferplus_votes.csv.gz"
+
+
+def data_dir() -> Path:
+    """The data folder: `$EMOTION_AI_DATA`, else ../shared/data (relative to the working directory)."""
+    return Path(os.environ.get(DATA_ENV) or Path("..") / "shared" / "data")
+
+
+def default_data(task: str) -> Path:
+    """The default dataset file of `task` ("emotion" or "keypoints") in `data_dir()`."""
+    return data_dir() / DATA_FILES[task]
+
+
+def default_votes() -> Path:
+    """The default FER+ vote file in `data_dir()`."""
+    return data_dir() / VOTES_FILE
 
 csv.field_size_limit(1 << 24)
 

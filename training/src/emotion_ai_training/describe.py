@@ -37,10 +37,10 @@ def duplicate_stats(images: np.ndarray, split: np.ndarray) -> dict:
 
 
 def _bar_chart(counts: dict[str, dict[str, int]], path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     splits = list(counts)
     names = list(dict.fromkeys(n for c in counts.values() for n in c))

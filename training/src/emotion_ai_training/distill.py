@@ -23,8 +23,11 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 from emotion_ai.spec import INPUT_KEY, KEYPOINTS_OUTPUT_KEY, SCORES_OUTPUT_KEY
 from keras import ops
+
+from emotion_ai_training.config import DISTILL_ALPHA, DISTILL_TEMPERATURE
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +55,6 @@ def _load_teacher(path: Path, task: str):
     if path.is_dir():
         if not (path / "saved_model.pb").exists():
             raise FileNotFoundError(f"teacher {path}: no saved_model.pb (expected a version folder)")
-        import tensorflow as tf
-
         signature = tf.saved_model.load(str(path)).signatures["serving_default"]
         key = SCORES_OUTPUT_KEY if task == "emotion" else KEYPOINTS_OUTPUT_KEY
 
@@ -115,7 +116,8 @@ class DistillationLoss(keras.losses.Loss):
     The model outputs probabilities; softening at T is softmax(log p / T), the same as softening the logits.
     """
 
-    def __init__(self, alpha: float = 0.9, temperature: float = 4.0, label_smoothing: float = 0.0,
+    def __init__(self, alpha: float = DISTILL_ALPHA["emotion"], temperature: float = DISTILL_TEMPERATURE,
+                 label_smoothing: float = 0.0,
                  name: str = "distillation", **kwargs):
         super().__init__(name=name, **kwargs)
         self.alpha, self.temperature, self.label_smoothing = alpha, temperature, label_smoothing

@@ -40,14 +40,14 @@ TEMPERATURE_FLOOR = 1e-7
 
 
 def _signature(model_dir: Path):
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 -- only to load a SavedModel; the metrics need numpy alone (bench/accuracy.py)
 
     loaded = tf.saved_model.load(str(model_dir))
     return loaded, loaded.signatures[SIGNATURE_NAME]
 
 
 def _run(fn, images: np.ndarray) -> dict[str, np.ndarray]:
-    import tensorflow as tf
+    import tensorflow as tf  # noqa: PLC0415 -- only to load a SavedModel; the metrics need numpy alone (bench/accuracy.py)
 
     chunks: dict[str, list[np.ndarray]] = {}
     for i in range(0, len(images), BATCH):
@@ -239,10 +239,10 @@ def evaluate_emotion(model_dir: Path, dataset: EmotionData, out_dir: Path, name:
 
 def _plot_reliability(curves: dict[str, dict], path: Path, title: str) -> None:
     """Reliability diagram: accuracy against mean confidence per bin, one line per label source."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     fig, ax = plt.subplots(figsize=(4.8, 4.5))
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfectly calibrated")
@@ -261,10 +261,10 @@ def _plot_reliability(curves: dict[str, dict], path: Path, title: str) -> None:
 
 
 def _plot_confusion(cm: np.ndarray, labels: tuple[str, ...], path: Path, title: str) -> None:
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
@@ -313,7 +313,7 @@ def evaluate_keypoints(model_dir: Path, dataset: KeypointsData, out_dir: Path, n
               "images": len(images), "seed": seed} | keypoint_errors(pred, points)
     result["images_per_second"] = round(len(images) / seconds, 1)
     out_dir.mkdir(parents=True, exist_ok=True)
-    import cv2
+    import cv2  # noqa: PLC0415 -- only for the keypoints preview sheet
 
     tiles = []
     for i in np.linspace(0, len(images) - 1, 16).astype(int):

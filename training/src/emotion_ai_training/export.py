@@ -40,6 +40,7 @@ from emotion_ai.spec import (
     SIGNATURE_NAME,
 )
 from emotion_ai.versions import version_dirs
+from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
 from emotion_ai_training.config import TrainConfig, build_model
@@ -212,8 +213,6 @@ def next_version(base_dir: Path) -> int:
 
 def write_warmup(path: Path, model_name: str, size: int) -> None:
     """TFRecord of PredictionLog requests that TF Serving replays before reporting AVAILABLE."""
-    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
-
     rng = np.random.default_rng(0)
     path.parent.mkdir(parents=True, exist_ok=True)
     with tf.io.TFRecordWriter(str(path)) as writer:

@@ -20,6 +20,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import tensorflow as tf
 from emotion_ai.versions import has_saved_model
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm, unfold_batch_norm
@@ -50,8 +51,6 @@ def rebuild_version(folder: str | Path, compute_dtype: str = "float32") -> Expor
     SavedModel or model card and ValueError for a version whose networks cannot be rebuilt (a cascade:
     see `rebuild_cascade`; a card whose members do not match the stored weights).
     """
-    import tensorflow as tf
-
     folder = Path(folder)
     card = _card(folder)
     if card.get("cascade"):
@@ -63,8 +62,6 @@ def rebuild_cascade(folder: str | Path,
                     compute_dtype: str = "float32") -> tuple[ExportedEnsemble, ExportedEnsemble, float]:
     """A cascade version's first stage, its fallback (its card holds the fallback's views and members,
     and the labels) and its `defer_below` threshold. ValueError for a version that is not a cascade."""
-    import tensorflow as tf
-
     folder = Path(folder)
     card = _card(folder)
     cascade = card.get("cascade")
@@ -166,8 +163,6 @@ def build_network(config: dict[str, Any], folded: bool, compute_dtype: str = "fl
 def assign_weights(model: keras.Model, values: Sequence[Any]) -> bool:
     """Copy `values` (trainable, then non-trainable, as tensors or arrays) into `model`'s variables, each cast
     to its variable's dtype; False (nothing copied) when their shapes do not match."""
-    import tensorflow as tf
-
     targets = [*model.trainable_variables, *model.non_trainable_variables]
     if [tuple(v.shape) for v in targets] != [tuple(v.shape) for v in values]:
         return False

@@ -124,10 +124,10 @@ def _atomic_save(model: keras.Model, path: Path) -> None:
 
 def plot_history(csv_path: Path, png_path: Path) -> None:
     """Loss and validation-metric curves from a Keras CSVLogger file."""
-    import matplotlib
+    import matplotlib  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # noqa: PLC0415 -- matplotlib only draws the figures, on the Agg backend chosen before pyplot loads
 
     rows = _read_history(csv_path)
     if rows is None:
