@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -44,30 +45,32 @@ def gateway(grpc_port: int, *flags: str, env: dict[str, str] | None = None,
     """`emotion-ai gateway` (uvicorn) on a free loopback port in front of the model server at 127.0.0.1:`grpc_port`;
     yields its base URL (`http://127.0.0.1:PORT`) once /readyz answers 200, and kills it after."""
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "emotion_ai.cli", "gateway", "--port", str(port), "--grpc-port", str(grpc_port),
-         "--wait", "30", *flags],
-        env=dict(os.environ, EMOTION_AI_HOST="127.0.0.1", **(env or {})),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + startup_s
-    try:
-        while True:
-            try:
-                if requests.get(url + "/readyz", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
+    # Its log goes to a file, not a pipe: a pipe nobody reads would block the gateway once it filled up.
+    with tempfile.TemporaryFile() as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "emotion_ai.cli", "gateway", "--port", str(port), "--grpc-port", str(grpc_port),
+             "--wait", "30", *flags],
+            env=dict(os.environ, EMOTION_AI_HOST="127.0.0.1", **(env or {})), stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + startup_s
+        try:
+            while True:
+                try:
+                    if requests.get(url + "/readyz", timeout=2).status_code == 200:
+                        break
+                except requests.ConnectionError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait()
+                    log.seek(0)
+                    raise RuntimeError(f"the gateway did not start:\n{log.read().decode(errors='replace')}")
+                time.sleep(0.2)
+            yield url
+        finally:
+            if proc.poll() is None:
                 proc.kill()
-                out = proc.communicate()[0].decode(errors="replace")
-                raise RuntimeError(f"the gateway did not start:\n{out}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate()
+            proc.wait()
 
 
 def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
