@@ -22,15 +22,8 @@ from emotion_ai.rest_transport import RestTransport
 from emotion_ai.result import Face, captions, draw_faces, place_labels
 from emotion_ai.transport import ModelRef, RetryPolicy
 
+from ..support.cli import run_cli as _run
 from .conftest import FakeRpcError
-
-
-def _run(argv: list[str]) -> int:
-    """`main(argv)`'s exit status, whether it returns it or argparse exits."""
-    try:
-        return cli_mod.main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
 
 
 @pytest.fixture

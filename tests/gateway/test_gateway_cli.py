@@ -9,12 +9,7 @@ from emotion_ai import cli as cli_mod
 from emotion_ai.gateway import settings as settings_mod
 from emotion_ai.gateway.settings import GatewaySettings, keys_from_env, read_api_keys, settings_from_env
 
-
-def _run(argv: list[str]) -> int:
-    try:
-        return cli_mod.main(argv)
-    except SystemExit as exc:
-        return int(exc.code)
+from ..support.cli import run_cli as _run
 
 
 @pytest.fixture

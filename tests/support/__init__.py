@@ -1,1 +1,1 @@
-"""Helpers shared by several test folders (not shipped by any package): `tiny_models.make_export_tree`."""
+"""Helpers shared by the test folders (shipped by no package): `tiny_models.make_export_tree`, `cli.run_cli`."""
