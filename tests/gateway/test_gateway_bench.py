@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -26,3 +28,16 @@ def test_the_gateway_benchmark_runs_and_records_both_sides(model_server, tmp_pat
     for side in ("gateway", "client"):
         assert doc["throughput"][side]["answers"] > 0 and doc["throughput"][side]["failed"] == 0
     assert "| 4 faces (astronaut crops) |" in (tmp_path / "gateway_bench.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_load_benchmark_restarts_a_replica_and_counts_every_answer(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "gateway_load.py"), "--clients", "2", "--seconds", "6",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=400, check=False, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    doc = json.loads((tmp_path / "gateway_load.json").read_text())
+    assert doc["met"] and "SIGKILLed" in doc["restart"]
+    for phase in doc["phases"].values():
+        assert phase["statuses"].get("200", 0) > 0 and phase["undocumented_5xx"] == 0
