@@ -107,6 +107,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--seconds", type=float, default=60.0, help="length of each phase")
+    p.add_argument("--max-concurrency", type=int, default=0,
+                   help="the gateway's --max-concurrency (default: its own, 8; beyond it, clients get 503)")
     p.add_argument("--models", type=Path, default=REPO / "models_export")
     p.add_argument("--out", type=Path, default=BENCH / "results" / "gateway")
     args = p.parse_args()
@@ -121,6 +123,8 @@ def main() -> int:
     restart: dict = {}
     with LocalServer(args.models) as one, LocalServer(args.models) as two:
         flags = ["--endpoint", f"127.0.0.1:{one.grpc_port}", "--endpoint", f"127.0.0.1:{two.grpc_port}"]
+        if args.max_concurrency:
+            flags += ["--max-concurrency", str(args.max_concurrency)]
         with gateway(one.grpc_port, *flags) as url:
             requests.post(url + "/v1/faces:analyze", data=body, timeout=60, headers={"Content-Type": "image/jpeg"})
 
@@ -138,7 +142,8 @@ def main() -> int:
     doc = {
         "command": "python bench/gateway_load.py " + " ".join(sys.argv[1:]), "machine": machine,
         "setup": f"{args.clients} clients, the 4-face JPEG, {args.seconds:g} s per phase; two emotion-ai-serve "
-                 "replicas of models_export/ behind one `emotion-ai gateway` (defaults: --max-concurrency 8)",
+                 "replicas of models_export/ behind one `emotion-ai gateway` (--max-concurrency "
+                 f"{args.max_concurrency or 'default, 8'})",
         "restart": (f"replica 1 SIGKILLed {restart.get('killed_at_s')} s into phase 2 and AVAILABLE again "
                     f"{restart.get('back_after_s')} s later" if restart else "did not happen"),
         "phases": phases,
