@@ -4,11 +4,11 @@ rollback version per model is committed (every clone pays for every byte)."""
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pytest
 from emotion_ai.versions import version_dirs
+from emotion_ai_serving.config import read_model_server_config
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = REPO / "models_export"
@@ -16,7 +16,7 @@ CONFIG = REPO / "serving" / "models.config"
 
 
 def _served_models() -> list[str]:
-    return re.findall(r'name:\s*"([^"]+)"', CONFIG.read_text())
+    return [c.name for c in read_model_server_config(CONFIG).model_config_list.config]
 
 
 def _cards() -> list[Path]:

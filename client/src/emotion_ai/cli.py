@@ -350,7 +350,6 @@ def _client_options(args: argparse.Namespace) -> ClientOptions:
             models={key: ModelRef(spec.served_model(key, args.variant), version=getattr(args, f"{key}_version"),
                                   version_label=getattr(args, f"{key}_label"))
                     for key in (spec.KEYPOINTS_MODEL, spec.EMOTION_MODEL)},
-            batch_images=getattr(args, "batch_images", ClientOptions.batch_images),
         )
     except ValueError as exc:
         raise EmotionAIError(str(exc)) from exc

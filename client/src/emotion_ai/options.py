@@ -112,7 +112,8 @@ class ClientOptions:
             calibrated for each detector).
         max_pixels: refuse images larger than this many pixels.
         max_message_bytes: gRPC send/receive message limit.
-        batch_images: how many images `predict_batch` and `emotion-ai predict` send to the models in one request.
+        batch_images: how many images `predict_batch` sends to the models in one request (and the default of
+            `emotion-ai predict --batch-images`).
         max_faces_per_request: faces per model request; a crowd (or a batch of crowds) is split
             into several bounded requests, each with its own `timeout`, instead of one that grows
             without limit and misses its deadline.
