@@ -52,23 +52,26 @@ def latency(url: str, client, jpeg: bytes, faces: int, n: int, warmup: int) -> d
     headers = {"Content-Type": "image/jpeg", "Accept": "application/json"}
 
     pipeline: dict[str, list[float]] = {"gateway": [], "client": []}  # timings_ms.total: decode to merge
+    stages: dict[str, list[dict]] = {"gateway": [], "client": []}
 
     def via_gateway() -> int:
         r = session.post(url + "/v1/faces:analyze", data=jpeg, headers=headers, timeout=60)
         r.raise_for_status()
         doc = r.json()
         pipeline["gateway"].append(doc["timings_ms"]["total"])
+        stages["gateway"].append(doc["timings_ms"])
         return len(doc["faces"])
 
     def direct() -> int:
         prediction = client.predict(jpeg)
         pipeline["client"].append(prediction.timings_ms["total"])
+        stages["client"].append(prediction.timings_ms)
         return len(prediction.faces)
 
     for _ in range(warmup):
         via_gateway()
         direct()
-    for values in pipeline.values():
+    for values in (*pipeline.values(), *stages.values()):
         values.clear()
     times: dict[str, list[float]] = {"gateway": [], "client": []}
     found: dict[str, set[int]] = {"gateway": set(), "client": set()}
@@ -87,6 +90,8 @@ def latency(url: str, client, jpeg: bytes, faces: int, n: int, warmup: int) -> d
     return {"gateway": g, "client": c, "ratio_p50": round(ratio, 3),
             "overhead_p50_ms": round(g["p50_ms"] - c["p50_ms"], 1),
             "pipeline_p50_ms": {side: round(float(np.median(v)), 1) for side, v in pipeline.items()},
+            "stages_p50_ms": {side: {k: round(float(np.median([t[k] for t in v])), 1) for k in v[0]}
+                              for side, v in stages.items()},
             "faces_gateway": sorted(found["gateway"]), "faces_client": sorted(found["client"]),
             "bar_met": bool(ratio <= BAR and same)}
 
@@ -145,6 +150,13 @@ def markdown(doc: dict) -> str:
                      f"{r['pipeline_p50_ms']['gateway']} / {r['pipeline_p50_ms']['client']} ms | "
                      f"{'/'.join(map(str, r['faces_gateway']))} / {'/'.join(map(str, r['faces_client']))} | "
                      f"{'met' if r['bar_met'] else 'NOT met'} |")
+    stages = list(doc["latency"][0]["stages_p50_ms"]["client"])
+    lines += ["", "Pipeline stages, p50 ms (`timings_ms`), gateway / client: the gateway's own client runs the same "
+              "code in another process.", "", "| photo | " + " | ".join(stages) + " |",
+              "|---|" + "---:|" * len(stages)]
+    for r in doc["latency"]:
+        g, c = r["stages_p50_ms"]["gateway"], r["stages_p50_ms"]["client"]
+        lines.append(f"| {r['photo']} | " + " | ".join(f"{g[k]} / {c[k]}" for k in stages) + " |")
     t = doc["throughput"]
     lines += ["", f"## Throughput ({t['gateway']['clients']} concurrent clients, the two photos in turn)", "",
               "| side | photos/s | answers | failed | seconds |", "|---|---:|---:|---:|---:|"]

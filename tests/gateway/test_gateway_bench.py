@@ -25,6 +25,9 @@ def test_the_gateway_benchmark_runs_and_records_both_sides(model_server, tmp_pat
     for row in doc["latency"]:
         assert row["faces_client"] == row["faces_gateway"]
         assert row["gateway"]["n"] == row["client"]["n"] == 2 and row["ratio_p50"] > 0
+        for side in ("gateway", "client"):  # the stages of each side's own timings, each under its total
+            stages = row["stages_p50_ms"][side]
+            assert 0 < stages["detect"] < stages["total"] and 0 < stages["emotion"] < stages["total"]
     for side in ("gateway", "client"):
         assert doc["throughput"][side]["answers"] > 0 and doc["throughput"][side]["failed"] == 0
     assert "| 4 faces (astronaut crops) |" in (tmp_path / "gateway_bench.md").read_text()
