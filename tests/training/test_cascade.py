@@ -206,3 +206,35 @@ def test_committed_cascade_answers_unsure_faces_exactly_as_its_fallback(tmp_path
     sure = faces[~same]
     for batch in (sure[:1], sure[:8]):
         assert np.all(_scores(version, batch).max(axis=1) >= card["cascade"]["defer_below"])
+
+
+def test_flip_below_mirrors_only_the_unsure_faces_and_carries_over_a_reexport(tmp_path: Path) -> None:
+    _, runs, out = _train_runs(tmp_path, ("net",))
+    exported = out / "emotion"
+    assert train_cli(["export", str(runs / "net"), "--out", str(out), "--no-evaluate"]) == 0  # 1: one view
+    assert train_cli(["export", str(runs / "net"), "--out", str(out), "--flip-tta", "--no-evaluate"]) == 0  # 2
+    images = np.random.default_rng(2).integers(0, 256, (40, 48, 48, 1), dtype=np.uint8)
+    plain, mirrored = _scores(exported / "1", images), _scores(exported / "2", images)
+    assert np.abs(plain - mirrored).max() > 1e-4  # the mirror changes the answers, so the test can tell
+    threshold = float(np.median(plain.max(axis=1)))  # about half the faces unsure
+    assert train_cli(["export", str(runs / "net"), "--out", str(out), "--flip-tta", "--flip-below",
+                      f"{threshold:.6f}", "--no-evaluate"]) == 0  # 3
+    unsure = plain.max(axis=1) < float(f"{threshold:.6f}")
+    assert 0 < unsure.sum() < len(images)
+    np.testing.assert_allclose(_scores(exported / "3", images), np.where(unsure[:, None], mirrored, plain), atol=1e-5)
+    # Every face sure, every face unsure, and an empty batch.
+    np.testing.assert_allclose(_scores(exported / "3", images[~unsure]), plain[~unsure], atol=1e-5)
+    np.testing.assert_allclose(_scores(exported / "3", images[unsure]), mirrored[unsure], atol=1e-5)
+    assert _scores(exported / "3", images[:0]).shape == (0, 7)
+    card = json.loads((exported / "3" / "model_card.json").read_text())
+    assert card["flip_below"] == pytest.approx(threshold, abs=1e-6)
+    # A re-export keeps the threshold (here into float16 storage): the same faces are mirrored.
+    assert train_cli(["reexport", str(exported / "3"), "--out", str(out), "--no-evaluate"]) == 0  # 4
+    card = json.loads((exported / "4" / "model_card.json").read_text())
+    assert card["flip_below"] == pytest.approx(threshold, abs=1e-6)
+    np.testing.assert_allclose(_scores(exported / "4", images), _scores(exported / "3", images), atol=2e-3)
+    # Without a mirror view, or out of (0, 1]: a clear error, exit code 2, nothing exported.
+    assert train_cli(["export", str(runs / "net"), "--out", str(out), "--flip-below", "0.5", "--no-evaluate"]) == 2
+    assert train_cli(["export", str(runs / "net"), "--out", str(out), "--flip-tta", "--flip-below", "1.5",
+                      "--no-evaluate"]) == 2
+    assert sorted(p.name for p in exported.iterdir()) == ["1", "2", "3", "4"]

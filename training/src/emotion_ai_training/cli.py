@@ -214,6 +214,7 @@ def _add_export(sub) -> None:
     p.add_argument("--version", type=int, help="version number (default: next free)")
     p.add_argument("--checkpoint", default="best.keras", help="checkpoint file in each run (default: best.keras)")
     p.add_argument("--flip-tta", action="store_true", help="average with the mirrored image inside the graph")
+    _add_flip_below(p)
     p.add_argument("--shift-tta", type=int, default=0, metavar="PIXELS",
                    help="emotion: also average copies shifted by ±PIXELS along each axis (4 more views, "
                         "8 with --flip-tta); default 0 (off)")
@@ -232,6 +233,12 @@ def _add_export(sub) -> None:
                         "`evaluate` reports the T fitted on the validation split (default: 1, the scores as trained)")
 
 
+def _add_flip_below(p) -> None:
+    p.add_argument("--flip-below", type=float, metavar="SCORE",
+                   help="emotion, with a mirror view: mirror only the faces whose one-view top score is below SCORE "
+                        "(the mirror pass runs on those alone); default: every face")
+
+
 def _add_dtypes(p, weights_default: str) -> None:
     p.add_argument("--weights-dtype", default=weights_default, choices=("float32", "float16"),
                    help=f"storage type of float32 weights (float16 halves the size); default {weights_default}")
@@ -248,7 +255,7 @@ def _cmd_export(args) -> int:
                          checkpoint=args.checkpoint, flip_tta=args.flip_tta, shift_tta=args.shift_tta,
                          weights_dtype=args.weights_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
                          fallback=args.fallback, defer_below=args.defer_below, compute_dtype=args.compute_dtype,
-                         votes=args.votes or None, temperature=args.temperature)
+                         votes=args.votes or None, temperature=args.temperature, flip_below=args.flip_below)
     sys.stdout.write(f"{target}\n")
     return 0
 
@@ -260,6 +267,7 @@ def _add_reexport(sub) -> None:
     p.add_argument("--out", default="models_export", help="export root (default: models_export)")
     p.add_argument("--version", type=int, help="version number (default: next free)")
     _add_dtypes(p, weights_default="float16")
+    _add_flip_below(p)
     p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
     p.add_argument("--eval-dir", default="runs/eval",
                    help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
@@ -271,7 +279,7 @@ def _cmd_reexport(args) -> int:
 
     target = export_version(Path(args.version_dir), args.out, version=args.version, weights_dtype=args.weights_dtype,
                             compute_dtype=args.compute_dtype, evaluate=not args.no_evaluate, eval_dir=args.eval_dir,
-                            votes=args.votes or None)
+                            votes=args.votes or None, flip_below=args.flip_below)
     sys.stdout.write(f"{target}\n")
     return 0
 

@@ -145,12 +145,28 @@ class Cascade:
     defer_below: float
 
 
+def _mirror_when_unsure(net: _Ensemble, x: tf.Tensor, flip_below: float) -> tf.Tensor:
+    """The networks' scores for the images `x`, averaged with their mirror image's only for the faces whose
+    top score is below `flip_below`: the mirror pass runs on those faces alone."""
+    plain = net(x)
+    unsure = tf.where(tf.reduce_max(plain, axis=1) < flip_below)
+
+    def averaged() -> tf.Tensor:
+        mirrored = net(tf.reverse(tf.gather_nd(x, unsure), axis=[2]))
+        return tf.tensor_scatter_nd_update(plain, unsure, (tf.gather_nd(plain, unsure) + mirrored) / 2.0)
+
+    # Skipped when every face is sure: the networks must not see an empty batch (oneDNN rejects it).
+    return tf.cond(tf.shape(unsure)[0] > 0, averaged, lambda: plain)
+
+
 class _EmotionServing(tf.Module):
     def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool, shift_tta: int,
-                 fallback_net: _Ensemble | None = None, cascade: Cascade | None = None, temperature: float = 1.0):
+                 fallback_net: _Ensemble | None = None, cascade: Cascade | None = None, temperature: float = 1.0,
+                 flip_below: float | None = None):
         """`cascade` (with `fallback_net`, its networks' weight copies) adds a second stage; `temperature` rescales
-        the final scores (`evaluate.rescale`)."""
+        the final scores (`evaluate.rescale`); `flip_below` limits the mirror view to the unsure faces."""
         super().__init__()
+        self.flip_below = flip_below
         self.temperature = temperature
         self.net = net
         self.labels = tf.constant(list(labels))
@@ -165,7 +181,10 @@ class _EmotionServing(tf.Module):
                                                 name=INPUT_KEY)])
     def serve(self, image):
         x = tf.cast(image, tf.float32)
-        scores = _mean_over_views(self.net, x, self.flip_tta, self.shift_tta, self.num_labels)
+        if self.flip_below is None:
+            scores = _mean_over_views(self.net, x, self.flip_tta, self.shift_tta, self.num_labels)
+        else:
+            scores = _mirror_when_unsure(self.net, x, self.flip_below)
         if self.fallback_net is not None:  # only the faces the first stage is unsure of reach the second
             deferred = tf.where(tf.reduce_max(scores, axis=1) < self.defer_below)
             first = scores
@@ -239,7 +258,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
                  version: int | None = None, labels: tuple[str, ...] | None = None, flip_tta: bool = False,
                  shift_tta: int = 0, weights_dtype: str = "float32", card: dict[str, Any] | None = None,
                  evaluate: Callable[[Path, int], dict[str, Any]] | None = None, fold_batch_norms: bool = True,
-                 cascade: Cascade | None = None, temperature: float = 1.0) -> Path:
+                 cascade: Cascade | None = None, temperature: float = 1.0,
+                 flip_below: float | None = None) -> Path:
     """Export Keras model(s) as models_export/<kind>/<version>/ and return that folder.
 
     The networks compute in float32, or in bfloat16 when built under that policy with their batch norms
@@ -254,6 +274,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
     faces only), so the cost per face depends on how sure the first stage is. `temperature` (emotion only)
     serves softmax(log(scores) / T) instead of the scores (temperature scaling: the top class is unchanged,
     the confidence calibrated; `evaluate` reports the temperature fitted on the validation split).
+    `flip_below` (emotion, with `flip_tta`) averages the mirror image only for the faces whose one-view top
+    score is below it, so the mirror pass costs only what the unsure faces cost.
 
     The SavedModel, warmup file and model card are written to a hidden temporary folder beside the
     version folder (TF Serving ignores non-numeric names) and renamed into place in one step.
@@ -276,6 +298,10 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         raise ValueError(f"temperature is for the emotion model only, within 0.05..20, got {temperature}")
     if shift_tta and kind != EMOTION_MODEL:
         raise ValueError("shift_tta is for the emotion model only (keypoints would move with the shift)")
+    if flip_below is not None and (kind != EMOTION_MODEL or not flip_tta or shift_tta or cascade is not None
+                                   or not 0.0 < flip_below <= 1.0):
+        raise ValueError(f"flip_below is for an emotion model's mirror view (flip_tta, no shift_tta, no cascade), "
+                         f"within (0, 1]; got {flip_below}")
     if cascade is not None:
         if kind != EMOTION_MODEL:
             raise ValueError("a cascade is for the emotion model only")
@@ -301,7 +327,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         if len(labels) != models[0].output_shape[-1]:
             raise ValueError(f"{len(labels)} labels for a model with {models[0].output_shape[-1]} outputs")
         fallback_net = None if cascade is None else served(cascade.fallback.models)
-        module = _EmotionServing(net, labels, flip_tta, shift_tta, fallback_net, cascade, temperature)
+        module = _EmotionServing(net, labels, flip_tta, shift_tta, fallback_net, cascade, temperature, flip_below)
         size = EMOTION_INPUT_SIZE
         outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:
@@ -320,6 +346,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             "outputs": outputs,
             "labels": list(labels) if labels else None,
             "flip_tta": flip_tta,
+            "flip_below": flip_below,
             "shift_tta_pixels": shift_tta,
             "temperature": temperature,
             "ensemble_members": len(models),
@@ -397,7 +424,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                 weights_dtype: str = "float32", evaluate: bool = True,
                 eval_dir: str | Path | None = "runs/eval", fallback: str | Path | None = None,
                 defer_below: float | None = None, compute_dtype: str = "float32",
-                votes: str | None = None, temperature: float = 1.0) -> Path:
+                votes: str | None = None, temperature: float = 1.0, flip_below: float | None = None) -> Path:
     """Export training runs as `out/<task>/<version>/` (several runs of one task: one ensemble).
 
     Rebuilds each run's architecture in float32, loads `checkpoint` (with `compute_dtype` "bfloat16": folds
@@ -408,7 +435,8 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
     vote file); the evaluation's JSON and confusion matrix go to
     `eval_dir/<task>-<version>/` (nowhere when None). With `fallback` (a plain exported emotion version,
     e.g. emotion v6; not a cascade) and `defer_below`, the runs become the first stage of a cascade
-    (export_model); `temperature` rescales the served scores (export_model).
+    (export_model); `temperature` rescales the served scores and `flip_below` limits the mirror view to the
+    unsure faces (export_model).
     """
     if (fallback is None) != (defer_below is None):
         raise ValueError("a cascade needs both a fallback version and defer_below")
@@ -436,16 +464,17 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                                       if evaluate else None),
                             cascade=(None if fallback is None
                                      else Cascade(rebuild_version(fallback, compute_dtype), defer_below)),
-                            temperature=temperature)
+                            temperature=temperature, flip_below=flip_below)
 
 
 def export_version(folder: str | Path, out: str | Path = "models_export", *, version: int | None = None,
                    weights_dtype: str = "float16", compute_dtype: str = "float32", evaluate: bool = True,
-                   eval_dir: str | Path | None = "runs/eval", votes: str | None = None) -> Path:
+                   eval_dir: str | Path | None = "runs/eval", votes: str | None = None,
+                   flip_below: float | None = None) -> Path:
     """Export an exported version (plain or cascade) again as `out/<model>/<version>/`, its networks rebuilt
     from the SavedModel (`rebuild`) with other storage (`weights_dtype`) or compute (`compute_dtype`)
     types; its views, threshold, temperature and training record carry over, and the card names the source
-    version."""
+    version. `flip_below` (export_model) limits its mirror view to the unsure faces (default: the source's)."""
     folder = Path(folder)
     cascade = None
     try:
@@ -468,7 +497,8 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                         flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,
                         card=card,
                         evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
-                        cascade=cascade, temperature=float(source.get("temperature", 1.0)))
+                        cascade=cascade, temperature=float(source.get("temperature", 1.0)),
+                        flip_below=flip_below if flip_below is not None else source.get("flip_below"))
 
 
 def label_source(cfg: Any) -> dict[str, Any]:
