@@ -16,6 +16,7 @@ from typing import TypeVar
 import numpy as np
 
 from . import spec
+from .allocator import keep_freed_memory
 from .detect import Detection, FaceDetector, crops_for, make_detector
 from .images import ColorOrder, ImageInput, load_image
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
@@ -41,6 +42,8 @@ class FaceStager:
 
     def __init__(self, options: ClientOptions, detector: str | FaceDetector | None = None) -> None:
         self.options = options
+        if options.keep_freed_memory:
+            keep_freed_memory()
         self.detector: FaceDetector = make_detector(detector)
         crops = crops_for(self.detector)
         self.keypoints_crop: spec.CropGeometry = options.keypoints_crop or crops.keypoints
