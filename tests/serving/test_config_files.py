@@ -118,6 +118,8 @@ def test_docker_compose_config_validates():
     published = {str(p.get("target") if isinstance(p, dict) else p.split(":")[-1].split("/")[0])
                  for p in service["ports"]}
     assert {"8500", "8501"} <= published
+    # `docker compose up` starts both (no profile; docker-compose 1.x renders profiled services too)
+    assert not any(rendered["services"][name].get("profiles") for name in ("serving", "gateway"))
     gpu = subprocess.run([*cmd, "--profile", "gpu", "config", "--services"], check=False, cwd=REPO,
                          capture_output=True, text=True, timeout=60)
     assert gpu.returncode == 0 and "serving-gpu" in gpu.stdout.split()
