@@ -9,8 +9,9 @@ in front of both (`--endpoint` twice: client-side balancing and failover, as on 
 session per thread, 60 s timeout; a 503 is retried after its Retry-After), in two phases of --seconds each:
 (1) nothing restarted; (2) replica 1 killed (SIGKILL) a third of the way in and started again on the same
 ports. Counts every answer by status. The bar: no 5xx other than the documented 503 (the concurrency
-limit's back-pressure, or no model server) and no failed connection, in either phase. Writes
-bench/results/gateway/gateway_load.json/.md (`--out` elsewhere).
+limit's back-pressure, or no model server) and no failed connection, in either phase. The gateway's resident
+memory (`process_resident_memory_bytes` from its /metrics) after the warm-up and after each phase shows whether
+it stays bounded. Writes bench/results/gateway/gateway_load.json/.md (`--out` elsewhere).
 """
 
 from __future__ import annotations
@@ -85,6 +86,14 @@ def run_phase(url: str, body: bytes, clients: int, seconds: float,
             + sum(n for c, n in statuses.items() if c.startswith("error"))}
 
 
+def resident_mb(url: str) -> float | None:
+    """The gateway's resident memory in MB, from its Prometheus metrics (None where the platform has none)."""
+    for line in requests.get(url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("process_resident_memory_bytes "):
+            return round(float(line.split()[1]) / 2**20, 1)
+    return None
+
+
 def markdown(doc: dict) -> str:
     """The phases as a markdown table."""
     lines = ["# Gateway under load, with and without a model-server restart", "",
@@ -98,6 +107,9 @@ def markdown(doc: dict) -> str:
         problems = ", ".join(f"{c}: {n}" for c, n in sorted(p["problems"].items())) or "-"
         lines.append(f"| {name} | {statuses} | {problems} | {p['ok_per_s']} | {p['p50_ms']} / {p['p99_ms']} | "
                      f"{p['undocumented_5xx']} |")
+    rss = doc.get("gateway_rss_mb", {})
+    if rss:
+        lines += ["", "Gateway resident memory (MB): " + ", ".join(f"{k} {v}" for k, v in rss.items()) + "."]
     lines += ["", f"Bar (no 5xx but the documented 503, no failed connection, in either phase): "
               f"**{'met' if doc['met'] else 'NOT met'}**."]
     return "\n".join(lines) + "\n"
@@ -126,7 +138,9 @@ def main() -> int:
         if args.max_concurrency:
             flags += ["--max-concurrency", str(args.max_concurrency)]
         with gateway(one.grpc_port, *flags) as url:
-            requests.post(url + "/v1/faces:analyze", data=body, timeout=60, headers={"Content-Type": "image/jpeg"})
+            for _ in range(3):
+                requests.post(url + "/v1/faces:analyze", data=body, timeout=60, headers={"Content-Type": "image/jpeg"})
+            rss = {"after the warm-up": resident_mb(url)}
 
             def bounce(stop: threading.Event) -> None:
                 if stop.wait(args.seconds / 3):
@@ -137,8 +151,10 @@ def main() -> int:
                 one.start()  # same ports; waits until its models are AVAILABLE
                 restart["back_after_s"] = round(time.monotonic() - t, 1)
 
-            phases = {"1: nothing restarted": run_phase(url, body, args.clients, args.seconds),
-                      "2: replica 1 killed and restarted": run_phase(url, body, args.clients, args.seconds, bounce)}
+            phases = {"1: nothing restarted": run_phase(url, body, args.clients, args.seconds)}
+            rss["after phase 1"] = resident_mb(url)
+            phases["2: replica 1 killed and restarted"] = run_phase(url, body, args.clients, args.seconds, bounce)
+            rss["after phase 2"] = resident_mb(url)
     doc = {
         "command": "python bench/gateway_load.py " + " ".join(sys.argv[1:]), "machine": machine,
         "setup": f"{args.clients} clients, the 4-face JPEG, {args.seconds:g} s per phase; two emotion-ai-serve "
@@ -147,6 +163,7 @@ def main() -> int:
         "restart": (f"replica 1 SIGKILLed {restart.get('killed_at_s')} s into phase 2 and AVAILABLE again "
                     f"{restart.get('back_after_s')} s later" if restart else "did not happen"),
         "phases": phases,
+        "gateway_rss_mb": rss,
         "met": all(p["undocumented_5xx"] == 0 for p in phases.values()),
     }
     write_results(args.out, "gateway_load", doc, markdown)

@@ -44,3 +44,6 @@ def test_the_load_benchmark_restarts_a_replica_and_counts_every_answer(tmp_path)
     assert doc["met"] and "SIGKILLed" in doc["restart"]
     for phase in doc["phases"].values():
         assert phase["statuses"].get("200", 0) > 0 and phase["undocumented_5xx"] == 0
+    if sys.platform == "linux":  # the gateway's resident memory, read from its /metrics after each step
+        assert list(doc["gateway_rss_mb"]) == ["after the warm-up", "after phase 1", "after phase 2"]
+        assert all(mb > 10 for mb in doc["gateway_rss_mb"].values())

@@ -5,6 +5,7 @@ health, readiness, metrics and the OpenAPI schema."""
 from __future__ import annotations
 
 import base64
+import sys
 import zlib
 
 import cv2
@@ -252,6 +253,9 @@ def test_health_readiness_and_metrics(api, photos):
         in text
     assert "emotion_ai_gateway_requests_in_flight" in text
     assert "emotion_ai_gateway_faces_per_image_count" in text
+    if sys.platform == "linux":  # the process's own metrics: its resident memory, in bytes
+        rss = [line for line in text.splitlines() if line.startswith("process_resident_memory_bytes ")]
+        assert len(rss) == 1 and float(rss[0].split()[1]) > 10 * 2**20
 
 
 def test_readyz_is_503_when_the_model_server_is_unreachable():

@@ -5,7 +5,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Latency buckets in seconds (a photo takes tens of milliseconds; a batch or a cold model seconds).
@@ -24,6 +32,9 @@ class GatewayMetrics:
         faces: `emotion_ai_gateway_faces_per_image`.
         rejected: `emotion_ai_gateway_rejected_total{reason}` (concurrency full, auth).
         frames: `emotion_ai_gateway_stream_frames_total{outcome}` (analysed, dropped, failed).
+
+    The registry also holds the process's own metrics (`process_resident_memory_bytes`, CPU seconds, open
+    file descriptors; Linux), as Prometheus' default registry would.
     """
 
     def __init__(self) -> None:
@@ -39,6 +50,7 @@ class GatewayMetrics:
         self.rejected = Counter(f"{ns}_rejected", "Requests refused before analysis", ["reason"],
                                 registry=self.registry)
         self.frames = Counter(f"{ns}_stream_frames", "WebSocket stream frames", ["outcome"], registry=self.registry)
+        ProcessCollector(registry=self.registry)
 
     def exposition(self) -> tuple[bytes, str]:
         """The metrics in Prometheus' text format, and its content type."""
