@@ -31,7 +31,7 @@ def _scores(version: Path, images: np.ndarray) -> np.ndarray:
 
 def _mean_over_views(ensemble, images: np.ndarray) -> np.ndarray:
     """An ExportedEnsemble's mean output over its views, computed by its Keras networks."""
-    from emotion_ai_training.export import tta_views
+    from emotion_ai_training.serving_graph import tta_views
 
     views = tta_views(tf.constant(images, tf.float32), ensemble.flip_tta, ensemble.shift_tta)
     return np.mean([[tf.cast(m(v, training=False), tf.float32).numpy() for v in views] for m in ensemble.models],

@@ -3,10 +3,8 @@
 Contract (spec.py names):
 - keypoints: `image` uint8 [batch, 96, 96, 1] → `keypoints` float32 [batch, 15, 2] (x, y in input pixels)
 - emotion:   `image` uint8 [batch, 48, 48, 1] → `scores` float32 [batch, K], `classes` string [batch, K]
-Normalisation is inside the graph. Optional test-time augmentation (mirror; for emotion also
-shifted copies) and the averaging of an ensemble of checkpoints are inside the graph too; batch norms
-are folded into their convolutions (batchnorm_folding); weights may be stored as float16, and the
-networks may compute in bfloat16 (rebuilt under Keras's bfloat16 policy: `rebuild.build_network`).
+The signatures' graphs (normalisation, test-time views, ensembles, cascades) are `serving_graph`'s; this
+module folds the networks' batch norms, saves those graphs and writes what goes beside them.
 """
 
 from __future__ import annotations
@@ -19,7 +17,6 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +27,6 @@ from emotion_ai.spec import (
     CLASSES_OUTPUT_KEY,
     EMOTION_INPUT_SIZE,
     EMOTION_MODEL,
-    FLIP_PERMUTATION,
     INPUT_KEY,
     KEYPOINT_NAMES,
     KEYPOINTS_INPUT_SIZE,
@@ -45,13 +41,10 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 from emotion_ai_training.batchnorm_folding import fold_batch_norm
 from emotion_ai_training.config import TrainConfig, build_model
 from emotion_ai_training.data import load_task
-from emotion_ai_training.evaluate import TEMPERATURE_FLOOR
 from emotion_ai_training.evaluate import evaluate as evaluate_model
 from emotion_ai_training.models import precision_policy
 from emotion_ai_training.rebuild import (
-    COMPUTE_DTYPES,
     MODEL_CARD,
-    ExportedEnsemble,
     copy_weights,
     in_compute_dtype,
     is_exported_version,
@@ -59,6 +52,7 @@ from emotion_ai_training.rebuild import (
     rebuild_version,
     training_records,
 )
+from emotion_ai_training.serving_graph import Cascade, EmotionGraph, Ensemble, KeypointsGraph
 from emotion_ai_training.train import best_epoch
 
 log = logging.getLogger(__name__)
@@ -66,158 +60,6 @@ log = logging.getLogger(__name__)
 WARMUP_BATCH_SIZES = (1, 4, 16)
 WEIGHT_DTYPES = ("float32", "float16")
 SIZE_WARNING_BYTES = 50 * 1024 * 1024
-
-
-def compute_dtype_of(models: Sequence[keras.Model]) -> str:
-    """The one compute dtype of an ensemble's networks (float32 or bfloat16: their first layer with weights;
-    a folded copy's model-level policy is float32 whatever its layers'); ValueError when they differ."""
-    dtypes = {next(layer.compute_dtype for layer in m.layers if layer.weights) for m in models}  # the stem's
-    if len(dtypes) != 1 or not dtypes <= set(COMPUTE_DTYPES):
-        raise ValueError(f"the networks must all compute in one of {COMPUTE_DTYPES}, got {sorted(dtypes)}")
-    return dtypes.pop()
-
-
-class _Ensemble(tf.Module):
-    """Mean output of one or more Keras models, run statelessly on copies of their weights.
-
-    A float32 variable's copy is stored as `weights_dtype` (float16 halves the SavedModel) and cast back
-    at call time; a bfloat16 network's bfloat16 variables (`compute_dtype`) are stored as they are, so
-    nothing is converted per call. Inputs enter in the networks' compute dtype, outputs leave as float32.
-    The Keras models themselves are not tracked: only the copies are saved.
-    """
-
-    def __init__(self, models: Sequence[keras.Model], weights_dtype: str):
-        super().__init__()
-
-        def stored(v: keras.Variable) -> tf.Variable:
-            dtype = v.dtype if v.dtype == "bfloat16" else weights_dtype
-            return tf.Variable(tf.cast(v.value, dtype), trainable=False)
-
-        self.trainable = [[stored(v) for v in m.trainable_variables] for m in models]
-        self.non_trainable = [[stored(v) for v in m.non_trainable_variables] for m in models]
-        self.compute_dtype = compute_dtype_of(models)
-        calls = [(m.stateless_call, [v.dtype for v in m.trainable_variables],
-                  [v.dtype for v in m.non_trainable_variables]) for m in models]
-
-        def mean_output(x):
-            x = tf.cast(x, self.compute_dtype)
-            outputs = []
-            for (call, dtypes, fixed_dtypes), trainable, non_trainable in zip(
-                    calls, self.trainable, self.non_trainable, strict=True):
-                y, _ = call([tf.cast(v, d) for v, d in zip(trainable, dtypes, strict=True)],
-                            [tf.cast(v, d) for v, d in zip(non_trainable, fixed_dtypes, strict=True)], x,
-                            training=False)
-                outputs.append(tf.cast(y, tf.float32))
-            return tf.add_n(outputs) / float(len(outputs))
-
-        self._mean_output = mean_output
-
-    def __call__(self, x):
-        return self._mean_output(x)
-
-
-def tta_views(x: tf.Tensor, flip: bool, shift: int) -> list[tf.Tensor]:
-    """The test-time views of a batch [B, H, W, C]: the image; with `shift`, the image moved by ±shift
-    pixels along each axis (border pixels repeated); with `flip`, the mirror image of each of those."""
-    views = [x]
-    if shift:
-        size = x.shape[1]
-        for d in (shift, -shift):
-            index = tf.clip_by_value(tf.range(size) + d, 0, size - 1)
-            views += [tf.gather(x, index, axis=1), tf.gather(x, index, axis=2)]
-    if flip:
-        views += [tf.reverse(v, axis=[2]) for v in views]
-    return views
-
-
-def _mean_over_views(net: _Ensemble, x: tf.Tensor, flip_tta: bool, shift_tta: int, num_labels: int) -> tf.Tensor:
-    views = tta_views(x, flip_tta, shift_tta)
-    scores = net(tf.concat(views, axis=0))  # one batch of all views
-    return tf.reduce_mean(tf.reshape(scores, [len(views), -1, num_labels]), axis=0)
-
-
-@dataclass(frozen=True)
-class Cascade:
-    """The second stage of an emotion cascade: the faces whose top score from the first stage is below
-    `defer_below` are answered by `fallback` (an exported version's networks and views) instead."""
-
-    fallback: ExportedEnsemble
-    defer_below: float
-
-
-def _mirror_when_unsure(net: _Ensemble, x: tf.Tensor, flip_below: float) -> tf.Tensor:
-    """The networks' scores for the images `x`, averaged with their mirror image's only for the faces whose
-    top score is below `flip_below`: the mirror pass runs on those faces alone."""
-    plain = net(x)
-    unsure = tf.where(tf.reduce_max(plain, axis=1) < flip_below)
-
-    def averaged() -> tf.Tensor:
-        mirrored = net(tf.reverse(tf.gather_nd(x, unsure), axis=[2]))
-        return tf.tensor_scatter_nd_update(plain, unsure, (tf.gather_nd(plain, unsure) + mirrored) / 2.0)
-
-    # Skipped when every face is sure: the networks must not see an empty batch (oneDNN rejects it).
-    return tf.cond(tf.shape(unsure)[0] > 0, averaged, lambda: plain)
-
-
-class _EmotionServing(tf.Module):
-    def __init__(self, net: _Ensemble, labels: tuple[str, ...], flip_tta: bool, shift_tta: int,
-                 fallback_net: _Ensemble | None = None, cascade: Cascade | None = None, temperature: float = 1.0,
-                 flip_below: float | None = None):
-        """`cascade` (with `fallback_net`, its networks' weight copies) adds a second stage; `temperature` rescales
-        the final scores (`evaluate.rescale`); `flip_below` limits the mirror view to the unsure faces."""
-        super().__init__()
-        self.flip_below = flip_below
-        self.temperature = temperature
-        self.net = net
-        self.labels = tf.constant(list(labels))
-        self.num_labels = len(labels)
-        self.flip_tta = flip_tta
-        self.shift_tta = shift_tta
-        self.fallback_net = fallback_net
-        self.defer_below = cascade.defer_below if cascade else None
-        self.fallback_views = (cascade.fallback.flip_tta, cascade.fallback.shift_tta) if cascade else None
-
-    @tf.function(input_signature=[tf.TensorSpec([None, EMOTION_INPUT_SIZE, EMOTION_INPUT_SIZE, 1], tf.uint8,
-                                                name=INPUT_KEY)])
-    def serve(self, image):
-        x = tf.cast(image, tf.float32)
-        if self.flip_below is None:
-            scores = _mean_over_views(self.net, x, self.flip_tta, self.shift_tta, self.num_labels)
-        else:
-            scores = _mirror_when_unsure(self.net, x, self.flip_below)
-        if self.fallback_net is not None:  # only the faces the first stage is unsure of reach the second
-            deferred = tf.where(tf.reduce_max(scores, axis=1) < self.defer_below)
-            first = scores
-
-            def second() -> tf.Tensor:
-                answers = _mean_over_views(self.fallback_net, tf.gather_nd(x, deferred), *self.fallback_views,
-                                           self.num_labels)
-                return tf.tensor_scatter_nd_update(first, deferred, answers)
-
-            # Skipped when no face is deferred: the networks must not see an empty batch (oneDNN rejects it).
-            scores = tf.cond(tf.shape(deferred)[0] > 0, second, lambda: first)
-        if self.temperature != 1.0:
-            scores = tf.nn.softmax(tf.math.log(tf.maximum(scores, TEMPERATURE_FLOOR)) / self.temperature, axis=1)
-        classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))
-        return {SCORES_OUTPUT_KEY: scores, CLASSES_OUTPUT_KEY: classes}
-
-
-class _KeypointsServing(tf.Module):
-    def __init__(self, net: _Ensemble, flip_tta: bool):
-        super().__init__()
-        self.net = net
-        self.flip_tta = flip_tta
-
-    @tf.function(input_signature=[tf.TensorSpec([None, KEYPOINTS_INPUT_SIZE, KEYPOINTS_INPUT_SIZE, 1], tf.uint8,
-                                                name=INPUT_KEY)])
-    def serve(self, image):
-        x = tf.cast(image, tf.float32)
-        points = self.net(x)
-        if self.flip_tta:
-            mirrored = tf.gather(self.net(tf.reverse(x, axis=[2])), list(FLIP_PERMUTATION), axis=1)
-            unflipped = tf.stack([(KEYPOINTS_INPUT_SIZE - 1) - mirrored[..., 0], mirrored[..., 1]], axis=-1)
-            points = (points + unflipped) / 2.0
-        return {KEYPOINTS_OUTPUT_KEY: points}
 
 
 def _folder_bytes(folder: Path) -> int:
@@ -307,6 +149,9 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
             raise ValueError("a cascade is for the emotion model only")
         if not 0.0 < cascade.defer_below <= 1.0:
             raise ValueError(f"defer_below must be in (0, 1], got {cascade.defer_below}")
+        if cascade.fallback.flip_below is not None:  # its graph would mirror every face instead
+            raise ValueError(f"the fallback {cascade.fallback.folder} mirrors only its unsure faces (flip_below); "
+                             "a cascade takes a fallback that scores every face alike")
         if cascade.fallback.card.get("labels") != list(labels or ()):
             raise ValueError(f"the fallback {cascade.fallback.folder} has other labels: "
                              f"{cascade.fallback.card.get('labels')} != {list(labels or ())}")
@@ -318,8 +163,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
     target = base_dir / str(version)
     if target.exists():
         raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
-    def served(networks: Sequence[keras.Model]) -> _Ensemble:
-        return _Ensemble([fold_batch_norm(m) for m in networks] if fold_batch_norms else networks, weights_dtype)
+    def served(networks: Sequence[keras.Model]) -> Ensemble:
+        return Ensemble([fold_batch_norm(m) for m in networks] if fold_batch_norms else networks, weights_dtype)
 
     net = served(models)
     if kind == EMOTION_MODEL:
@@ -327,11 +172,11 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
         if len(labels) != models[0].output_shape[-1]:
             raise ValueError(f"{len(labels)} labels for a model with {models[0].output_shape[-1]} outputs")
         fallback_net = None if cascade is None else served(cascade.fallback.models)
-        module = _EmotionServing(net, labels, flip_tta, shift_tta, fallback_net, cascade, temperature, flip_below)
+        module = EmotionGraph(net, labels, flip_tta, shift_tta, fallback_net, cascade, temperature, flip_below)
         size = EMOTION_INPUT_SIZE
         outputs = {SCORES_OUTPUT_KEY: ["float32", [-1, len(labels)]], CLASSES_OUTPUT_KEY: ["string", [-1, len(labels)]]}
     else:
-        module, size = _KeypointsServing(net, flip_tta), KEYPOINTS_INPUT_SIZE
+        module, size = KeypointsGraph(net, flip_tta), KEYPOINTS_INPUT_SIZE
         outputs = {KEYPOINTS_OUTPUT_KEY: ["float32", [-1, len(KEYPOINT_NAMES), 2]]}
     tmp = base_dir / f".tmp-export-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -498,7 +343,7 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                         card=card,
                         evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
                         cascade=cascade, temperature=float(source.get("temperature", 1.0)),
-                        flip_below=flip_below if flip_below is not None else source.get("flip_below"))
+                        flip_below=flip_below if flip_below is not None else networks.flip_below)
 
 
 def label_source(cfg: Any) -> dict[str, Any]:

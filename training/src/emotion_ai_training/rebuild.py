@@ -30,13 +30,15 @@ from emotion_ai_training.models import precision_policy
 
 @dataclass(frozen=True)
 class ExportedEnsemble:
-    """The networks of one exported version and the test-time views its graph averages over."""
+    """The networks of one exported version and the test-time views its graph averages over (`flip_below`:
+    the mirror view only for faces whose one-view top score is below it)."""
 
     folder: Path
     models: list[keras.Model]
     flip_tta: bool
     shift_tta: int
     card: dict[str, Any]
+    flip_below: float | None = None
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -147,7 +149,8 @@ def _rebuilt(folder: Path, net: Any, card: dict[str, Any], compute_dtype: str) -
             raise ValueError(f"{folder}: member {member.get('run')!r} does not match its stored weights")
         models.append(model if folded or compute_dtype == "float32"
                       else in_compute_dtype(model, member["config"], compute_dtype))
-    return ExportedEnsemble(folder, models, bool(card.get("flip_tta")), int(card.get("shift_tta_pixels") or 0), card)
+    return ExportedEnsemble(folder, models, bool(card.get("flip_tta")), int(card.get("shift_tta_pixels") or 0), card,
+                            card.get("flip_below"))
 
 
 def build_network(config: dict[str, Any], folded: bool, compute_dtype: str = "float32") -> keras.Model:
