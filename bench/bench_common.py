@@ -15,6 +15,10 @@ from emotion_ai_serving.local_server import LocalServer
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The int8 versions run on oneDNN's kernels: the scripts that load models in-process import this module
+# before TensorFlow, so oneDNN is on for them on every CPU (unless TF_ENABLE_ONEDNN_OPTS is set already).
+spec.use_onednn()
+
 
 def add_server_args(p: argparse.ArgumentParser) -> None:
     """--models to start an embedded server on free ports, or --no-server and where one runs."""

@@ -13,6 +13,6 @@ if [ ! -f "$stamp" ] || [ -n "$(find client/pyproject.toml training/pyproject.to
      requirements-dev.txt -newer "$stamp")" ]; then
   echo "setup: installing packages into .venv (TensorFlow is large; first run takes a few minutes)" >&2
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e './client[gateway]' -e ./training -e ./serving -r requirements-dev.txt
+  .venv/bin/python -m pip install -q -e './client[gateway]' -e './training[quantize]' -e ./serving -r requirements-dev.txt
   touch "$stamp"
 fi

@@ -6,6 +6,8 @@ numbers a model was trained with are the numbers the client preprocesses with.
 
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -126,10 +128,25 @@ def served_model(task: str, variant: str = FAST) -> str:
 #: Every served model name, in config order: "keypoints", "emotion", "emotion_accurate".
 SERVED_MODELS: tuple[str, ...] = tuple(model_name(t, v) for t, vs in MODEL_VARIANTS.items() for v in vs)
 SIGNATURE_NAME = "serving_default"
+#: What an exported version says of itself (training, metrics, types), beside its saved_model.pb.
+MODEL_CARD = "model_card.json"
 INPUT_KEY = "image"
 KEYPOINTS_OUTPUT_KEY = "keypoints"
 SCORES_OUTPUT_KEY = "scores"
 CLASSES_OUTPUT_KEY = "classes"
+
+#: The served int8 models' convolutions are oneDNN kernels, which TensorFlow (and TF Serving) runs only with
+#: oneDNN on; on Linux it turns oneDNN on by itself only on CPUs with AVX512_VNNI, AVX512_BF16, AVX_VNNI or
+#: AMX. Every process that loads the models sets these variables (unless already set) before TensorFlow
+#: starts: the embedded server, the training CLI, Compose, Kubernetes (`use_onednn`).
+ONEDNN_ENV: dict[str, str] = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+
+
+def use_onednn(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set `ONEDNN_ENV` in `environ` where it is unset; call it before TensorFlow is imported."""
+    for name, value in ONEDNN_ENV.items():
+        environ.setdefault(name, value)
+
 
 # TF Serving's default ports (tensorflow_model_server --port / --rest_api_port): the client's, the
 # embedded server's and the benchmarks' defaults.

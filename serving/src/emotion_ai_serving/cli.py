@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from emotion_ai.spec import use_onednn
+
 from .config import ServerOptions
 from .errors import ServingError
 from .logs import setup_logging
@@ -88,6 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     options, level = parse_options(argv)
     setup_logging(options.log_format, getattr(logging, level.upper(), logging.INFO))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TF's C++ INFO lines out of the logs
+    use_onednn()  # the int8 models' kernels, on every CPU (before TensorFlow starts)
     from .server import ModelServer  # noqa: PLC0415 -- --help and config errors answer without loading TensorFlow
 
     try:

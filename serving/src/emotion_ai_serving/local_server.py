@@ -132,7 +132,8 @@ class LocalServer:
             cmd.append(f"--model_config_file={config}")
         cmd += self.extra_args
         self.starts += 1
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+        # The served int8 models need oneDNN even where the caller turned it off for itself (the test suite).
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1") | spec.ONEDNN_ENV
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
         if wait:

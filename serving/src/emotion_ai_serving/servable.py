@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterable, Mapping
@@ -11,10 +12,12 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from emotion_ai.spec import MODEL_CARD, ONEDNN_ENV
 from tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2, saved_model_pb2
+from tensorflow.python.util import _pywrap_util_port  # IsMklEnabled: is oneDNN on
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
 
-from .errors import INVALID_ARGUMENT, ServingError, invalid_argument
+from .errors import FAILED_PRECONDITION, INVALID_ARGUMENT, ServingError, invalid_argument
 from .json_tensor import InputSpec
 from .tensor_proto import data_type_string, to_ndarray
 
@@ -115,6 +118,7 @@ class Servable:
     def __init__(self, name: str, version: int, path: Path) -> None:
         self.name, self.version, self.path = name, version, path
         started = time.monotonic()
+        _check_runtime(path)
         self._loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
         self.signature_defs = read_signature_defs(path)
         self.signatures: dict[str, Signature] = {}
@@ -187,6 +191,22 @@ class Servable:
             signature.validate_inputs(inputs)
             self.run(signature, inputs, signature.output_names(request.output_filter))
         return count
+
+
+def _check_runtime(path: Path) -> None:
+    """Refuse, with the remedy, an int8 version (its model card says so) when oneDNN is off: its kernels
+    would only fail at the first request ("Missing 0-th output")."""
+    card = path / MODEL_CARD
+    try:
+        int8 = json.loads(card.read_text()).get("compute_dtype") == "int8" if card.is_file() else False
+    except (OSError, ValueError, AttributeError):
+        return  # a card is optional for serving; the SavedModel itself decides
+    if int8 and not _pywrap_util_port.IsMklEnabled():
+        raise ServingError(
+            FAILED_PRECONDITION,
+            f"{path} is an int8 model and needs TensorFlow's oneDNN kernels, which are off in this process: "
+            f"start the server with {' '.join(f'{k}={v}' for k, v in ONEDNN_ENV.items())}",
+        )
 
 
 def _tf_code_name(exc: tf.errors.OpError) -> str:

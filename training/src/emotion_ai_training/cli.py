@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS
+from emotion_ai.spec import MODEL_CARD, use_onednn
 
 from emotion_ai_training.dataset_files import DATA_ENV, DATA_FILES, VOTES_FILE, default_data, default_votes
 from emotion_ai_training.ferplus import LABEL_SOURCES
@@ -181,7 +182,7 @@ def votes_for(args: argparse.Namespace, data: str | None = None) -> str | None:
 
 
 def _model_kind(model_dir: Path) -> str:
-    card = model_dir / "model_card.json"
+    card = model_dir / MODEL_CARD
     if card.exists():
         return json.loads(card.read_text())["model"]
     return model_dir.resolve().parent.name
@@ -284,6 +285,37 @@ def _cmd_reexport(args) -> int:
     return 0
 
 
+def _add_quantize(sub) -> None:
+    p = sub.add_parser("quantize", help="an int8 version of an exported version (post-training static quantization, "
+                                        "calibrated on training images; needs the [quantize] extra)")
+    p.add_argument("version_dir", help="an exported version without branches (no cascade, no --flip-below), "
+                                       "e.g. models_export/emotion/10")
+    p.add_argument("--out", default="models_export", help="export root (default: models_export)")
+    p.add_argument("--version", type=int, help="version number (default: next free)")
+    p.add_argument("--samples", type=int,
+                   help="training images to calibrate on (default: quantize.DEFAULT_CALIBRATION_IMAGES, 1024)")
+    p.add_argument("--seed", type=int, default=0, help="which training images those are (default: 0)")
+    p.add_argument("--no-evaluate", action="store_true", help="skip writing validation metrics into the model card")
+    p.add_argument("--eval-dir", default="runs/eval",
+                   help="where the evaluation's JSON and confusion matrix go (default: runs/eval/<model>-<version>)")
+    _add_votes(p, default="the run's own, if it trained on FER+ votes")
+
+
+def _cmd_quantize(args) -> int:
+    from emotion_ai_training.quantize import quantize_version
+
+    try:
+        samples = {} if args.samples is None else {"samples": args.samples}
+        target = quantize_version(Path(args.version_dir), args.out, version=args.version, seed=args.seed,
+                                  evaluate=not args.no_evaluate, eval_dir=args.eval_dir, votes=args.votes or None,
+                                  **samples)
+    except ImportError as exc:
+        log.error("quantize needs Intel Neural Compressor: pip install './training[quantize]' (%s)", exc)
+        return 2
+    sys.stdout.write(f"{target}\n")
+    return 0
+
+
 def _add_interpolate(sub) -> None:
     p = sub.add_parser("interpolate", help="an emotion run fine-tuned with --init-from, interpolated with its starting "
                                            "weights (WiSE-FT): one checkpoint and both label metrics per alpha")
@@ -364,6 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     _add_export(sub)
     _add_reexport(sub)
+    _add_quantize(sub)
     _add_interpolate(sub)
     _add_model_info(sub)
     _add_calibrate(sub)
@@ -372,10 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_onednn()  # the int8 models evaluate with oneDNN's kernels (before a command imports TensorFlow)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handlers = {"train": _cmd_train, "describe": _cmd_describe, "evaluate": _cmd_evaluate,
-                "export": _cmd_export, "reexport": _cmd_reexport, "interpolate": _cmd_interpolate,
+                "export": _cmd_export, "reexport": _cmd_reexport, "quantize": _cmd_quantize,
+                "interpolate": _cmd_interpolate,
                 "model-info": _cmd_model_info, "calibrate-crop": _cmd_calibrate}
     try:
         return handlers[args.command](args)

@@ -87,7 +87,8 @@ def write_warmup(path: Path, model_name: str, size: int) -> None:
             writer.write(log_entry.SerializeToString())
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
+    """The commit of the code that exports ("unknown" outside a git checkout)."""
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).parent)
@@ -201,7 +202,7 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
                               + (cascade.fallback.card.get("parameters", 0) if cascade else 0)),
             "batch_norm_folded": fold_batch_norms,
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "code_commit": _git_commit(),
+            "code_commit": git_commit(),
             "tensorflow": tf.__version__,
             "keras": keras.__version__,
             "license": "Trained on research-licensed data: research / non-commercial use only.",
@@ -305,7 +306,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
         return export_model(models, cfg.task, base_dir, version=version,
                             labels=cfg.label_names() if cfg.task == "emotion" else None, flip_tta=flip_tta,
                             shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
-                            evaluate=(_validation_metrics(cfg, dataset, base_dir, eval_dir, votes)
+                            evaluate=(validation_metrics(cfg, dataset, base_dir, eval_dir, votes)
                                       if evaluate else None),
                             cascade=(None if fallback is None
                                      else Cascade(rebuild_version(fallback, compute_dtype), defer_below)),
@@ -321,6 +322,8 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
     types; its views, threshold, temperature and training record carry over, and the card names the source
     version. `flip_below` (export_model) limits its mirror view to the unsure faces (default: the source's)."""
     folder = Path(folder)
+    if is_exported_version(folder) and json.loads((folder / MODEL_CARD).read_text()).get("compute_dtype") == "int8":
+        raise ValueError(f"{folder} is int8 (quantized, no networks to rebuild): reexport its source instead")
     cascade = None
     try:
         networks = rebuild_version(folder, compute_dtype)
@@ -341,7 +344,7 @@ def export_version(folder: str | Path, out: str | Path = "models_export", *, ver
                         labels=tuple(source["labels"]) if source.get("labels") else None,
                         flip_tta=networks.flip_tta, shift_tta=networks.shift_tta, weights_dtype=weights_dtype,
                         card=card,
-                        evaluate=_validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
+                        evaluate=validation_metrics(cfg, dataset, base_dir, eval_dir, votes) if evaluate else None,
                         cascade=cascade, temperature=float(source.get("temperature", 1.0)),
                         flip_below=flip_below if flip_below is not None else networks.flip_below)
 
@@ -358,7 +361,7 @@ def label_source(cfg: Any) -> dict[str, Any]:
                        "FER+ labels (MIT licence, Microsoft FERPlus)."}
 
 
-def _validation_metrics(cfg: Any, dataset: Any, base_dir: Path, eval_dir: str | Path | None,
+def validation_metrics(cfg: Any, dataset: Any, base_dir: Path, eval_dir: str | Path | None,
                         votes: str | None = None) -> Callable[[Path, int], dict]:
     """The `evaluate` callback of export_model: validation metrics of the finished SavedModel (the JSON and
     confusion matrix go to `eval_dir/<task>-<version>/`, nowhere when None), against the FER+ majority too

@@ -21,6 +21,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
+from emotion_ai.spec import MODEL_CARD
 from emotion_ai.versions import has_saved_model
 
 from emotion_ai_training.batchnorm_folding import fold_batch_norm, unfold_batch_norm
@@ -42,11 +43,10 @@ class ExportedEnsemble:
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
-MODEL_CARD = "model_card.json"
 
 
 def rebuild_version(folder: str | Path, compute_dtype: str = "float32") -> ExportedEnsemble:
-    """The Keras networks of version `folder` (e.g. models_export/keypoints/5), with weights as served.
+    """The Keras networks of version `folder` (e.g. models_export/keypoints/6), with weights as served.
 
     `compute_dtype` "bfloat16" builds them under Keras's "bfloat16" policy (the layers the architecture
     pins to float32, its output head, stay float32). Raises FileNotFoundError for a folder without a
