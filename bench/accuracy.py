@@ -1,7 +1,7 @@
 """Reproduce the README accuracy table from the committed models and the shared data.
 
     .venv/bin/python bench/accuracy.py                     # newest version of each served model
-    .venv/bin/python bench/accuracy.py models_export/emotion/10 models_export/emotion_accurate/8 --fer
+    .venv/bin/python bench/accuracy.py models_export/emotion/12 models_export/emotion_accurate/8 --fer
     .venv/bin/python bench/accuracy.py --models DIR --data-dir ../shared/data
 
 Runs the training package's evaluator (the same code as `emotion-ai-train evaluate`) on each version folder

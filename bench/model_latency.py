@@ -1,7 +1,7 @@
 """In-process latency of exported SavedModels per batch size (no server, no client).
 
     .venv/bin/python bench/model_latency.py models_export/emotion/4 models_export/emotion/5
-    .venv/bin/python bench/model_latency.py models_export/keypoints/5 --batch-sizes 1 8 64
+    .venv/bin/python bench/model_latency.py models_export/keypoints/7 --batch-sizes 1 8 64
 
 Calls each version's `serving_default` signature (5 warm-up calls, then --repeats timed calls, the
 versions taking turns so that a change in machine load touches all of them alike) and reports p50/p95
