@@ -6,6 +6,7 @@
     .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without turned looks
     .venv/bin/python bench/detector_bench.py --tiny                           # CI size: 8 scenes, seconds
     .venv/bin/python bench/detector_bench.py --detectors yunet yunet-no-enhance mtcnn haar --out bench/results/yunet
+    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-unverified mtcnn --out bench/results/yunet_verified
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,
 `emotion_ai_training.data.load_keypoints(...).split == "validation"`, split seed `--split-seed` as in
@@ -467,6 +468,7 @@ def _subset(scenes: Sequence[Scene], results: Sequence[SceneResult]) -> dict:
 VARIANTS: dict[str, tuple[str, dict]] = {
     "mtcnn-upright": ("mtcnn", {"tilts": ()}),
     "yunet-no-enhance": ("yunet", {"enhance": False}),  # what the CLAHE copy adds (dark subset)
+    "yunet-unverified": ("yunet", {"verify_score": None}),  # YuNet's own score alone (no O-Net second opinion)
 }
 
 

@@ -467,13 +467,42 @@ def test_yunet_max_side_detects_on_a_smaller_copy_and_maps_back(astronaut_bgr):
 def test_yunet_min_face_size_and_min_score(astronaut_bgr):
     assert YuNetFaceDetector(min_face_size=150).detect(astronaut_bgr) == []
     assert len(YuNetFaceDetector(min_face_size=60).detect(astronaut_bgr)) == 1
-    assert YuNetFaceDetector(min_score=1.0).detect(astronaut_bgr) == []
+    assert YuNetFaceDetector(min_score=1.0, verify_score=None).detect(astronaut_bgr) == []
+
+
+def test_yunet_keeps_an_unsure_face_that_onet_vouches_for(astronaut_bgr):
+    # min_score 1.0: YuNet is sure of nothing, so every candidate needs O-Net's second opinion.
+    (face,) = YuNetFaceDetector(min_score=1.0).detect(astronaut_bgr)
+    (sure,) = YuNetFaceDetector().detect(astronaut_bgr)
+    assert face == sure and face.score < 1.0  # the same box, landmarks and YuNet score
+    assert YuNetFaceDetector(min_score=1.0, verify_score=1.0).detect(astronaut_bgr) == []
+
+
+def test_onet_second_opinion_tells_a_face_from_background(astronaut_bgr):
+    from emotion_ai.mtcnn import Mtcnn
+
+    rgb = cv2.cvtColor(astronaut_bgr, cv2.COLOR_BGR2RGB)
+    face, sky, suit = ASTRONAUT_FACE, (420.0, 20.0, 80.0, 80.0), (200.0, 380.0, 90.0, 90.0)
+    scores = Mtcnn().face_scores(rgb, np.array([face, sky, suit]))
+    assert scores[0] > 0.95 and scores[1:].max() < 0.5
+    assert Mtcnn().face_scores(rgb, np.empty((0, 4))).shape == (0,)
+
+
+def test_yunet_second_opinion_adds_no_box_on_photos_without_faces():
+    from skimage import data
+
+    everything_unsure = YuNetFaceDetector(min_score=1.0)
+    for name in ("coffee", "rocket", "page", "brick", "chelsea", "hubble_deep_field"):
+        image = getattr(data, name)()
+        bgr = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.ndim == 2 else np.ascontiguousarray(image[:, :, ::-1])
+        assert everything_unsure.detect(bgr) == [], name
 
 
 @pytest.mark.parametrize("options, match", [
     ({"min_score": 1.5}, "min_score"), ({"min_score": -0.1}, "min_score"), ({"nms_threshold": 0}, "nms_threshold"),
     ({"top_k": 0}, "top_k"), ({"top_k": 2.5}, "top_k"), ({"min_face_size": 0}, "min_face_size"),
-    ({"max_side": 16}, "max_side"),
+    ({"max_side": 16}, "max_side"), ({"candidate_score": 1.2}, "candidate_score"),
+    ({"verify_score": -1}, "verify_score"),
 ])
 def test_yunet_invalid_options_raise_value_error(options, match):
     with pytest.raises(ValueError, match=match):

@@ -327,6 +327,19 @@ class Mtcnn:
         keep = nms(boxes, scores + plain, 0.7, "min")
         return MtcnnResult(boxes[keep], scores[keep], landmarks[keep])
 
+    def face_scores(self, rgb: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """O-Net's face probability for each (x, y, w, h) box of an RGB uint8 image, looked at as the square
+        around the box's centre (side: its longer side): a second opinion on another detector's boxes."""
+        if len(boxes) == 0:
+            return np.empty(0)
+        b = np.asarray(boxes, np.float64).reshape(-1, 4)
+        half = np.maximum(b[:, 2], b[:, 3]) / 2
+        cx, cy = b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2
+        squares = np.fix(np.stack([cx - half, cy - half, cx + half, cy + half], axis=1))
+        with self._lock:
+            *_, prob = _batched(self._onet, _crops(rgb, squares, 48), ONET_OUTPUTS)
+        return prob[:, 1].astype(np.float64)
+
     def _stage(self, net: dict[int, cv2.dnn.Net], outputs: list[str], size: int, rgb: np.ndarray, boxes: np.ndarray,
                angles: np.ndarray, tilts: tuple[float, ...], doubt: tuple[float, float],
                refine_floor: float) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
