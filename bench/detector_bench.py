@@ -6,7 +6,7 @@
     .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without turned looks
     .venv/bin/python bench/detector_bench.py --tiny                           # CI size: 8 scenes, seconds
     .venv/bin/python bench/detector_bench.py --detectors yunet yunet-no-enhance mtcnn haar --out bench/results/yunet
-    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-unverified mtcnn --out bench/results/yunet_verified
+    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-from-0.1 yunet-unverified mtcnn --out bench/results/yunet_verified
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,
 `emotion_ai_training.data.load_keypoints(...).split == "validation"`, split seed `--split-seed` as in
@@ -469,6 +469,7 @@ VARIANTS: dict[str, tuple[str, dict]] = {
     "mtcnn-upright": ("mtcnn", {"tilts": ()}),
     "yunet-no-enhance": ("yunet", {"enhance": False}),  # what the CLAHE copy adds (dark subset)
     "yunet-unverified": ("yunet", {"verify_score": None}),  # YuNet's own score alone (no O-Net second opinion)
+    "yunet-from-0.1": ("yunet", {"candidate_score": 0.1}),  # second opinions from YuNet score 0.1 (default 0.3)
 }
 
 
