@@ -202,7 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "the original image; faces under about 10-12 px in that copy are lost); >= 32 (default: "
                    f"{_detector_defaults('max_side')})")
     g.add_argument("--min-score", type=float, metavar="SCORE",
-                   help=f"detection score a face needs, in [0, 1] (default: {_detector_defaults('min_score')})")
+                   help=f"detection score a face needs, in [0, 1] (default: {_detector_defaults('min_score')}); "
+                   "yunet also keeps a face it scores lower, from its candidate_score, when MTCNN's O-Net vouches "
+                   "for it (YuNetFaceDetector(verify_score=None) in Python turns that off)")
     g.add_argument("--no-tilt-search", dest="tilts", action="store_const", const=(),
                    help="mtcnn: skip the ±25° turned looks (detection in about a third of the time, "
                    "fewer tilted faces found)")
