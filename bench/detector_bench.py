@@ -6,7 +6,8 @@
     .venv/bin/python bench/detector_bench.py --detectors haar mtcnn mtcnn-upright   # + MTCNN without turned looks
     .venv/bin/python bench/detector_bench.py --tiny                           # CI size: 8 scenes, seconds
     .venv/bin/python bench/detector_bench.py --detectors yunet yunet-no-enhance mtcnn haar --out bench/results/yunet
-    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-from-0.1 yunet-unverified mtcnn --out bench/results/yunet_verified
+    .venv/bin/python bench/detector_bench.py --detectors yunet yunet-from-0.1 yunet-unverified mtcnn \
+        --out bench/results/yunet_verified
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,
 `emotion_ai_training.data.load_keypoints(...).split == "validation"`, split seed `--split-seed` as in
