@@ -44,3 +44,20 @@ def test_compose_and_kubernetes_start_tf_serving_with_onednn() -> None:
                   for c in m["spec"]["template"]["spec"]["containers"] if c["name"] == "tf-serving"]
     assert len(containers) == 1
     assert spec.ONEDNN_ENV.items() <= {e["name"]: e["value"] for e in containers[0]["env"]}.items()
+
+
+def test_the_server_started_with_onednn_off_exits_naming_the_remedy() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    serve = Path(sys.executable).with_name("emotion-ai-serve")
+    env = dict(os.environ, TF_ENABLE_ONEDNN_OPTS="0", TF_CPP_MIN_LOG_LEVEL="2")
+    base = REPO / "models_export" / "keypoints"
+    run = subprocess.run([str(serve), "--model_name=keypoints", f"--model_base_path={base}", "--port=0",
+                          "--rest_api_port=0", "--log_format=text"], env=env, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert run.returncode == 1
+    assert "is an int8 model" in run.stderr and "TF_ENABLE_ONEDNN_OPTS=1" in run.stderr
