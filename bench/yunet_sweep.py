@@ -19,7 +19,7 @@ from pathlib import Path
 
 import detector_bench as db  # bench/ is on sys.path as a script
 from bench_common import write_results
-from emotion_ai.detect import YuNetFaceDetector
+from emotion_ai.yunet import YuNetFaceDetector
 from machine import machine_info
 
 SCORES: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

@@ -13,7 +13,7 @@ from emotion_ai.allocator import keep_freed_memory
 PROBE = """
 import resource, sys
 import cv2, numpy as np
-from emotion_ai.detect import YuNetFaceDetector
+from emotion_ai.yunet import YuNetFaceDetector
 from emotion_ai.options import ClientOptions
 from emotion_ai.pipeline import FaceStager
 image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from emotion_ai import EmotionClient, HaarFaceDetector, MtcnnFaceDetector, YuNetFaceDetector, make_detector, spec
-from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS, YUNET_MODEL, YUNET_SHA256, _unturn, crops_for
+from emotion_ai.detect import DEFAULT_DETECTOR, DETECTORS, _unturn, crops_for
 from emotion_ai.mtcnn import (
     BATCHES,
     LANDMARK_NAMES,
@@ -26,6 +26,7 @@ from emotion_ai.mtcnn import (
     nms,
 )
 from emotion_ai.preprocess import roll_degrees
+from emotion_ai.yunet import YUNET_MODEL, YUNET_SHA256
 
 ASTRONAUT_FACE = (179.0, 59.0, 88.0, 113.0)  # MTCNN's box (x, y, w, h) in the 512-px photo
 

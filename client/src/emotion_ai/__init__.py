@@ -7,7 +7,8 @@ with EmotionClient(host="localhost", protocol="grpc") as client:
 
 from .aio import AsyncEmotionClient
 from .client import EmotionClient
-from .detect import Detection, FaceDetector, HaarFaceDetector, MtcnnFaceDetector, YuNetFaceDetector, make_detector
+from .detect import HaarFaceDetector, MtcnnFaceDetector, make_detector
+from .detection import Detection, FaceDetector
 from .errors import (
     EmotionAIError,
     InvalidImageError,
@@ -20,6 +21,7 @@ from .options import ClientOptions
 from .result import Face, Prediction
 from .streaming import StreamOptions, TrackSummary
 from .transport import ModelRef, SignatureInfo, TensorSpec, VersionStatus
+from .yunet import YuNetFaceDetector
 
 __all__ = [
     "AsyncEmotionClient",

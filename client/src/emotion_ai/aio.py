@@ -13,7 +13,7 @@ import numpy as np
 from . import spec
 from .aio_transport import AsyncBalancedTransport, AsyncGrpcTransport, AsyncRestTransport, AsyncTransport
 from .balancer import transport_for
-from .detect import FaceDetector
+from .detection import FaceDetector
 from .errors import EmotionAIError, ModelNotFoundError, ServerUnavailableError
 from .images import ColorOrder, ImageInput
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches

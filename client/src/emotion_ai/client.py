@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, Literal, overload
 
 from .balancer import BalancedTransport, transport_for
-from .detect import FaceDetector
+from .detection import FaceDetector
 from .errors import EmotionAIError, ModelNotFoundError, ServerUnavailableError
 from .grpc_transport import GrpcTransport
 from .images import ColorOrder, ImageInput

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import spec
-from .detect import Detection
+from .detection import Detection
 from .errors import ServerError
 from .preprocess import CropTransform
 from .result import Face, Prediction

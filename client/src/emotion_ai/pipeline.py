@@ -17,7 +17,8 @@ import numpy as np
 
 from . import spec
 from .allocator import keep_freed_memory
-from .detect import Detection, FaceDetector, crops_for, make_detector
+from .detect import crops_for, make_detector
+from .detection import Detection, FaceDetector
 from .images import ColorOrder, ImageInput, load_image
 from .merge import StagedImage, assign_faces, emotion_output, face_chunks, keypoints_output, model_batches
 from .options import ClientOptions

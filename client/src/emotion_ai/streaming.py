@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .detect import Detection
+from .detection import Detection
 from .images import ColorOrder, ImageInput
 from .pipeline import FacePipeline
 from .result import Box, Face, Prediction
