@@ -58,28 +58,21 @@ def _number(text: str, kind: Callable[[str], T]) -> T:
     return value
 
 
-@_arg_type
-def _positive_int(text: str) -> int:
-    value = _number(text, int)
-    if value < 1:
-        raise ValueError(f"must be at least 1, not {value}")
-    return value
+def _bounded(kind: Callable[[str], T], allowed: Callable[[T], bool], rule: str) -> Callable[[str], T]:
+    """An argparse `type`: `text` as `kind` (`_number`), refused unless `allowed` ("must be {rule}, not {text}")."""
+
+    def convert(text: str) -> T:
+        value = _number(text, kind)
+        if not allowed(value):
+            raise ValueError(f"must be {rule}, not {text}")
+        return value
+
+    return _arg_type(convert)
 
 
-@_arg_type
-def _positive_float(text: str) -> float:
-    value = _number(text, float)
-    if value <= 0:
-        raise ValueError(f"must be more than 0, not {text}")
-    return value
-
-
-@_arg_type
-def _non_negative_float(text: str) -> float:
-    value = _number(text, float)
-    if value < 0:
-        raise ValueError(f"must be 0 or more, not {text}")
-    return value
+_positive_int = _bounded(int, lambda v: v >= 1, "at least 1")
+_positive_float = _bounded(float, lambda v: v > 0, "more than 0")
+_non_negative_float = _bounded(float, lambda v: v >= 0, "0 or more")
 
 
 @_arg_type
