@@ -28,14 +28,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from emotion_ai.spec import (
-    EMOTION_INPUT_SIZE,
-    EMOTION_MODEL,
-    INPUT_KEY,
-    KEYPOINTS_INPUT_SIZE,
-    MODEL_CARD,
-    SIGNATURE_NAME,
-)
+from emotion_ai.spec import INPUT_KEY, MODEL_CARD, SIGNATURE_NAME
 from tensorflow.core.protobuf import saved_model_pb2
 
 from emotion_ai_training.config import TrainConfig
@@ -43,7 +36,6 @@ from emotion_ai_training.data import load_task
 from emotion_ai_training.export import (
     export_version,
     git_commit,
-    label_source,
     next_version,
     validation_metrics,
     write_warmup,
@@ -178,7 +170,7 @@ def quantize_version(folder: str | Path, out: str | Path = "models_export", *, v
         variables = tmp / "variables"  # empty (every weight is a constant): servers would wait for its shards
         if variables.is_dir() and not any(variables.iterdir()):
             variables.rmdir()
-        size = EMOTION_INPUT_SIZE if cfg.task == EMOTION_MODEL else KEYPOINTS_INPUT_SIZE
+        size = source["inputs"][INPUT_KEY][1][1]  # the card's [-1, S, S, 1]
         write_warmup(tmp / "assets.extra" / "tf_serving_warmup_requests", kind, size)
         card = {key: value for key, value in source.items() if key not in ("validation_metrics", "exported_from")}
         card |= {
@@ -198,7 +190,7 @@ def quantize_version(folder: str | Path, out: str | Path = "models_export", *, v
             "exported": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "code_commit": git_commit(),
             "tensorflow": tf.__version__,
-        } | label_source(cfg)
+        }
         if evaluate:
             card["validation_metrics"] = validation_metrics(cfg, dataset, base_dir, eval_dir, votes)(tmp, version)
         (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
