@@ -8,6 +8,8 @@
     .venv/bin/python bench/detector_bench.py --detectors yunet yunet-no-enhance mtcnn haar --out bench/results/yunet
     .venv/bin/python bench/detector_bench.py --detectors yunet yunet-from-0.1 yunet-unverified mtcnn \
         --out bench/results/yunet_verified
+    .venv/bin/python bench/detector_bench.py --detectors yunet mtcnn mtcnn-upright mtcnn-first-stage --no-models \
+        --out bench/results/detection_floor  # + P-Net alone (a time floor)
 
 Scenes: VALIDATION faces of facial_keypoints.csv.gz (the training package's by-subject split,
 `emotion_ai_training.data.load_keypoints(...).split == "validation"`, split seed `--split-seed` as in
@@ -62,6 +64,8 @@ import cv2
 import numpy as np
 from bench_common import display_path, write_results  # bench/ is on sys.path as a script
 from emotion_ai import detect, spec
+from emotion_ai.detection import Detection, FaceDetector
+from emotion_ai.mtcnn import Mtcnn
 from emotion_ai.preprocess import level_angle, model_inputs, to_gray
 from emotion_ai.versions import latest_version
 from emotion_ai_training.data import load_keypoints
@@ -474,8 +478,32 @@ VARIANTS: dict[str, tuple[str, dict]] = {
 }
 
 
+class MtcnnFirstStage:
+    """MTCNN's first network alone over the image pyramid of the client's default MTCNN search (faces from
+    `min_face_size` px): the least any MTCNN search costs, before R-Net and O-Net see a candidate. A time
+    floor, not a detector: no candidate passes (P-Net threshold above 1), so it finds no face."""
+
+    name = "mtcnn"
+
+    def __init__(self, min_face_size: float = 20.0):
+        self.min_face_size = min_face_size
+        self._net = Mtcnn(thresholds=(1.01, 1.0, 1.0))
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Run P-Net over the pyramid of the BGR `image`; returns no face."""
+        self._net.detect(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), self.min_face_size)
+        return []
+
+
+#: Pseudo-detectors that only measure a cost (`--detectors mtcnn-first-stage`).
+TIME_FLOORS: dict[str, Callable[[], FaceDetector]] = {"mtcnn-first-stage": MtcnnFirstStage}
+
+
 def build_detector(name: str) -> detect.FaceDetector:
-    """The client's detector of that name (`emotion_ai.detect.make_detector`), or a `VARIANTS` entry."""
+    """The client's detector of that name (`emotion_ai.detect.make_detector`), a `VARIANTS` entry, or a
+    `TIME_FLOORS` entry."""
+    if name in TIME_FLOORS:
+        return TIME_FLOORS[name]()
     base, options = VARIANTS.get(name, (name, {}))
     try:
         return detect.make_detector(base, **options)

@@ -212,3 +212,18 @@ def test_mtcnn_tilt_search_finds_the_tilted_faces_the_upright_search_misses(real
     assert None not in tilted.found and tilted.false_boxes == 0
     assert upright.found.count(None) >= 1 and upright.false_boxes == 0
     assert set(upright.boxes) < set(tilted.boxes)  # the turned looks only add faces: the upright ones keep their boxes
+
+
+def test_mtcnn_first_stage_runs_p_net_alone_and_reports_no_face(real_faces):
+    """The time floor finds nothing where the full search finds the face."""
+    if real_faces is None:
+        pytest.skip(f"no keypoints data at {db.DATA}")
+    floor = db.build_detector("mtcnn-first-stage")
+    assert isinstance(floor, db.MtcnnFirstStage) and floor.name == "mtcnn"
+    image = db.load_backgrounds(("brick",))["brick"][:480, :480].copy()
+    face = db.place_face(np.random.default_rng(0), image, real_faces.images[0], real_faces.points[0], 0, [],
+                         size=150, angle=0)
+    scene = db.Scene(image, "brick", [face])
+    (full,) = db.run_detector(db.build_detector("mtcnn"), [scene])
+    (first,) = db.run_detector(floor, [scene])
+    assert full.found == [0] and first.found == [None] and first.boxes == []

@@ -111,7 +111,6 @@ class HaarFaceDetector:
         return out
 
 
-#: The YuNet model shipped inside this package (`models/NOTICE`: source, licence, checksum).
 class MtcnnFaceDetector:
     """MTCNN (`emotion_ai.mtcnn`) with the knobs users expect.
 
