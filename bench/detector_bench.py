@@ -45,6 +45,9 @@ seeds: "dark" (the whole scene scaled by a gain drawn log-uniform in `DARK_GAIN`
 yaw drawn in `YAW_DEGREES`, simulated by a perspective warp of the frontal frame: the far half narrowed and
 shortened; three-quarter views, not true profiles, since the dataset has no such faces).
 
+Timing: every scene goes to each detector in turn, the order rotating from scene to scene, so a change
+in the machine's load falls on all detectors alike; compare times only within one run.
+
 Writes bench/results/detectors.json and .md (`--tiny`: detectors_tiny.*), with machine info (CPU model).
 """
 
@@ -402,8 +405,21 @@ def detect_scene(detector: detect.FaceDetector, scene: Scene) -> SceneResult:
 
 def run_detector(detector: detect.FaceDetector, scenes: Sequence[Scene]) -> list[SceneResult]:
     """Detect on every scene (after one untimed warm-up call) and match against the reference faces."""
-    detector.detect(scenes[0].image)
-    return [detect_scene(detector, scene) for scene in scenes]
+    return run_detectors({"detector": detector}, scenes)["detector"]
+
+
+def run_detectors(detectors: dict[str, detect.FaceDetector], scenes: Sequence[Scene]) -> dict[str, list[SceneResult]]:
+    """`run_detector` for several detectors, interleaved: each scene goes to every detector in turn, the order
+    rotating from scene to scene, so a change in the machine's load falls on all of them alike."""
+    names = list(detectors)
+    for name in names:
+        detectors[name].detect(scenes[0].image)
+    results: dict[str, list[SceneResult]] = {name: [] for name in names}
+    for k, scene in enumerate(scenes):
+        for j in range(len(names)):
+            name = names[(k + j) % len(names)]
+            results[name].append(detect_scene(detectors[name], scene))
+    return results
 
 
 def _bucket(value: float, buckets: Sequence[tuple[str, float, float]]) -> str:
@@ -620,7 +636,8 @@ def markdown(doc: dict) -> str:
         f"Machine: {doc['machine']['summary']}  ",
         f"Scenes: {doc['scenes']['images']} ({doc['scenes']['no_face_images']} without faces), "
         f"{doc['scenes']['faces']} validation faces, seed {doc['scenes']['seed']}  ",
-        f"Match rule: {doc['rules']['match']}",
+        f"Match rule: {doc['rules']['match']}  ",
+        f"Timing: {doc['rules'].get('timing', 'each detector over all scenes in turn')}",
         "",
         f"| detector | recall | false boxes/img | ms/img mean / p95 | recall by size ({sizes} px) "
         f"| by rotation ({angles}°) | keypoints RMSE common / own |",
@@ -727,11 +744,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for name, offset in SUBSET_SEEDS.items()} if subset_n else {}
     print(f"{len(scenes)} scenes, {sum(len(s.faces) for s in scenes)} faces; CPU: {machine['cpu_model']}", flush=True)
     detectors = {name: build_detector(name) for name in args.detectors}
-    results, metrics, subsets = {}, {}, {}
-    for name, det in detectors.items():
-        results[name] = run_detector(det, scenes)
+    results = run_detectors(detectors, scenes)
+    extra_results = {s: run_detectors(detectors, sc) for s, sc in extra_scenes.items()}
+    metrics, subsets = {}, {}
+    for name in detectors:
         metrics[name] = detection_metrics(scenes, results[name])
-        extra = {s: (sc, run_detector(det, sc)) for s, sc in extra_scenes.items()}
+        extra = {s: (sc, extra_results[s][name]) for s, sc in extra_scenes.items()}
         subsets[name] = subset_metrics(scenes, results[name], extra)
         print(f"{name}: recall {metrics[name]['recall']}, {metrics[name]['false_boxes_per_image']} false/img, "
               f"{metrics[name]['ms_mean']} ms/img; " + ", ".join(
@@ -745,6 +763,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "reference_box": f"square, side {BOX_SCALE} x mean(width, height) of the eyes/brows/mouth keypoint "
                              f"extent, centre = extent centre + ({BOX_SHIFT_Y} x side) in y; scaled/rotated with "
                              "the paste (side: scale only)",
+            "timing": "detectors interleaved: each scene goes to every detector in turn, the order rotating "
+                      "from scene to scene",
             "match": f"detection centre inside the reference box and sqrt(w*h) within x{MATCH_SIZE_FACTOR:g} of its "
                      "side; one-to-one, closest first; unmatched detections (duplicates too) are false boxes",
         },

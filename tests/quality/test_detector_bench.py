@@ -227,3 +227,24 @@ def test_mtcnn_first_stage_runs_p_net_alone_and_reports_no_face(real_faces):
     (full,) = db.run_detector(db.build_detector("mtcnn"), [scene])
     (first,) = db.run_detector(floor, [scene])
     assert full.found == [0] and first.found == [None] and first.boxes == []
+
+
+def test_detectors_take_each_scene_in_turn_in_a_rotating_order(scenes):
+    calls: list[tuple[str, int]] = []
+
+    class Recorder:
+        def __init__(self, name: str):
+            self.name = name
+
+        def detect(self, image):
+            calls.append((self.name, next(k for k, s in enumerate(scenes) if s.image is image)))
+            return []
+
+    results = db.run_detectors({"a": Recorder("a"), "b": Recorder("b"), "c": Recorder("c")}, scenes)
+    assert calls[:3] == [("a", 0), ("b", 0), ("c", 0)]  # untimed warm-ups
+    timed = calls[3:]
+    assert [k for _, k in timed] == [k for k in range(len(scenes)) for _ in range(3)]
+    assert [timed[3 * k][0] for k in range(len(scenes))] == ["abc"[k % 3] for k in range(len(scenes))]
+    for name in "abc":
+        assert len(results[name]) == len(scenes)
+        assert [r.found for r in results[name]] == [[None] * len(s.faces) for s in scenes]
