@@ -122,6 +122,20 @@ def test_predict_with_the_server_down_creates_no_output(tmp_path, astronaut_jpeg
     assert not csv_path.exists() and not ann.exists()
 
 
+def test_predict_of_files_that_do_not_exist_says_so_without_asking_the_server(tmp_path, capsys):
+    missing = [tmp_path / "a.jpg", tmp_path / "typo.jpg"]
+    csv_path = tmp_path / "out.csv"
+    # port 9 has no server: reaching it would take --timeout and end in a server error (exit 2)
+    code = _run(["predict", *map(str, missing), "--json", "--csv", str(csv_path), "--grpc-port", "9",
+                 "--timeout", "30"])
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"emotion-ai: skipped {m}: no such file" for m in missing]
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"image": str(m), "error": f"{m}: no such file"} for m in missing]
+    assert not csv_path.exists()
+
+
 # -- 4. and 5. failed and never-processed files in the JSON and CSV outputs --------------------------
 @pytest.fixture
 def folder(tmp_path, astronaut_jpeg):

@@ -232,6 +232,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         _err("no image files to process")
         return EXIT_SOME_FAILED
+    if not any(path.exists() for path, _ in files):  # a typo, not a server question: say so at once
+        outputs = PredictOutputs(json=args.json)
+        for path, _ in files:
+            outputs.fail(path, f"{path}: no such file", f"skipped {path}: no such file")
+        return EXIT_SOME_FAILED
     failed = 0
     with ExitStack() as stack:
         client = _connect(stack, args)  # before any output file or folder is created
