@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, closing
 from dataclasses import dataclass, replace
@@ -154,7 +154,7 @@ def _summary(pred: Prediction) -> str:
 
 
 def stage_ahead(client: EmotionClient, paths: Iterable[Path], depth: int = PIPELINE_DEPTH,
-                workers: int = STAGE_WORKERS) -> Iterator[Future[StagedImage]]:
+                workers: int = STAGE_WORKERS) -> Generator[Future[StagedImage], None, None]:
     """`client.stage(path)` for each path, in order, run ahead in worker threads: at most `depth` images
     are staged or waiting while the caller sends the current one's model requests (`predict_staged`).
 
@@ -232,14 +232,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if not files:
         _err("no image files to process")
         return EXIT_SOME_FAILED
-    if not any(path.exists() for path, _ in files):  # a typo, not a server question: say so at once
-        outputs = PredictOutputs(json=args.json)
-        for path, _ in files:
-            outputs.fail(path, f"{path}: no such file", f"skipped {path}: no such file")
-        return EXIT_SOME_FAILED
     failed = 0
     with ExitStack() as stack:
-        client = _connect(stack, args)  # before any output file or folder is created
+        client = stack.enter_context(_client(args))  # flags a usage error first (exit 2); no request yet
+        if not any(path.exists() for path, _ in files):  # a typo, not a server question: say so at once
+            outputs = PredictOutputs(json=args.json)
+            for path, _ in files:
+                outputs.fail(path, f"{path}: no such file", f"skipped {path}: no such file")
+            return EXIT_SOME_FAILED
+        client.wait_until_available(timeout=args.timeout)  # as `_connect`: before any output is created
         outputs = PredictOutputs(json=args.json)
         if args.csv:
             stream = stack.enter_context(
@@ -388,7 +389,7 @@ def cmd_video(args: argparse.Namespace) -> int:
                 if args.annotated:
                     if writer is None:
                         h, w = frame.shape[:2]
-                        writer = cv2.VideoWriter(args.annotated, cv2.VideoWriter_fourcc(*"mp4v"), fps or 25.0, (w, h))
+                        writer = cv2.VideoWriter(args.annotated, cv2.VideoWriter.fourcc(*"mp4v"), fps or 25.0, (w, h))
                         if not writer.isOpened():
                             raise EmotionAIError(f"cannot write {args.annotated}")
                     writer.write(draw_faces(frame, faces))
