@@ -10,12 +10,12 @@ import math
 import os
 import sys
 from collections.abc import Callable
-from typing import NoReturn, TypeVar
+from typing import NoReturn, TypeVar, cast
 
 from . import __version__, spec
 from .client import ClientOptions
 from .detect import DEFAULT_DETECTOR, DETECTORS, THOROUGH_DETECTOR
-from .options import PROTOCOLS, check_endpoint, check_host, check_port
+from .options import PROTOCOLS, Protocol_, check_endpoint, check_host, check_port
 from .outputs import ERROR_KEY
 from .streaming import StreamOptions
 
@@ -81,10 +81,10 @@ def _port(text: str) -> int:
 
 
 @_arg_type
-def _protocol(text: str) -> str:
+def _protocol(text: str) -> Protocol_:
     if text not in PROTOCOLS:
         raise ValueError(f"{text!r} is not one of {', '.join(PROTOCOLS)}")
-    return text
+    return cast("Protocol_", text)
 
 
 _host = _arg_type(check_host)
@@ -118,7 +118,7 @@ def _detector_defaults(knob: str) -> str:
     return ", ".join(found)
 
 
-def _connection_parser(with_host: bool = True) -> argparse.ArgumentParser:
+def _connection_parser(with_host: bool = True) -> _Parser:
     """The server and model flags every command shares; their defaults come from the EMOTION_AI_* environment.
 
     Args:
@@ -131,7 +131,7 @@ def _connection_parser(with_host: bool = True) -> argparse.ArgumentParser:
     Raises:
         SystemExit: status 2, after one line on stderr, for an invalid EMOTION_AI_* value.
     """
-    conn = argparse.ArgumentParser(add_help=False)
+    conn = _Parser(add_help=False)
     g = conn.add_argument_group("server")
     d = ClientOptions  # the one place the connection defaults are defined
     host, protocol = _env("EMOTION_AI_HOST", _host, d.host), _env("EMOTION_AI_PROTOCOL", _protocol, d.protocol)
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    det = argparse.ArgumentParser(add_help=False)
+    det = _Parser(add_help=False)
     g = det.add_argument_group("face detector")
     g.add_argument("--detector", metavar="NAME",
                    help=f"{' | '.join(DETECTORS)} | yunet:MODEL.onnx (default: {DEFAULT_DETECTOR}, its model ships "

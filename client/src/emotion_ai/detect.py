@@ -66,7 +66,7 @@ class HaarFaceDetector:
         min_score: float = 0.85,
     ):
         if cascade_path is None:
-            cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"
+            cascade_path = Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
         self._cascade = cv2.CascadeClassifier(str(cascade_path))
         if self._cascade.empty():
             raise FileNotFoundError(f"could not load the Haar cascade from {cascade_path}")
@@ -106,8 +106,7 @@ class HaarFaceDetector:
         for (x, y, bw, bh), weight in zip(rects, np.ravel(weights), strict=False):
             score = _sigmoid(float(weight))
             if score >= self.min_score:
-                box = (x / scale, y / scale, bw / scale, bh / scale)
-                out.append(Detection(tuple(float(v) for v in box), score))
+                out.append(Detection((float(x) / scale, float(y) / scale, float(bw) / scale, float(bh) / scale), score))
         return out
 
 

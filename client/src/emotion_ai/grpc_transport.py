@@ -7,6 +7,7 @@ Methods are called by their upstream full names, so the server sees exactly what
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -166,10 +167,10 @@ class GrpcTransport:
         self._channel = grpc.insecure_channel(target, options=channel_options(target, max_message_bytes))
         self._predict, self._metadata, self._status = bind_methods(self._channel)
 
-    def _call(self, method, request, model: ModelRef, timeout: float, what: str):
+    def _call(self, method: Callable[..., Any], request: Any, model: ModelRef, timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
 
-        def attempt(remaining: float):
+        def attempt(remaining: float) -> Any:
             try:
                 return method(request, timeout=remaining)
             except grpc.RpcError as err:

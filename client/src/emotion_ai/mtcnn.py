@@ -81,7 +81,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, threshold: float, mode: str = "un
         if len(boxes) == 0:
             return np.empty(0, np.int64)
         xywh = np.column_stack([boxes[:, :2], boxes[:, 2:4] - boxes[:, :2] + 1])
-        return np.asarray(cv2.dnn.NMSBoxes(xywh, scores, 0.0, threshold), np.int64).reshape(-1)
+        kept = cv2.dnn.NMSBoxes(xywh, scores, 0.0, threshold)  # type: ignore[arg-type]  # stubs: lists; arrays work
+        return np.asarray(kept, np.int64).reshape(-1)
     x1, y1, x2, y2 = boxes.T
     area = (x2 - x1 + 1) * (y2 - y1 + 1)
     order = np.argsort(scores)[::-1]

@@ -180,7 +180,7 @@ class ClientOptions:
         Returns:
             "keypoints" and "emotion" -> `ModelRef`.
         """
-        return default_models(self.variant) | dict(self.models)
+        return default_models(self.variant) | {key: _model_ref(value) for key, value in self.models.items()}
 
 
 def resolve_options(owner: str, options: ClientOptions | None, named: Mapping[str, Any],

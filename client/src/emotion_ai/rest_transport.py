@@ -160,7 +160,7 @@ class RestTransport:
                 raise RetryableError(exc.strerror or str(exc)) from exc
             except http.client.HTTPException as exc:
                 conn.close()
-                if isinstance(exc, http.client.BadStatusLine) and str(exc.line).startswith("\x00\x00"):
+                if isinstance(exc, http.client.BadStatusLine) and str(exc).startswith("\x00\x00"):
                     raise grpc_port_error(where) from exc
                 raise ServerError(f"malformed HTTP reply ({exc!r})") from exc
             if closing:

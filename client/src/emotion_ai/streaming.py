@@ -93,10 +93,18 @@ def keypoint_frame(face: Face) -> tuple[np.ndarray, float] | None:
     return (centre, spread) if spread > 0 else None
 
 
+def _track_id(face: Face) -> int:
+    """The track id of a face the stream follows (every such face has one)."""
+    assert face.track_id is not None
+    return face.track_id
+
+
 def eye_landmarks(face: Face) -> tuple[tuple[float, float], ...] | None:
     """The face's eye centres in detector-landmark order (image-left eye first: the subject's right)."""
-    eyes = (face.keypoints.get("right_eye_center"), face.keypoints.get("left_eye_center"))
-    return eyes if all(e is not None and math.isfinite(e[0]) and math.isfinite(e[1]) for e in eyes) else None
+    right, left = face.keypoints.get("right_eye_center"), face.keypoints.get("left_eye_center")
+    if right is None or left is None or not all(math.isfinite(v) for v in (*right, *left)):
+        return None
+    return right, left
 
 
 def smooth(previous: dict[str, float] | None, scores: dict[str, float], dt: float, tau: float) -> dict[str, float]:
@@ -171,7 +179,7 @@ class FaceStream:
             if search is not None:
                 search.result()  # superseded by the full search
             detected, faces = True, self._detect(bgr, t_start, timings)
-            anchored = {f.track_id for f in faces}  # type: ignore[misc]
+            anchored = {_track_id(f) for f in faces}
         elif search is not None:
             faces, anchored = self._refresh(bgr, followed, search.result(), t_start, timings)
         else:
@@ -259,7 +267,7 @@ class FaceStream:
                 new.append(d)
         kept: list[Face] = []
         for i, face in enumerate(followed):
-            track = self._tracks[face.track_id]  # type: ignore[index]
+            track = self._tracks[_track_id(face)]
             if i in found:
                 track.unfound = 0
                 d = found[i]
@@ -269,13 +277,13 @@ class FaceStream:
                 if track.unfound < len(self._round):
                     kept.append(face)
                 else:
-                    del self._tracks[face.track_id]  # type: ignore[arg-type]
+                    del self._tracks[_track_id(face)]
         added = self._infer(bgr, new, t_start, timings) if new else []
         # followed faces are matched by their tracked boxes, so they keep their ids; new faces get new ones
-        ids = self._tracker.update([self._tracks[f.track_id].box for f in kept] + [f.box for f in added])
+        ids = self._tracker.update([self._tracks[_track_id(f)].box for f in kept] + [f.box for f in added])
         added = [replace(f, track_id=tid) for f, tid in zip(added, ids[len(kept):], strict=True)]
         faces = sorted(kept + added, key=lambda f: (f.box[0], f.box[1]))
-        return faces, {followed[i].track_id for i in found} | {f.track_id for f in added}  # type: ignore[misc]
+        return faces, {_track_id(followed[i]) for i in found} | {_track_id(f) for f in added}
 
     def _update(self, face: Face, now: float, anchored: bool) -> Face:
         """Record a face's track state and return it with its smoothed scores. A detector box

@@ -10,7 +10,7 @@ import numpy as np
 
 from ._proto import tfs_pb2 as pb
 
-_NP_TO_DT: dict[np.dtype, int] = {
+_NP_TO_DT: dict[np.dtype, pb.DataType] = {
     np.dtype(np.float32): pb.DT_FLOAT,
     np.dtype(np.float64): pb.DT_DOUBLE,
     np.dtype(np.int32): pb.DT_INT32,

@@ -166,7 +166,7 @@ class YuNetFaceDetector:
             return rows[~unsure]
         scores = self._verifier.face_scores(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rows[unsure, :4])
         keep = ~unsure
-        keep[np.flatnonzero(unsure)[scores >= self.verify_score]] = True  # type: ignore[operator]
+        keep[np.flatnonzero(unsure)[scores >= self.verify_score]] = True
         return rows[keep]
 
     def _run(self, bgr: np.ndarray) -> np.ndarray:

@@ -174,7 +174,8 @@ def classification_result(
     classes, scores = outputs.get("classes"), outputs.get("scores")
     for i in range(num_examples):
         group = result.classifications.add()
-        width = (scores if scores is not None else classes).reshape(num_examples, -1).shape[1]
+        shaped = scores if scores is not None else classes
+        width = 0 if shaped is None else shaped.reshape(num_examples, -1).shape[1]
         for j in range(width):
             cls = group.classes.add()
             if classes is not None:

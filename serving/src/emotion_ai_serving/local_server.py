@@ -24,6 +24,7 @@ from typing import Any
 from emotion_ai import spec
 from emotion_ai.client import EmotionClient
 from emotion_ai.errors import EmotionAIError
+from emotion_ai.options import Protocol_
 from emotion_ai.transport import all_available
 
 
@@ -173,7 +174,7 @@ class LocalServer:
         except OSError:
             return ""
 
-    def client(self, protocol: str = "grpc", **kwargs: Any) -> EmotionClient:
+    def client(self, protocol: Protocol_ = "grpc", **kwargs: Any) -> EmotionClient:
         """An EmotionClient connected to this server."""
         return EmotionClient(
             host="127.0.0.1",
@@ -188,9 +189,10 @@ class LocalServer:
 
     def kill(self) -> None:
         """SIGKILL: the crash case, no graceful shutdown."""
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(timeout=30)
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Send `sig` (SIGKILL after `timeout` s) and return the exit code (0 if never started)."""

@@ -68,9 +68,10 @@ class ModelRegistry:
                         INVALID_ARGUMENT, f"Unrecognized servable version label: {label}"
                     )
                 version = record.labels[label]
+            state: VersionState | None
             if version is None:
                 available = record.available() if record else []
-                if not available:
+                if record is None or not available:
                     raise not_found(f"Servable not found for request: Latest({name})")
                 state = record.versions[available[-1]]
             else:

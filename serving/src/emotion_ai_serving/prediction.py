@@ -115,8 +115,14 @@ class PredictionCore:
                 # last request is done, the finalizer closes the queue and its threads end.
                 # (A request in flight holds the servable itself, so `live()` is set while it runs.)
                 live = weakref.ref(servable)
+
+                def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+                    target = live()
+                    assert target is not None  # a request in flight holds its servable
+                    return target.run(signature, inputs, outputs)
+
                 found = BatchQueue(
-                    lambda inputs: live().run(signature, inputs, outputs),
+                    run,
                     self.batching,
                     f"{servable.name}-{servable.version}",
                 )

@@ -8,6 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
+import grpc
 from tensorflow_serving.config import model_server_config_pb2
 
 from .config import (
@@ -51,7 +52,7 @@ class ModelServer:
         self.watcher = VersionWatcher(self.registry, options)
         self.stop_event = threading.Event()
         self.rest: RestServer | None = None
-        self.grpc = None
+        self.grpc: grpc.Server | None = None
 
     def _read_config(self) -> model_server_config_pb2.ModelServerConfig:
         opts = self.options
@@ -101,7 +102,7 @@ class ModelServer:
         log.info("shutting down", extra={"grace_seconds": grace})
         self.stop_event.set()
         self.watcher.stop()
-        waiters = []
+        waiters: list[threading.Event] = []
         if self.grpc is not None:
             waiters.append(self.grpc.stop(grace))
         if self.rest is not None and not self.rest.stop(grace):

@@ -233,7 +233,7 @@ class VersionWatcher:
                 ):
                     continue
             self._load(name, version, complete[version], current, state.attempts + 1)
-        available = self.registry.record(name).available()
+        available = record.available()
         to_unload = [v for v in available if v not in aspired]
         if complete and to_unload and not any(v in aspired for v in available):
             to_unload.remove(max(to_unload))  # availability preserving: keep the only one left

@@ -100,7 +100,7 @@ class Augmenter:
         for i, image in enumerate(images):
             m, flip = self._random_matrix(image.shape[1])
             out_img[i] = self._photometric(warp_image(image, m))
-            if out_pts is not None:
+            if points is not None and out_pts is not None:
                 out_pts[i] = transform_points(points[i], m, flip)
         return out_img if points is None else (out_img, out_pts)
 

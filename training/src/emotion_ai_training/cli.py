@@ -128,11 +128,11 @@ def _preview(cfg, out: Path) -> int:
     import numpy as np
 
     from emotion_ai_training.augment import Augmenter, write_preview
-    from emotion_ai_training.data import load_task
+    from emotion_ai_training.data import KeypointsData, load_task
 
     d = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir)
     idx = np.random.default_rng(cfg.seed).choice(len(d.images), 6, replace=False)
-    points = d.points[idx] if cfg.task == "keypoints" else None
+    points = d.points[idx] if isinstance(d, KeypointsData) else None
     write_preview(out, d.images[idx], points, Augmenter(cfg.augment_config(), cfg.seed))
     log.info("wrote %s", out)
     return 0

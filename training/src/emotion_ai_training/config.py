@@ -8,6 +8,7 @@ interpolation all read a run's settings through `TrainConfig.from_dict` and buil
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import keras
 from emotion_ai.spec import EMOTION_LABELS, EMOTION_LABELS_5
@@ -107,7 +108,8 @@ class TrainConfig:
 
     def resnet_config(self) -> ResNetConfig:
         if self.resnet:
-            return ResNetConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()})
+            fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.resnet.items()}
+            return ResNetConfig(**fields)
         base = TINY_RESNET if self.tiny else ARCHITECTURES[self.arch or self.task][1]
         return base if self.dropout is None else replace(base, dropout=self.dropout)
 

@@ -30,7 +30,8 @@ def save_cache(cache: Path, bad: list[BadRow], **arrays: np.ndarray) -> None:
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, bad_lines=np.array([b.line for b in bad], np.int64),
-             bad_reasons=np.array([b.reason for b in bad], dtype=str), **arrays)
+             bad_reasons=np.array([b.reason for b in bad], dtype=str),
+             **arrays)  # type: ignore[arg-type]  # numpy's stub reads **arrays as its allow_pickle flag
     tmp.replace(cache)
 
 

@@ -74,7 +74,8 @@ def teacher_outputs(teachers: Sequence[str | Path], task: str, images: np.ndarra
     paths = [Path(t) for t in teachers]
     if not paths:
         raise ValueError("no teacher given")
-    return np.mean([teacher_output(path, task, images, cache_dir) for path in paths], axis=0, dtype=np.float32)
+    return np.asarray(np.mean([teacher_output(path, task, images, cache_dir) for path in paths], axis=0,
+                              dtype=np.float32))
 
 
 def teacher_output(path: Path, task: str, images: np.ndarray, cache_dir: str | Path | None) -> np.ndarray:

@@ -170,8 +170,12 @@ def evaluate(kind: str, model_dir: Path, data: str, out_dir: Path, cache_dir: st
     dataset = dataset if dataset is not None else load_task(kind, data, cache_dir=cache_dir, seed=seed)
     name = name or str(model_dir)
     if kind == "emotion":
+        if not isinstance(dataset, EmotionData):
+            raise TypeError(f"an emotion model is evaluated on emotion data, not {type(dataset).__name__}")
         aligned = aligned_votes(dataset, load_ferplus(votes)) if votes else None
         return evaluate_emotion(model_dir, dataset, out_dir, name, aligned)
+    if not isinstance(dataset, KeypointsData):
+        raise TypeError(f"a keypoints model is evaluated on keypoints data, not {type(dataset).__name__}")
     return evaluate_keypoints(model_dir, dataset, out_dir, name, seed)
 
 

@@ -308,7 +308,7 @@ def export_runs(run_dirs: Sequence[str | Path], out: str | Path = "models_export
                             shift_tta=shift_tta, weights_dtype=weights_dtype, card=card,
                             evaluate=(validation_metrics(cfg, dataset, base_dir, eval_dir, votes)
                                       if evaluate else None),
-                            cascade=(None if fallback is None
+                            cascade=(None if fallback is None or defer_below is None
                                      else Cascade(rebuild_version(fallback, compute_dtype), defer_below)),
                             temperature=temperature, flip_below=flip_below)
 

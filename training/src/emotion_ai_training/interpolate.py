@@ -26,7 +26,7 @@ from emotion_ai.spec import EMOTION_LABELS
 
 from emotion_ai_training.batchnorm_folding import recalibrate_batch_norm
 from emotion_ai_training.config import TrainConfig, build_model
-from emotion_ai_training.data import load_task
+from emotion_ai_training.data import load_emotion
 from emotion_ai_training.evaluate import emotion_metrics
 from emotion_ai_training.ferplus import aligned_votes, load_ferplus
 from emotion_ai_training.models import precision_policy
@@ -89,7 +89,7 @@ def interpolate_run(run_dir: str | Path, alphas: Sequence[float], checkpoint: st
                          "(--init-member, code at ecae1ad); interpolate it with that code")
     if not alphas or any(not 0.0 <= a <= 1.0 for a in alphas):
         raise ValueError(f"alphas must lie in [0, 1], got {list(alphas)}")
-    dataset = load_task("emotion", cfg.data, cache_dir=cfg.cache_dir)
+    dataset = load_emotion(cfg.data, cache_dir=cfg.cache_dir)
     votes = votes or cfg.votes or None
     vote_rows = aligned_votes(dataset, load_ferplus(votes)) if votes else None
     train_images, _ = dataset.subset("train")

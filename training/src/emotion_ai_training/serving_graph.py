@@ -151,8 +151,10 @@ class EmotionGraph(tf.Module):
             scores = rescore_unsure(self.net(x), x, self.flip_below,
                                     lambda faces, plain: (plain + self.net(tf.reverse(faces, axis=[2]))) / 2.0)
         if self.fallback_net is not None:  # only the faces the first stage is unsure of reach the second
-            scores = rescore_unsure(scores, x, self.defer_below, lambda faces, _: mean_over_views(
-                self.fallback_net, faces, *self.fallback_views, self.num_labels))
+            fallback, below, views = self.fallback_net, self.defer_below, self.fallback_views
+            assert below is not None and views is not None  # set together with fallback_net
+            scores = rescore_unsure(scores, x, below, lambda faces, _: mean_over_views(
+                fallback, faces, *views, self.num_labels))
         if self.temperature != 1.0:
             scores = tf.nn.softmax(tf.math.log(tf.maximum(scores, TEMPERATURE_FLOOR)) / self.temperature, axis=1)
         classes = tf.broadcast_to(self.labels[None, :], tf.shape(scores))

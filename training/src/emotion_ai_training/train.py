@@ -20,7 +20,7 @@ import numpy as np
 
 from emotion_ai_training.augment import Augmenter
 from emotion_ai_training.config import TrainConfig, build_model
-from emotion_ai_training.data import label_remap, load_task
+from emotion_ai_training.data import EmotionData, label_remap, load_task
 from emotion_ai_training.dataset_files import file_sha256
 from emotion_ai_training.distill import DistillationLoss, LabelAccuracy, keypoint_targets, teacher_outputs
 from emotion_ai_training.ferplus import aligned_votes, load_ferplus, targets, usable
@@ -110,7 +110,7 @@ def best_epoch(run_dir: Path, task: str) -> int | None:
     """1-based epoch that wrote best.keras: the first epoch with the best monitored value in history.csv."""
     rows = _read_history(run_dir / "history.csv")
     monitor, mode = MONITORS[task]
-    if rows is None or monitor not in rows.dtype.names:
+    if rows is None or monitor not in (rows.dtype.names or ()):
         return None
     index = np.nanargmax(rows[monitor]) if mode == "max" else np.nanargmin(rows[monitor])
     return int(rows["epoch"][index]) + 1
@@ -132,7 +132,7 @@ def plot_history(csv_path: Path, png_path: Path) -> None:
     rows = _read_history(csv_path)
     if rows is None:
         return
-    names = [n for n in rows.dtype.names if n != "epoch"]
+    names = [n for n in rows.dtype.names or () if n != "epoch"]
     pairs = sorted({n.removeprefix("val_") for n in names if n != "learning_rate"})
     fig, axes = plt.subplots(1, len(pairs), figsize=(5 * len(pairs), 3.5), squeeze=False)
     for ax, name in zip(axes[0], pairs, strict=True):
@@ -158,7 +158,7 @@ def _load_task_data(cfg: TrainConfig):
     x_va, y_va = data.subset("validation")
     if cfg.labels != "fer2013":
         x_tr, y_tr, x_va, y_va = _ferplus_rows(cfg, data)
-    elif cfg.task == "emotion":
+    elif isinstance(data, EmotionData):  # the emotion task's data
         names = cfg.label_names()
         if tuple(data.label_names) != names:
             remap = label_remap(data.label_names, names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import MutableMapping
 from typing import Any
 
 from prometheus_client import (
@@ -87,7 +88,7 @@ class MetricsMiddleware:
             self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
 
 
-def _route(scope: dict[str, Any]) -> str:
+def _route(scope: MutableMapping[str, Any]) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
     return path if isinstance(path, str) else "unmatched"
