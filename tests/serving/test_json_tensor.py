@@ -171,3 +171,12 @@ def test_fast_integer_path_leaves_everything_else_to_the_general_path(text):
                  b'{"inputs":{"x":[1,2]}}trailing', b'{"signature_name":"s","inputs":{"x":[1]}}'):
         assert fast_columnar_integers(body) is None
     assert fast_tensor(np.array([2**40]), UINT8) is None  # out of the int32 range: the general path's error
+
+
+def test_a_classification_without_classes_or_scores_is_empty_groups():
+    from emotion_ai_serving.classify_regress import classification_result
+
+    result = classification_result({}, 2)
+    assert len(result.classifications) == 2 and all(len(g.classes) == 0 for g in result.classifications)
+    labelled = classification_result({"classes": np.array([[b"a", b"b"], [b"c", b"d"]])}, 2)
+    assert [[c.label for c in g.classes] for g in labelled.classifications] == [["a", "b"], ["c", "d"]]

@@ -314,3 +314,19 @@ def test_configs_of_retired_experiments_load_but_do_not_train_on() -> None:
         assert TrainConfig.from_dict(used) == TrainConfig("emotion", "d", "r")
         with pytest.raises(ValueError, match=f"{name}=.*{commit}"):
             TrainConfig.from_dict(used, strict=True)
+
+
+@pytest.mark.parametrize("kind", ["emotion", "keypoints"])
+def test_evaluate_refuses_the_other_tasks_data(kind, tmp_path):
+    from emotion_ai_training.data import EmotionData, KeypointsData
+    from emotion_ai_training.evaluate import evaluate
+
+    split = np.array(["validation"])
+    other = (KeypointsData(np.zeros((1, 96, 96), np.uint8), np.zeros((1, 15, 2), np.float32), {}, split, "x")
+             if kind == "emotion" else
+             EmotionData(np.zeros((1, 48, 48), np.uint8), np.zeros(1, np.int64), split, ("happy",), "x"))
+    article = "an" if kind == "emotion" else "a"
+    message = f"^{article} {kind} model is evaluated on {kind} data, not {type(other).__name__}$"
+    with pytest.raises(TypeError, match=message):
+        evaluate(kind, tmp_path / "no-model", "unused.csv", tmp_path / "out", dataset=other)
+    assert not (tmp_path / "out").exists()
