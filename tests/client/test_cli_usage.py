@@ -14,7 +14,7 @@ import grpc
 import numpy as np
 import pytest
 from emotion_ai import cli as cli_mod
-from emotion_ai import spec
+from emotion_ai import cli_support, spec
 from emotion_ai._proto import tfs_pb2 as pb
 from emotion_ai.errors import ModelNotFoundError, RequestTimeoutError, ServerUnavailableError
 from emotion_ai.grpc_transport import GrpcTransport
@@ -37,7 +37,7 @@ def cli_client(monkeypatch, fake_client):
         def __exit__(self, *exc):
             return None
 
-    monkeypatch.setattr(cli_mod, "_client", lambda args: NoClose())
+    monkeypatch.setattr(cli_support, "client_from_args", lambda args: NoClose())
     return fake_client
 
 

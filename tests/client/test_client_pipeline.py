@@ -9,7 +9,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from emotion_ai import InvalidImageError, Prediction, spec
+from emotion_ai import InvalidImageError, Prediction, cli_support, spec
 from emotion_ai import cli as cli_mod
 from emotion_ai.preprocess import square_for_box
 
@@ -104,7 +104,7 @@ def test_prediction_dict_schema_annotate_and_save(fake_client, astronaut_bgr, tm
 
 @pytest.fixture
 def cli_with_fake(monkeypatch, fake_client):
-    monkeypatch.setattr(cli_mod, "_client", lambda args: _NoClose(fake_client))
+    monkeypatch.setattr(cli_support, "client_from_args", lambda args: _NoClose(fake_client))
     return fake_client
 
 

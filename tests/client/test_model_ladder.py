@@ -14,7 +14,16 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from emotion_ai import AsyncEmotionClient, ClientOptions, EmotionClient, HaarFaceDetector, ModelRef, spec
+from emotion_ai import (
+    AsyncEmotionClient,
+    ClientOptions,
+    EmotionClient,
+    HaarFaceDetector,
+    ModelRef,
+    cli_predict,
+    cli_support,
+    spec,
+)
 from emotion_ai import cli as cli_mod
 
 from .conftest import FakeTransport
@@ -67,11 +76,11 @@ def test_the_accurate_variant_reaches_the_accurate_model_with_the_same_output_co
 
 def test_cli_accurate_flag_builds_an_accurate_client():
     args = cli_mod.build_parser().parse_args(["predict", "x.jpg", "--accurate", "--emotion-version", "8"])
-    with cli_mod._client(args) as client:
+    with cli_support.client_from_args(args) as client:
         assert client.options.variant == "accurate"
         assert client.models == {"keypoints": ModelRef("keypoints"), "emotion": ModelRef(ACCURATE, version=8)}
     args = cli_mod.build_parser().parse_args(["status"])
-    with cli_mod._client(args) as client:
+    with cli_support.client_from_args(args) as client:
         assert client.models == {"keypoints": ModelRef("keypoints"), "emotion": ModelRef("emotion")}
 
 
@@ -86,7 +95,7 @@ def test_stage_ahead_keeps_order_and_bounds_the_images_in_flight():
                 started.append(item)
             return item
 
-    for i, future in enumerate(cli_mod.stage_ahead(Stager(), range(10), depth=3, workers=2)):  # type: ignore[arg-type]
+    for i, future in enumerate(cli_predict.stage_ahead(Stager(), range(10), depth=3, workers=2)):  # type: ignore[arg-type]
         assert future.result() == i
         assert len(started) <= i + 3
     assert sorted(started) == list(range(10))
@@ -111,7 +120,7 @@ def test_predict_folder_pipeline_keeps_order_and_survives_a_corrupt_file(
             return super().stage(image, color=color)
 
     transport = FakeTransport()
-    monkeypatch.setattr(cli_mod, "_client", lambda args: Recording(timeout=5, transport=transport,
+    monkeypatch.setattr(cli_support, "client_from_args", lambda args: Recording(timeout=5, transport=transport,
                                                                    detector=HaarFaceDetector()))
     code = cli_mod.main(["predict", str(folder), "--json"])
     out, err = capsys.readouterr()

@@ -9,7 +9,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from emotion_ai import EmotionClient, StreamOptions, TrackSummary, spec
+from emotion_ai import EmotionClient, StreamOptions, TrackSummary, cli_support, spec
 from emotion_ai import cli as cli_mod
 from emotion_ai.detect import Detection
 from emotion_ai.errors import RequestTimeoutError
@@ -340,7 +340,7 @@ def _clip(path, frames, fps=10):
 @pytest.fixture
 def cli_fake(monkeypatch):
     """`emotion-ai` with a fresh fake-served client per command."""
-    monkeypatch.setattr(cli_mod, "_client", lambda args: EmotionClient(transport=ShapeTransport(),
+    monkeypatch.setattr(cli_support, "client_from_args", lambda args: EmotionClient(transport=ShapeTransport(),
                                                                         detector=SquareDetector()))
 
 
@@ -394,7 +394,7 @@ class FlakyTransport(ShapeTransport):
 
 
 def test_cli_video_a_failed_frame_costs_that_frame_only(monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(cli_mod, "_client", lambda args: EmotionClient(
+    monkeypatch.setattr(cli_support, "client_from_args", lambda args: EmotionClient(
         transport=FlakyTransport(frozenset({3})), detector=SquareDetector()))
     video = _clip(tmp_path / "in.avi", [frame((100, 60, 80))] * 6)
     out, ann = tmp_path / "t.jsonl", tmp_path / "ann.mp4"
