@@ -494,14 +494,14 @@ def test_malformed_grpc_tensor_is_a_server_error():
 
 
 def test_cli_environment_defaults_and_model_flags(monkeypatch, capsys):
-    from emotion_ai import cli
+    from emotion_ai import cli, cli_support
 
     monkeypatch.setenv("EMOTION_AI_HOST", "serving.internal")
     monkeypatch.setenv("EMOTION_AI_PROTOCOL", "rest")
     monkeypatch.setenv("EMOTION_AI_REST_PORT", "18501")
     args = cli.build_parser().parse_args(["status", "--emotion-version", "5", "--keypoints-label", "stable"])
     assert (args.host, args.protocol, args.rest_port) == ("serving.internal", "rest", 18501)
-    client = cli._client(args)
+    client = cli_support.client_from_args(args)
     try:
         assert client.models["emotion"] == ModelRef("emotion", version=5)
         assert client.models["keypoints"] == ModelRef("keypoints", version_label="stable")
