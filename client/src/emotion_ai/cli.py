@@ -6,7 +6,6 @@ a request for one failed), 2 usage or server errors (a usage error is one line o
 fails is reported on stderr and, with `--json` / `--csv` / `--out`, as an error record there.
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -51,8 +50,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             elif not versions:
                 out(f"{name}: no versions{use}")
             for v in versions or ():
-                err = f"  ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
-                out(f"{name}\tversion {v.version}\t{v.state}{err}{use}")
+                problem = f"  ({v.error_code}: {v.error_message})" if v.error_code != "OK" else ""
+                out(f"{name}\tversion {v.version}\t{v.state}{problem}{use}")
     in_use = {name: versions or [] for name, versions in states.items() if name in tasks}
     return EXIT_OK if all_available(in_use) else EXIT_SOME_FAILED
 
