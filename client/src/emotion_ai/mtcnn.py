@@ -334,9 +334,7 @@ class Mtcnn:
         if len(boxes) == 0:
             return np.empty(0)
         b = np.asarray(boxes, np.float64).reshape(-1, 4)
-        half = np.maximum(b[:, 2], b[:, 3]) / 2
-        cx, cy = b[:, 0] + b[:, 2] / 2, b[:, 1] + b[:, 3] / 2
-        squares = np.fix(np.stack([cx - half, cy - half, cx + half, cy + half], axis=1))
+        squares = np.fix(_square(np.hstack([b[:, :2], b[:, :2] + b[:, 2:4]])))
         with self._lock:
             *_, prob = _batched(self._onet, _crops(rgb, squares, 48), ONET_OUTPUTS)
         return prob[:, 1].astype(np.float64)

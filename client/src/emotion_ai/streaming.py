@@ -288,13 +288,13 @@ class FaceStream:
     def _update(self, face: Face, now: float, anchored: bool) -> Face:
         """Record a face's track state and return it with its smoothed scores. A detector box
         (`anchored`) fixes where the box sits relative to the keypoints until the next detection."""
-        assert face.track_id is not None
-        old = self._tracks.get(face.track_id)
+        tid = _track_id(face)
+        old = self._tracks.get(tid)
         smoothed = smooth(old.smoothed if old else None, face.scores, now - old.time if old else 0.0,
                           self.options.smoothing)
         geometry = keypoint_frame(face)
         if geometry is None:
-            self._tracks.pop(face.track_id, None)
+            self._tracks.pop(tid, None)
             return replace(face, smoothed_scores=smoothed)
         centre, spread = geometry
         x, y, w, h = face.box
@@ -306,10 +306,10 @@ class FaceStream:
         cx, cy = centre[0] + offset[0] * spread, centre[1] + offset[1] * spread
         box = (float(cx - side / 2), float(cy - side / 2), float(side), float(side * h / max(w, 1e-6)))
         velocity = (float(centre[0] - old.centre[0]), float(centre[1] - old.centre[1])) if old else (0.0, 0.0)
-        self._tracks[face.track_id] = _Track(box, face.detection_score, centre, spread, offset, smoothed, now,
+        self._tracks[tid] = _Track(box, face.detection_score, centre, spread, offset, smoothed, now,
                                              eye_landmarks(face), 0 if anchored or old is None else old.unfound,
                                              velocity)
-        self._tracker.move(face.track_id, box)
+        self._tracker.move(tid, box)
         return replace(face, smoothed_scores=smoothed)
 
 
