@@ -140,6 +140,8 @@ CLASSES_OUTPUT_KEY = "classes"
 #: AMX. Every process that loads the models sets these variables (unless already set) before TensorFlow
 #: starts: the embedded server, the training CLI, Compose, Kubernetes (`use_onednn`).
 ONEDNN_ENV: dict[str, str] = {"TF_ENABLE_ONEDNN_OPTS": "1"}
+#: `ONEDNN_ENV` as shell assignments ("TF_ENABLE_ONEDNN_OPTS=1"), for messages and model cards.
+ONEDNN_SETTING = " ".join(f"{name}={value}" for name, value in ONEDNN_ENV.items())
 
 
 def use_onednn(environ: MutableMapping[str, str] = os.environ) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from emotion_ai.spec import MODEL_CARD, ONEDNN_ENV
+from emotion_ai.spec import MODEL_CARD, ONEDNN_SETTING
 from tensorflow.core.protobuf import error_codes_pb2, meta_graph_pb2, saved_model_pb2
 from tensorflow.python.util import _pywrap_util_port  # IsMklEnabled: is oneDNN on
 from tensorflow_serving.apis import get_model_metadata_pb2, prediction_log_pb2
@@ -205,7 +205,7 @@ def _check_runtime(path: Path) -> None:
         raise ServingError(
             FAILED_PRECONDITION,
             f"{path} is an int8 model and needs TensorFlow's oneDNN kernels, which are off in this process: "
-            f"start the server with {' '.join(f'{k}={v}' for k, v in ONEDNN_ENV.items())}",
+            f"start the server with {ONEDNN_SETTING}",
         )
 
 

@@ -72,6 +72,22 @@ def next_version(base_dir: Path) -> int:
     return max([0, *versions]) + 1
 
 
+def new_version_folder(base_dir: Path, version: int | None = None) -> Path:
+    """The folder a new version of the model under `base_dir` goes to: `version`, or the next free number.
+
+    Raises:
+        ValueError: `version` is not a positive integer.
+        FileExistsError: that version exists (versions are immutable).
+    """
+    version = version or next_version(base_dir)
+    if version < 1:
+        raise ValueError(f"version must be a positive integer, got {version}")
+    target = base_dir / str(version)
+    if target.exists():
+        raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
+    return target
+
+
 def write_warmup(path: Path, model_name: str, size: int) -> None:
     """TFRecord of PredictionLog requests that TF Serving replays before reporting AVAILABLE."""
     rng = np.random.default_rng(0)
@@ -158,12 +174,8 @@ def export_model(models: keras.Model | Sequence[keras.Model], kind: str, base_di
                              f"{cascade.fallback.card.get('labels')} != {list(labels or ())}")
     base_dir = Path(base_dir)
     base_dir.mkdir(parents=True, exist_ok=True)
-    version = version or next_version(base_dir)
-    if version < 1:
-        raise ValueError(f"version must be a positive integer, got {version}")
-    target = base_dir / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
+    target = new_version_folder(base_dir, version)
+    version = int(target.name)
     def served(networks: Sequence[keras.Model]) -> Ensemble:
         return Ensemble([fold_batch_norm(m) for m in networks] if fold_batch_norms else networks, weights_dtype)
 

@@ -20,6 +20,7 @@ import importlib.metadata
 import json
 import logging
 import math
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from emotion_ai.spec import INPUT_KEY, MODEL_CARD, SIGNATURE_NAME
+from emotion_ai.spec import INPUT_KEY, MODEL_CARD, ONEDNN_SETTING, SIGNATURE_NAME
 from tensorflow.core.protobuf import saved_model_pb2
 
 from emotion_ai_training.config import TrainConfig
@@ -36,7 +37,7 @@ from emotion_ai_training.data import load_task
 from emotion_ai_training.export import (
     export_version,
     git_commit,
-    next_version,
+    new_version_folder,
     validation_metrics,
     write_warmup,
 )
@@ -150,23 +151,24 @@ def quantize_version(folder: str | Path, out: str | Path = "models_export", *, v
     dataset = load_task(cfg.task, cfg.data, cache_dir=cfg.cache_dir, seed=cfg.seed)
     images = calibration_images(dataset.subset("train")[0], samples, seed)
     base_dir = Path(out) / kind
-    version = version or next_version(base_dir)
-    target = base_dir / str(version)
-    if target.exists():
-        raise FileExistsError(f"{target} already exists; versions are immutable, export a new one")
+    base_dir.mkdir(parents=True, exist_ok=True)
+    target = new_version_folder(base_dir, version)
+    version = int(target.name)
     config = StaticQuantConfig(weight_granularity="per_channel")
-    with tempfile.TemporaryDirectory(prefix="emotion-ai-quantize-") as scratch_dir:
-        scratch = Path(scratch_dir)
-        plain = export_version(folder, scratch / "float32", version=1, weights_dtype="float32",
-                               compute_dtype="float32", evaluate=False)
-        tmp = scratch / "int8"
-        with contextlib.chdir(scratch):  # the quantizer writes its ./nc_workspace into the working directory
-            quantized = quantize_model(str(plain), config, Calibration(images),
-                                       calib_iteration=math.ceil(len(images) / CALIBRATION_BATCH))
-            if quantized is None:
-                raise RuntimeError(f"{QUANTIZER} could not quantize {folder} (its log says why)")
-            quantized.save(str(tmp))
-        restore_signature_names(plain, tmp)
+    tmp = base_dir / f".tmp-quantize-{os.getpid()}"  # built beside the target, then renamed to it
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        with tempfile.TemporaryDirectory(prefix="emotion-ai-quantize-") as scratch_dir:
+            scratch = Path(scratch_dir)
+            plain = export_version(folder, scratch / "float32", version=1, weights_dtype="float32",
+                                   compute_dtype="float32", evaluate=False)
+            with contextlib.chdir(scratch):  # the quantizer writes its ./nc_workspace into the working directory
+                quantized = quantize_model(str(plain), config, Calibration(images),
+                                           calib_iteration=math.ceil(len(images) / CALIBRATION_BATCH))
+                if quantized is None:
+                    raise RuntimeError(f"{QUANTIZER} could not quantize {folder} (its log says why)")
+                quantized.save(str(tmp.absolute()))
+            restore_signature_names(plain, tmp)
         variables = tmp / "variables"  # empty (every weight is a constant): servers would wait for its shards
         if variables.is_dir() and not any(variables.iterdir()):
             variables.rmdir()
@@ -182,7 +184,7 @@ def quantize_version(folder: str | Path, out: str | Path = "models_export", *, v
                 "scheme": "static post-training: int8 weights per output channel, int8 activations per tensor, "
                           "symmetric, min-max ranges",
                 "calibration": {"images": len(images), "split": "train", "seed": seed, "data": str(cfg.data)},
-                "runtime": "oneDNN int8 kernels: TensorFlow (Serving) with oneDNN on (TF_ENABLE_ONEDNN_OPTS=1)",
+                "runtime": f"oneDNN int8 kernels: TensorFlow (Serving) with oneDNN on ({ONEDNN_SETTING})",
             },
             "exported_from": {"version": source.get("version"), "folder": str(folder),
                               "code_commit": source.get("code_commit"), "weights_dtype": source.get("weights_dtype"),
@@ -194,13 +196,8 @@ def quantize_version(folder: str | Path, out: str | Path = "models_export", *, v
         if evaluate:
             card["validation_metrics"] = validation_metrics(cfg, dataset, base_dir, eval_dir, votes)(tmp, version)
         (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n")
-        base_dir.mkdir(parents=True, exist_ok=True)
-        staging = base_dir / f".tmp-quantize-{version}"  # TF Serving ignores non-numeric folder names
-        shutil.rmtree(staging, ignore_errors=True)
-        try:
-            shutil.copytree(tmp, staging)
-            staging.rename(target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        tmp.rename(target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     log.info("quantized %s to int8 as %s version %d", folder, kind, version)
     return target
